@@ -1,0 +1,57 @@
+class InvalidTransition(Exception):
+    """A status change that the order state machine does not allow."""
+
+    def __init__(self, from_status: str, to_status: str):
+        self.from_status = from_status
+        self.to_status = to_status
+        super().__init__(f"an order cannot move from {from_status} to {to_status}")
+
+
+class StepError(Exception):
+    """A gateway step (payment, stock) reported that it did not succeed."""
+
+    kind = "error"
+
+    def __init__(self, step: str, message: str):
+        self.step = step
+        self.message = message
+        super().__init__(f"{step}: {message} ({self.kind})")
+
+
+class TransientStepError(StepError):
+    """Worth another attempt: a timeout, an unavailable gateway."""
+
+    kind = "transient"
+
+
+class PermanentStepError(StepError):
+    """Retrying cannot help: a declined card, an unknown SKU."""
+
+    kind = "permanent"
+
+
+class OrderInputError(Exception):
+    """Input that the API refuses; carries the JSON error contract's fields."""
+
+    def __init__(
+        self,
+        error: str,
+        detail: str,
+        *,
+        status: int = 400,
+        fields: dict | None = None,
+    ):
+        self.error = error
+        self.detail = detail
+        self.status = status
+        self.fields = fields
+        super().__init__(detail)
+
+
+class IdempotencyConflict(OrderInputError):
+    def __init__(self, key: str):
+        super().__init__(
+            "idempotency_conflict",
+            f"Idempotency-Key {key!r} was already used with a different request body.",
+            status=409,
+        )

@@ -1,0 +1,58 @@
+import os
+import threading
+import time
+
+from django.conf import settings
+from django.db import connections
+from django_q.cluster import Cluster
+from django_q.management.commands.qcluster import Command as QClusterCommand
+
+from orders.dispatcher import run_dispatcher
+
+
+class Command(QClusterCommand):
+    help = (
+        "Starts a django-q2 cluster and, in the same process, the order dispatcher "
+        "that hands due retries to the queue and takes back orders whose worker "
+        "died. Stop it with SIGTERM or SIGINT to this process only."
+    )
+
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--no-dispatcher",
+            action="store_true",
+            help="Run only the workers (another process runs the dispatcher).",
+        )
+
+    def handle(self, *args, **options):
+        if options["run_once"] or options["no_dispatcher"]:
+            return super().handle(*args, **options)
+        settings.SECRET_KEY  # noqa: B018 - fail early, as django-q2's command does
+        if options.get("cluster_name"):
+            os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
+        # The sentinel is forked from this process: hand it no open connection.
+        connections.close_all()
+        cluster = Cluster()
+        cluster.start()
+        # Started after the fork, so no worker inherits the thread or its locks.
+        stop = threading.Event()
+        dispatcher = threading.Thread(
+            target=self._dispatch, args=(stop,), name="order-dispatcher", daemon=True
+        )
+        dispatcher.start()
+        try:
+            # Cluster's SIGTERM/SIGINT handler runs here, on the main thread, and
+            # returns once the sentinel has stopped the workers.
+            while cluster.sentinel is not None and cluster.sentinel.is_alive():
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            dispatcher.join(timeout=10)
+
+    @staticmethod
+    def _dispatch(stop: threading.Event) -> None:
+        try:
+            run_dispatcher(stop)
+        finally:
+            connections.close_all()

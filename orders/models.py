@@ -1,0 +1,113 @@
+import secrets
+
+from django.db import models
+
+
+def new_order_id() -> str:
+    """A public id with 128 random bits: numeric keys never leave the server."""
+    return "ord_" + secrets.token_hex(16)
+
+
+class Order(models.Model):
+    class Status(models.TextChoices):
+        # Saved; handed to the queue, no worker has claimed it yet.
+        PENDING = "PENDING"
+        # A worker holds it (until lease_expires_at) and is running its steps.
+        PROCESSING = "PROCESSING"
+        # An attempt failed with a transient error; the next one is due at
+        # next_attempt_at.
+        RETRYING = "RETRYING"
+        # Every step succeeded. Terminal.
+        COMPLETED = "COMPLETED"
+        # A permanent error, or every attempt used; failure_reason says which.
+        # Terminal unless an operator retries it.
+        FAILED = "FAILED"
+
+    order_id = models.CharField(
+        max_length=40, unique=True, default=new_order_id, editable=False
+    )
+    customer_email = models.EmailField(max_length=254)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    # Bumped by every change a client can see, so it doubles as the ETag.
+    version = models.PositiveIntegerField(default=1)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField()
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When a PROCESSING order's worker is presumed dead.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # When the dispatcher should (re)hand this order to the queue; null while a
+    # worker holds it or once it is terminal.
+    dispatch_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    failure_reason = models.TextField(blank=True)
+    simulate = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(
+        max_length=255, null=True, blank=True, unique=True
+    )
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "lease_expires_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.order_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in {self.Status.COMPLETED, self.Status.FAILED}
+
+
+class OrderLine(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    sku = models.CharField(max_length=64)
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.sku}"
+
+
+class OrderEvent(models.Model):
+    """One row per thing that happened to an order: the timeline and the outbox.
+
+    Its auto-increment id is the SSE event id, so streams resume from it.
+    """
+
+    class Type(models.TextChoices):
+        CREATED = "order.created"
+        PROCESSING = "order.processing"
+        ATTEMPT_FAILED = "order.attempt_failed"
+        RETRY_SCHEDULED = "order.retry_scheduled"
+        COMPLETED = "order.completed"
+        FAILED = "order.failed"
+        RETRY_REQUESTED = "order.retry_requested"
+        DELIVERY_COMPLETED = "delivery.completed"
+        LISTENER_FAILED = "listener.failed"
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=40, choices=Type.choices)
+    status = models.CharField(max_length=16, choices=Order.Status.choices)
+    attempt = models.PositiveIntegerField(default=0)
+    detail = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # How long the attempt took, on events that end one.
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.pk}"

@@ -1,0 +1,283 @@
+"""Writes: every change to orders goes through these functions.
+
+Views, tasks, admin actions and commands parse their input and call these.
+"""
+
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .exceptions import IdempotencyConflict, StepError
+from .gateways import order_steps
+from .models import Order, OrderEvent, OrderLine
+from .retry import backoff_delay_from_settings
+from .transitions import PrecedingEvent, append_event, transition
+from .validation import OrderInput
+
+logger = logging.getLogger(__name__)
+
+Status = Order.Status
+EventType = OrderEvent.Type
+
+PROCESS_ORDER_TASK = "orders.tasks.process_order"
+
+
+def order_place(
+    *, data: OrderInput, idempotency_key: str | None = None
+) -> tuple[Order, bool]:
+    """Save a PENDING order and hand it to the queue once the transaction commits.
+
+    Returns (order, created). With an idempotency key that was seen before, the
+    earlier order is returned (created False) if the body is the same, and
+    IdempotencyConflict is raised if it is not.
+    """
+    if idempotency_key:
+        existing = _order_for_idempotency_key(idempotency_key, data)
+        if existing:
+            return existing, False
+    try:
+        with transaction.atomic():
+            order = Order.objects.create(
+                customer_email=data.customer_email,
+                amount=data.amount,
+                currency=settings.ORDER_CURRENCY,
+                max_attempts=settings.ORDER_MAX_ATTEMPTS,
+                simulate=data.simulate,
+                idempotency_key=idempotency_key,
+                request_fingerprint=data.fingerprint,
+                dispatch_due_at=_redispatch_time(),
+            )
+            OrderLine.objects.bulk_create(
+                OrderLine(
+                    order=order,
+                    sku=line.sku,
+                    quantity=line.quantity,
+                    unit_price=line.unit_price,
+                )
+                for line in data.lines
+            )
+            items = sum(line.quantity for line in data.lines)
+            append_event(
+                order,
+                EventType.CREATED,
+                detail=f"{items} item(s), {order.amount} {order.currency}",
+            )
+            order_enqueue_on_commit(order)
+    except IntegrityError:
+        # Two requests raced with the same key: the other one won.
+        if idempotency_key:
+            existing = _order_for_idempotency_key(idempotency_key, data)
+            if existing:
+                return existing, False
+        raise
+    return order, True
+
+
+def _order_for_idempotency_key(key: str, data: OrderInput) -> Order | None:
+    existing = Order.objects.filter(idempotency_key=key).first()
+    if existing and existing.request_fingerprint != data.fingerprint:
+        raise IdempotencyConflict(key)
+    return existing
+
+
+def order_enqueue_on_commit(order: Order) -> None:
+    """Hand the order to a worker after commit: never before it exists, never for
+    a rolled-back request. If the queue refuses, the dispatcher hands it over again
+    at dispatch_due_at, so the order is late, not lost."""
+    order_id = order.order_id
+    transaction.on_commit(lambda: order_enqueue(order_id), robust=True)
+
+
+def order_enqueue(order_id: str) -> None:
+    from django_q.tasks import async_task
+
+    # Successful results are not kept: the order's own timeline records them.
+    async_task(PROCESS_ORDER_TASK, order_id, group="orders", save=False)
+
+
+def order_claim(order: Order) -> bool:
+    """PENDING|RETRYING (and due) -> PROCESSING, counting one attempt.
+
+    Conditional, so a duplicate delivery or a racing worker claims nothing.
+    """
+    now = timezone.now()
+    if order.status not in {Status.PENDING, Status.RETRYING}:
+        return False
+    if order.next_attempt_at and order.next_attempt_at > now:
+        return False
+    attempt = order.attempts + 1
+    return transition(
+        order,
+        Status.PROCESSING,
+        detail=f"attempt {attempt} of {order.max_attempts}",
+        changes={
+            "attempts": attempt,
+            "lease_expires_at": now + timedelta(seconds=settings.ORDER_LEASE_SECONDS),
+            "next_attempt_at": None,
+            "dispatch_due_at": None,
+        },
+        now=now,
+    )
+
+
+def order_process(*, order_id: str) -> Order | None:
+    """Claim the order and run one attempt of its steps, recording the outcome.
+
+    Never raises for a step failure: it decides retry or fail itself, so the queue
+    never redelivers an attempt that already counted.
+    """
+    order = Order.objects.filter(order_id=order_id).first()
+    if order is None:
+        logger.warning("process_order: no order %s", order_id)
+        return None
+    if not order_claim(order):
+        return order
+    started = time.monotonic()
+    try:
+        for step in order_steps():
+            step.run(order, attempt=order.attempts)
+    except StepError as error:
+        _attempt_failed(order, error, _elapsed_ms(started))
+    except Exception as error:  # noqa: BLE001 - a bug in a step is still an outcome
+        from .failures import record_failure
+
+        record_failure(
+            task=PROCESS_ORDER_TASK,
+            args=[order_id],
+            error=error,
+            order=order,
+        )
+        _attempt_failed(order, error, _elapsed_ms(started))
+    else:
+        moved = transition(
+            order,
+            Status.COMPLETED,
+            detail="payment captured, stock reserved",
+            changes={"lease_expires_at": None, "failure_reason": ""},
+            duration_ms=_elapsed_ms(started),
+        )
+        if not moved:
+            logger.warning("order %s finished after its lease was taken over", order_id)
+    return order
+
+
+def describe_error(error: Exception) -> str:
+    if isinstance(error, StepError):
+        return str(error)
+    return f"unexpected {type(error).__name__}: {error}"
+
+
+def _attempt_failed(order: Order, error: Exception, duration_ms: int) -> bool:
+    message = describe_error(error)
+    failed = PrecedingEvent(EventType.ATTEMPT_FAILED, message, duration_ms)
+    permanent = isinstance(error, StepError) and error.kind == "permanent"
+    if permanent:
+        reason = f"{message}: a permanent error, not retried"
+        return order_recover(order, reason=reason, preceding=[failed])
+    if order.attempts >= order.max_attempts:
+        reason = (
+            f"gave up after {order.attempts} of {order.max_attempts} attempts "
+            f"(ORDER_MAX_ATTEMPTS); last error: {message}"
+        )
+        return order_recover(order, reason=reason, preceding=[failed])
+    return order_schedule_retry(order, message=message, preceding=[failed])
+
+
+def order_schedule_retry(
+    order: Order, *, message: str, preceding: list[PrecedingEvent]
+) -> bool:
+    now = timezone.now()
+    delay = backoff_delay_from_settings(order.attempts)
+    due = now + timedelta(seconds=delay)
+    return transition(
+        order,
+        Status.RETRYING,
+        detail=(
+            f"{message}; attempt {order.attempts + 1} of {order.max_attempts} "
+            f"in {delay:.1f} s"
+        ),
+        changes={
+            "next_attempt_at": due,
+            "dispatch_due_at": due,
+            "lease_expires_at": None,
+        },
+        preceding=preceding,
+        now=now,
+    )
+
+
+def order_recover(
+    order: Order, *, reason: str, preceding: list[PrecedingEvent] = ()
+) -> bool:
+    """The final step once retrying is over: FAILED with a reason a person reads."""
+    return transition(
+        order,
+        Status.FAILED,
+        detail=reason,
+        changes={
+            "failure_reason": reason,
+            "next_attempt_at": None,
+            "dispatch_due_at": None,
+            "lease_expires_at": None,
+        },
+        preceding=preceding,
+    )
+
+
+def order_retry(*, order: Order) -> Order:
+    """An operator's retry of a FAILED order: back to PENDING, attempts reset.
+
+    Raises InvalidTransition from any other status.
+    """
+    with transaction.atomic():
+        previous_reason = order.failure_reason
+        moved = transition(
+            order,
+            Status.PENDING,
+            detail=f"retry requested after: {previous_reason}"
+            if previous_reason
+            else "retry requested",
+            changes={
+                "attempts": 0,
+                "max_attempts": settings.ORDER_MAX_ATTEMPTS,
+                "failure_reason": "",
+                "next_attempt_at": None,
+                "dispatch_due_at": _redispatch_time(),
+            },
+        )
+        if moved:
+            order_enqueue_on_commit(order)
+        else:
+            # Someone else moved it first (another operator's retry, most likely).
+            order.refresh_from_db()
+    return order
+
+
+def order_expire_lease(*, order: Order) -> bool:
+    """A PROCESSING order whose worker stopped answering: the attempt counts as
+    failed (it may have been the one that killed the worker), then the usual
+    retry-or-recover decision."""
+    message = (
+        f"attempt {order.attempts} lost: the worker stopped before finishing "
+        "(lease expired)"
+    )
+    failed = PrecedingEvent(EventType.ATTEMPT_FAILED, message)
+    if order.attempts >= order.max_attempts:
+        reason = (
+            f"gave up after {order.attempts} of {order.max_attempts} attempts "
+            f"(ORDER_MAX_ATTEMPTS); last error: {message}"
+        )
+        return order_recover(order, reason=reason, preceding=[failed])
+    return order_schedule_retry(order, message=message, preceding=[failed])
+
+
+def _redispatch_time():
+    return timezone.now() + timedelta(seconds=settings.ORDER_REDISPATCH_SECONDS)
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
