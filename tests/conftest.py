@@ -1,0 +1,38 @@
+import pytest
+
+from orders.services import order_place
+from orders.validation import parse_order_request
+
+ORDER_BODY = {
+    "customer_email": "buyer@example.com",
+    "items": [{"sku": "MUG-1", "quantity": 2, "unit_price": "12.50"}],
+}
+
+
+@pytest.fixture
+def place_order():
+    """Place an order through the service, as the API would."""
+    import json
+
+    def place(simulate: dict | None = None, **overrides):
+        body = {**ORDER_BODY, **overrides}
+        if simulate is not None:
+            body["simulate"] = simulate
+        data = parse_order_request(json.dumps(body).encode(), simulation_enabled=True)
+        order, _created = order_place(data=data)
+        return order
+
+    return place
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(
+        "operator", "ops@example.com", "pw-for-tests", is_staff=True
+    )
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client

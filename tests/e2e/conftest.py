@@ -1,0 +1,27 @@
+import pytest
+
+from tests.stack import make_stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """One real orderproj (daphne + qcluster on a temporary SQLite file) shared by
+    the tests of a module."""
+    running = make_stack(tmp_path_factory.mktemp("stack")).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def fresh_stack(tmp_path):
+    """A stack of its own, for tests that kill or restart processes."""
+    started = []
+
+    def start(**overrides):
+        running = make_stack(tmp_path, **overrides).start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
