@@ -71,15 +71,20 @@ class Stack:
         return self.workdir / f"cluster-{start or self.cluster_starts}.log"
 
     def manage(self, *args: str, check: bool = True, timeout: float = 120):
-        return subprocess.run(
+        result = subprocess.run(
             [sys.executable, "manage.py", *args],
             cwd=PROJECT_DIR,
             env=self.env,
             capture_output=True,
             text=True,
-            check=check,
             timeout=timeout,
         )
+        if check and result.returncode:
+            raise AssertionError(
+                f"manage.py {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
 
     def start(self) -> "Stack":
         self.manage("migrate", "--noinput")
