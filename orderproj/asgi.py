@@ -1,4 +1,8 @@
-"""ASGI entry point: `daphne orderproj.asgi:application`."""
+"""ASGI entry point: `daphne orderproj.asgi:application`.
+
+The SSE streams are plain ASGI endpoints routed before Django (see
+orders/streams.py for why); every other request goes to Django.
+"""
 
 import os
 
@@ -6,4 +10,23 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderproj.settings")
 
-application = get_asgi_application()
+# Sets Django up, so it comes before anything that imports models.
+django_application = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
+
+from orders import streams  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": URLRouter(
+            [
+                path("api/orders/<str:order_id>/events", streams.order_events),
+                path("api/events", streams.staff_events),
+                path("api/streams", streams.stream_stats),
+                re_path(r"", django_application),
+            ]
+        ),
+    }
+)

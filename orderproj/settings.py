@@ -6,6 +6,7 @@ every variable.
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -123,6 +124,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA busy_timeout=30000;"
         ),
     }
+    # A file, not :memory:, so tests see the same locking (WAL, IMMEDIATE) as
+    # production and threads in a test can race on real connections.
+    # One file per test run, so concurrent runs do not share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(tempfile.gettempdir()) / f"orderproj-test-{os.getpid()}.db")
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -144,43 +151,6 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 
 LOGIN_URL = "/admin/login/"
-
-# Queue (django-q2) --------------------------------------------------------------
-REDIS_URL = env_str("REDIS_URL")
-Q_WORKERS = env_number("Q_WORKERS", 2, cast=int, minimum=1)
-Q_CLUSTER = {
-    "name": "orderproj",
-    "workers": Q_WORKERS,
-    # Order tasks are short; the guard kills anything slower than this.
-    "timeout": 90,
-    # The ORM broker redelivers an unacknowledged task after `retry` seconds; it
-    # must exceed `timeout` or a merely slow task is run twice.
-    "retry": 120,
-    "poll": 0.1,
-    "guard_cycle": 0.5,
-    # Tasks of this project catch their own errors; a task that still raises is
-    # recorded by the global failure handler, so it is acknowledged, not looped.
-    "ack_failures": True,
-    "max_attempts": 3,
-    "save_limit": 250,
-    "label": "Task queue",
-    "catch_up": False,
-}
-if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
-else:
-    Q_CLUSTER["orm"] = "default"
-
-CHANNEL_LAYERS = (
-    {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
-        }
-    }
-    if REDIS_URL
-    else {}
-)
 
 # Orders -------------------------------------------------------------------------
 ORDER_MAX_ATTEMPTS = env_number("ORDER_MAX_ATTEMPTS", 3, cast=int, minimum=1)
@@ -205,6 +175,48 @@ if ORDER_FAILURE_RATE > 1:
 if ORDER_RETRY_JITTER > 1:
     raise ImproperlyConfigured("ORDER_RETRY_JITTER must be between 0 and 1")
 
+# Queue (django-q2) --------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+Q_WORKERS = env_number("Q_WORKERS", 2, cast=int, minimum=1)
+Q_CLUSTER = {
+    "name": "orderproj",
+    "workers": Q_WORKERS,
+    # An attempt may take as long as its lease: the guard kills a worker that
+    # overruns, and the lease expiry then counts the attempt as failed, so a slow
+    # worker never finishes an order that another worker has taken over.
+    "timeout": max(1, int(ORDER_LEASE_SECONDS)),
+    # The ORM broker redelivers an unacknowledged task after `retry` seconds; it
+    # must exceed `timeout` or a merely slow task is run twice.
+    "retry": max(1, int(ORDER_LEASE_SECONDS)) + 60,
+    "poll": 0.1,
+    "guard_cycle": 0.5,
+    # Tasks of this project catch their own errors; a task that still raises is
+    # recorded by the global failure handler, so it is acknowledged, not looped.
+    "ack_failures": True,
+    "max_attempts": 3,
+    "save_limit": 250,
+    "label": "Task queue",
+    "catch_up": False,
+    # Lets django-q2's own Q_CLUSTER_NAME env var name a separate queue (one
+    # Redis, several deployments) without further configuration.
+    "ALT_CLUSTERS": {},
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+CHANNEL_LAYERS = (
+    {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    if REDIS_URL
+    else {}
+)
+
 # Logging ------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
@@ -221,3 +233,77 @@ LOGGING = {
 }
 
 CSRF_FAILURE_VIEW = "orders.api.csrf_failure"
+
+# Failures and notifications -------------------------------------------------------
+# Exceptions escaping async work are stored as FailureRecords and mailed to ADMINS
+# (orders/failures.py). ADMINS="Ana <ana@example.com>,ops@example.com"; in DEBUG
+# it defaults to a local address so the console shows what would be sent.
+# EMAIL_URL picks the mail transport:
+#   console://                          print mails to stdout (the default)
+#   smtp://user:password@host:587       SMTP with STARTTLS (smtps://... for TLS
+#                                       from the start, smtp+plain://... for none)
+#   dummy://                            drop mails
+# FAILURE_NOTIFY_LIMIT mails at most per task and exception type in any
+# FAILURE_NOTIFY_WINDOW_SECONDS; the rest are only recorded.
+
+
+def env_addresses(name: str, default: str = "") -> list[tuple[str, str]]:
+    from email.utils import getaddresses
+
+    pairs = getaddresses([env_str(name, default)])
+    for _name, address in pairs:
+        if "@" not in address:
+            raise ImproperlyConfigured(f"{name}: {address!r} is not an email address")
+    return [(person or address, address) for person, address in pairs if address]
+
+
+def email_settings(url: str) -> dict:
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme in {"", "console"}:
+        return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+    if parts.scheme == "dummy":
+        return {"EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend"}
+    if parts.scheme not in {"smtp", "smtps", "smtp+plain"}:
+        raise ImproperlyConfigured(
+            f"EMAIL_URL scheme {parts.scheme!r} is not one of console, dummy, smtp, "
+            "smtps, smtp+plain"
+        )
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": parts.hostname or "localhost",
+        "EMAIL_PORT": parts.port or (465 if parts.scheme == "smtps" else 587),
+        "EMAIL_HOST_USER": unquote(parts.username or ""),
+        "EMAIL_HOST_PASSWORD": unquote(parts.password or ""),
+        "EMAIL_USE_TLS": parts.scheme == "smtp",
+        "EMAIL_USE_SSL": parts.scheme == "smtps",
+        "EMAIL_TIMEOUT": 10,
+    }
+
+
+ADMINS = env_addresses("ADMINS", "Operators <operators@localhost>" if DEBUG else "")
+EMAIL_URL = env_str("EMAIL_URL", "console://")
+globals().update(email_settings(EMAIL_URL))
+SERVER_EMAIL = env_str("SERVER_EMAIL", "orderproj@localhost")
+EMAIL_SUBJECT_PREFIX = env_str("EMAIL_SUBJECT_PREFIX", "[orderproj] ")
+FAILURE_NOTIFY_LIMIT = env_number("FAILURE_NOTIFY_LIMIT", 5, cast=int, minimum=0)
+FAILURE_NOTIFY_WINDOW_SECONDS = env_number(
+    "FAILURE_NOTIFY_WINDOW_SECONDS", 900, minimum=1
+)
+
+# Streams ------------------------------------------------------------------------
+# Server-Sent Events (orders/streams.py). Each web process polls the event table
+# this often while any client is connected; one poll serves every client.
+ORDER_STREAM_POLL_SECONDS = env_number("ORDER_STREAM_POLL_SECONDS", 0.2, minimum=0.01)
+# A comment line at least this often keeps proxies from closing an idle stream.
+ORDER_STREAM_KEEPALIVE_SECONDS = env_number(
+    "ORDER_STREAM_KEEPALIVE_SECONDS", 15, minimum=0.1
+)
+# How long a missing event id holds back later ones before it is taken to be a
+# rolled-back transaction's hole (PostgreSQL sequences commit out of order).
+ORDER_STREAM_SETTLE_SECONDS = env_number("ORDER_STREAM_SETTLE_SECONDS", 2, minimum=0)
+# The `retry:` a stream sends: how long a browser waits before reconnecting.
+ORDER_STREAM_RETRY_MS = env_number("ORDER_STREAM_RETRY_MS", 2000, cast=int, minimum=0)
+# Events older than this are deleted (hourly, by the dispatcher); 0 keeps them all.
+ORDER_EVENT_RETENTION_DAYS = env_number("ORDER_EVENT_RETENTION_DAYS", 7, minimum=0)

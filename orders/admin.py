@@ -1,6 +1,25 @@
-from django.contrib import admin
+"""The operators' console. Nothing here writes a status: every change goes through
+an action that calls a service, and failure records are never deleted."""
 
-from .models import Order, OrderEvent, OrderLine
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.urls import reverse
+from django.utils.html import format_html
+
+from . import dispatcher, exceptions, services
+from .exceptions import InvalidTransition
+from .models import Delivery, FailureRecord, Order, OrderEvent, OrderLine
+
+
+def order_link(order: Order | None):
+    if order is None:
+        return "-"
+    url = reverse("admin:orders_order_change", args=[order.pk])
+    return format_html('<a href="{}">{}</a>', url, order.order_id)
+
+
+def count(number: int, noun: str, plural: str = "") -> str:
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 class OrderLineInline(admin.TabularInline):
@@ -28,6 +47,34 @@ class OrderEventInline(admin.TabularInline):
         return False
 
 
+class FailureRecordInline(admin.TabularInline):
+    model = FailureRecord
+    extra = 0
+    can_delete = False
+    fields = ["record", "occurred_at", "task", "exception_type", "message", "resolved"]
+    readonly_fields = fields
+    verbose_name_plural = "Failures recorded for this order"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="record")
+    def record(self, obj):
+        url = reverse("admin:orders_failurerecord_change", args=[obj.pk])
+        return format_html('<a href="{}">#{}</a>', url, obj.pk)
+
+
+class DeliveryInline(admin.StackedInline):
+    model = Delivery
+    extra = 0
+    can_delete = False
+    fields = ["code", "created_at", "completed_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
     list_display = [
@@ -38,11 +85,13 @@ class OrderAdmin(admin.ModelAdmin):
         "attempts",
         "created_at",
         "updated_at",
+        "delivered_at",
     ]
     list_filter = ["status"]
     search_fields = ["order_id", "customer_email"]
     date_hierarchy = "created_at"
-    inlines = [OrderLineInline, OrderEventInline]
+    inlines = [OrderLineInline, OrderEventInline, DeliveryInline, FailureRecordInline]
+    actions = ["retry_failed_orders", "reap_stuck_orders"]
     # Status moves only through the state machine, never by hand.
     readonly_fields = [
         "order_id",
@@ -66,3 +115,199 @@ class OrderAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    @admin.action(description="Retry selected failed orders", permissions=["change"])
+    def retry_failed_orders(self, request, queryset):
+        retried, skipped = 0, []
+        for order in queryset:
+            try:
+                services.order_retry(order=order)
+            except InvalidTransition:
+                skipped.append(f"{order.order_id} ({order.status})")
+                continue
+            retried += 1
+            self.log_change(request, order, "Retried from the admin.")
+        self.message_user(request, f"{count(retried, 'order')} sent back to PENDING.")
+        if skipped:
+            self.message_user(
+                request,
+                "Only FAILED orders can be retried; skipped: " + ", ".join(skipped),
+                messages.WARNING,
+            )
+
+    @admin.action(
+        description="Reap stuck orders (all of them, not only the selected)",
+        permissions=["change"],
+    )
+    def reap_stuck_orders(self, request, queryset):
+        result = dispatcher.sweep()
+        self.message_user(
+            request,
+            f"Sweep done: {count(len(result.dispatched), 'order')} handed to the "
+            f"queue again, {count(len(result.expired), 'expired lease')} counted "
+            "as failed attempts.",
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        # Reaping acts on every order, so it must not need a selection.
+        wants_reap = (
+            request.method == "POST"
+            and request.POST.get("action") == "reap_stuck_orders"
+            and not request.POST.getlist(ACTION_CHECKBOX_NAME)
+        )
+        if wants_reap and self.has_change_permission(request):
+            post = request.POST.copy()
+            post.setlist(ACTION_CHECKBOX_NAME, [""])
+            post["select_across"] = "1"
+            request.POST = post
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(FailureRecord)
+class FailureRecordAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "occurred_at",
+        "task",
+        "exception_type",
+        "short_message",
+        "order_link",
+        "notified",
+        "resolved",
+    ]
+    list_filter = ["resolved", "task", "exception_type", "notified"]
+    search_fields = ["message", "order__order_id", "task", "exception_type"]
+    date_hierarchy = "occurred_at"
+    list_select_related = ["order"]
+    actions = ["mark_resolved", "retry_related_orders", "rerun_tasks"]
+    fields = [
+        "occurred_at",
+        "task",
+        "args",
+        "kwargs",
+        "order_link",
+        "exception_type",
+        "message",
+        "formatted_traceback",
+        "notified",
+        "resolved",
+        "resolved_by",
+        "resolved_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    # The history of what failed is kept; resolving is how a record is closed.
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="message")
+    def short_message(self, obj):
+        return obj.message if len(obj.message) <= 80 else obj.message[:79] + "…"
+
+    @admin.display(description="order", ordering="order__order_id")
+    def order_link(self, obj):
+        return order_link(obj.order)
+
+    @admin.display(description="traceback")
+    def formatted_traceback(self, obj):
+        return format_html(
+            '<pre style="white-space: pre-wrap; font-size: 12px">{}</pre>',
+            obj.traceback,
+        )
+
+    @admin.action(description="Mark resolved", permissions=["change"])
+    def mark_resolved(self, request, queryset):
+        resolved = 0
+        for failure in queryset:
+            if services.failure_resolve(failure=failure, user=request.user):
+                resolved += 1
+                self.log_change(request, failure, "Marked resolved.")
+        self.message_user(request, f"{count(resolved, 'failure')} marked resolved.")
+
+    @admin.action(description="Retry the related orders", permissions=["change"])
+    def retry_related_orders(self, request, queryset):
+        retried, skipped = set(), []
+        for failure in queryset.select_related("order"):
+            order = failure.order
+            if order is None:
+                skipped.append(f"#{failure.pk} (no order)")
+                continue
+            if order.pk in retried:
+                continue
+            try:
+                services.failure_retry_order(failure=failure)
+            except InvalidTransition:
+                skipped.append(f"#{failure.pk} ({order.order_id} is {order.status})")
+                continue
+            retried.add(order.pk)
+            self.log_change(
+                request, failure, f"Retried order {order.order_id} from this failure."
+            )
+        self.message_user(request, f"{count(len(retried), 'order')} retried.")
+        if skipped:
+            self.message_user(
+                request,
+                "Only FAILED orders can be retried; skipped: " + ", ".join(skipped),
+                messages.WARNING,
+            )
+
+    @admin.action(
+        description="Re-run the failed task (e.g. the delivery listener)",
+        permissions=["change"],
+    )
+    def rerun_tasks(self, request, queryset):
+        rerun, refused = 0, []
+        for failure in queryset:
+            try:
+                services.failure_rerun(failure=failure)
+            except exceptions.FailureNotRerunnable as exc:
+                refused.append(str(exc))
+                continue
+            rerun += 1
+            self.log_change(request, failure, f"Re-ran {failure.task}.")
+        self.message_user(
+            request,
+            f"{count(rerun, 'task')} handed to the queue again; the records stay "
+            "until marked resolved.",
+        )
+        for reason in refused:
+            self.message_user(request, reason, messages.WARNING)
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = ["code", "order_link", "created_at", "completed_at"]
+    list_filter = [("completed_at", admin.EmptyFieldListFilter)]
+    search_fields = ["code", "order__order_id"]
+    date_hierarchy = "created_at"
+    list_select_related = ["order"]
+    fields = ["code", "order_link", "created_at", "completed_at"]
+    readonly_fields = fields
+    actions = ["complete_deliveries"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="order", ordering="order__order_id")
+    def order_link(self, obj):
+        return order_link(obj.order)
+
+    @admin.action(description="Complete selected deliveries", permissions=["change"])
+    def complete_deliveries(self, request, queryset):
+        completed = 0
+        for delivery in queryset:
+            _, completed_now = services.delivery_complete(code=delivery.code)
+            if completed_now:
+                completed += 1
+                self.log_change(request, delivery, "Completed from the admin.")
+        self.message_user(
+            request,
+            f"{count(completed, 'delivery', 'deliveries')} completed; the others "
+            "were complete already.",
+        )

@@ -5,3 +5,17 @@ class OrdersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "orders"
     verbose_name = "Orders"
+
+    def ready(self):
+        # Wiring, not logic: any django-q2 task that raises reaches the global
+        # failure handler, whether or not the task catches its own errors.
+        from django_q.signals import post_execute_in_worker, pre_execute
+
+        from . import failures
+
+        pre_execute.connect(
+            failures.on_task_started, dispatch_uid="orders.failures.started"
+        )
+        post_execute_in_worker.connect(
+            failures.on_task_executed, dispatch_uid="orders.failures.executed"
+        )

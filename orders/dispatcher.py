@@ -9,6 +9,7 @@ any number of dispatchers (one per qcluster) can run side by side.
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,11 +19,13 @@ from django.utils import timezone
 
 from .models import Order
 from .services import order_enqueue, order_expire_lease
+from .streams import events_trim
 
 logger = logging.getLogger(__name__)
 
 Status = Order.Status
 BATCH = 200
+TRIM_EVERY_SECONDS = 3600
 
 
 @dataclass
@@ -92,11 +95,23 @@ def run_dispatcher(stop: threading.Event, *, interval: float | None = None) -> N
     """
     interval = interval or settings.ORDER_DISPATCH_INTERVAL_SECONDS
     logger.info("dispatcher started (every %.2f s)", interval)
+    next_trim = time.monotonic()
     while not stop.is_set():
         try:
             sweep()
         except Exception:
             logger.exception("dispatcher sweep failed; trying again")
             close_old_connections()
+        if time.monotonic() >= next_trim:
+            # Old events go at most once an hour: streams answer a resume from a
+            # trimmed id with stream.reset.
+            next_trim = time.monotonic() + TRIM_EVERY_SECONDS
+            try:
+                trimmed = events_trim()
+                if trimmed:
+                    logger.info("trimmed %d old order event(s)", trimmed)
+            except Exception:
+                logger.exception("trimming old events failed; next try in an hour")
+                close_old_connections()
         stop.wait(interval)
     logger.info("dispatcher stopped")

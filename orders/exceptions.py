@@ -55,3 +55,21 @@ class IdempotencyConflict(OrderInputError):
             f"Idempotency-Key {key!r} was already used with a different request body.",
             status=409,
         )
+
+
+class DeliveryNotFound(LookupError):
+    def __init__(self, code: str):
+        self.code = code
+        super().__init__(f"No delivery with code {code!r}.")
+
+
+class ListenerFailed(RuntimeError):
+    """The delivery listener's simulated failure (`simulate.listener_fails`)."""
+
+
+class FailureNotRerunnable(Exception):
+    """A failure record whose task is not one of this project's to run again."""
+
+
+class FailureHasNoOrder(Exception):
+    """An order action on a failure record that is not about an order."""

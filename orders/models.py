@@ -1,6 +1,8 @@
 import secrets
 
+from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 def new_order_id() -> str:
@@ -111,3 +113,78 @@ class OrderEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} #{self.pk}"
+
+
+def new_delivery_code() -> str:
+    """Public like the order id, and as unguessable: it completes a delivery."""
+    return "dlv_" + secrets.token_hex(16)
+
+
+class Delivery(models.Model):
+    """The shipment of a COMPLETED order; completing it is the delivery scenario."""
+
+    code = models.CharField(
+        max_length=40, unique=True, default=new_delivery_code, editable=False
+    )
+    order = models.OneToOneField(
+        Order, on_delete=models.CASCADE, related_name="delivery"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Set once, when the delivery is completed; completing it again changes nothing.
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "deliveries"
+
+    def __str__(self) -> str:
+        return self.code
+
+    @property
+    def is_completed(self) -> bool:
+        return self.completed_at is not None
+
+
+class FailureRecord(models.Model):
+    """An exception that escaped async work, kept for operators until resolved.
+
+    Rows are never deleted by the application: retrying or re-running from a
+    record leaves it in place, so the history of what failed stays readable.
+    """
+
+    task = models.CharField(max_length=255, db_index=True)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    exception_type = models.CharField(max_length=255, db_index=True)
+    message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    # Kept when the order goes: the failure still happened.
+    order = models.ForeignKey(
+        Order,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="failures",
+    )
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Whether the admins were mailed about this one (notifications are
+    # rate-limited per task and exception type; see FAILURE_NOTIFY_LIMIT).
+    notified = models.BooleanField(default=False)
+    resolved = models.BooleanField(default=False, db_index=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["task", "exception_type", "notified", "occurred_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.task}: {self.exception_type}"

@@ -1,8 +1,12 @@
 """Reads: what the API, pages and streams show of orders."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from statistics import median
 
+from django.db.models import Count
+from django.db.models.functions import TruncMinute
 from django.urls import reverse
+from django.utils import timezone
 
 from .models import Order, OrderEvent
 
@@ -86,4 +90,118 @@ def order_document(order: Order) -> dict:
         "events": [
             event_document(event, order.order_id) for event in order_timeline(order)
         ],
+    }
+
+
+# Dashboard ----------------------------------------------------------------------
+# The per-minute chart: which event type each series counts.
+CHART_SERIES = {
+    "completed": OrderEvent.Type.COMPLETED,
+    "failed": OrderEvent.Type.FAILED,
+    "retried": OrderEvent.Type.RETRY_SCHEDULED,
+}
+DASHBOARD_WINDOW_MINUTES = 60
+
+
+def dashboard_status_counts() -> dict[str, int]:
+    """How many orders are in each status, every status present."""
+    counts = dict.fromkeys(Order.Status.values, 0)
+    for row in Order.objects.order_by().values("status").annotate(n=Count("pk")):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def dashboard_minute_series(
+    *, now: datetime | None = None, minutes: int = DASHBOARD_WINDOW_MINUTES
+) -> dict:
+    """Completed / failed / retried events per minute over the last `minutes`,
+    oldest minute first; the newest minute is the one still running."""
+    now = now or timezone.now()
+    newest = now.replace(second=0, microsecond=0)
+    start = newest - timedelta(minutes=minutes - 1)
+    series = {name: [0] * minutes for name in CHART_SERIES}
+    name_for_type = {event_type: name for name, event_type in CHART_SERIES.items()}
+    rows = (
+        OrderEvent.objects.filter(at__gte=start, type__in=name_for_type)
+        .annotate(minute=TruncMinute("at"))
+        .order_by()
+        .values("minute", "type")
+        .annotate(n=Count("pk"))
+    )
+    for row in rows:
+        index = int((row["minute"] - start).total_seconds() // 60)
+        if 0 <= index < minutes:
+            series[name_for_type[row["type"]]][index] += row["n"]
+    return {"start": iso(start), "minutes": minutes, **series}
+
+
+def dashboard_rates(
+    *, now: datetime | None = None, minutes: int = DASHBOARD_WINDOW_MINUTES
+) -> dict:
+    """Over the orders that finished in the window: how many needed a retry, and
+    the median time from placing to completion."""
+    now = now or timezone.now()
+    since = now - timedelta(minutes=minutes)
+    finished = OrderEvent.objects.filter(
+        at__gte=since, type__in=[OrderEvent.Type.COMPLETED, OrderEvent.Type.FAILED]
+    )
+    finished_count = finished.count()
+    retried_count = finished.filter(attempt__gt=1).count()
+    durations = sorted(
+        (completed_at - created_at).total_seconds()
+        for completed_at, created_at in finished.filter(
+            type=OrderEvent.Type.COMPLETED
+        ).values_list("at", "order__created_at")
+    )
+    return {
+        "finished": finished_count,
+        "retried": retried_count,
+        "retry_rate": retried_count / finished_count if finished_count else None,
+        "completed": len(durations),
+        "median_seconds_to_complete": median(durations) if durations else None,
+    }
+
+
+def dashboard_failed_orders(limit: int = 50) -> list[dict]:
+    """The newest FAILED orders. `pk` is for the admin link of a staff-only page."""
+    rows = (
+        Order.objects.filter(status=Order.Status.FAILED)
+        .order_by("-updated_at")
+        .values(
+            "pk",
+            "order_id",
+            "customer_email",
+            "amount",
+            "currency",
+            "attempts",
+            "failure_reason",
+            "updated_at",
+        )[:limit]
+    )
+    return [
+        {
+            **row,
+            "amount": str(row["amount"]),
+            "updated_at": iso(row["updated_at"]),
+            "admin_url": reverse("admin:orders_order_change", args=[row["pk"]]),
+            "page_url": reverse("order-page", args=[row["order_id"]]),
+        }
+        for row in rows
+    ]
+
+
+def dashboard_recent_events(limit: int = 30) -> list[dict]:
+    """The newest events, newest first: the live feed before it goes live."""
+    events = OrderEvent.objects.select_related("order").order_by("-pk")[:limit]
+    return [event_document(event) for event in events]
+
+
+def dashboard_stats(*, now: datetime | None = None) -> dict:
+    now = now or timezone.now()
+    return {
+        "generated_at": iso(now),
+        "counts": dashboard_status_counts(),
+        "series": dashboard_minute_series(now=now),
+        "rates": dashboard_rates(now=now),
+        "failed_orders": dashboard_failed_orders(),
     }

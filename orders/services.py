@@ -11,9 +11,16 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .exceptions import IdempotencyConflict, StepError
+from .exceptions import (
+    DeliveryNotFound,
+    FailureHasNoOrder,
+    FailureNotRerunnable,
+    IdempotencyConflict,
+    ListenerFailed,
+    StepError,
+)
 from .gateways import order_steps
-from .models import Order, OrderEvent, OrderLine
+from .models import Delivery, FailureRecord, Order, OrderEvent, OrderLine
 from .retry import backoff_delay_from_settings
 from .transitions import PrecedingEvent, append_event, transition
 from .validation import OrderInput
@@ -153,13 +160,17 @@ def order_process(*, order_id: str) -> Order | None:
         )
         _attempt_failed(order, error, _elapsed_ms(started))
     else:
-        moved = transition(
-            order,
-            Status.COMPLETED,
-            detail="payment captured, stock reserved",
-            changes={"lease_expires_at": None, "failure_reason": ""},
-            duration_ms=_elapsed_ms(started),
-        )
+        # The delivery exists exactly when the order is COMPLETED: same transaction.
+        with transaction.atomic():
+            moved = transition(
+                order,
+                Status.COMPLETED,
+                detail="payment captured, stock reserved",
+                changes={"lease_expires_at": None, "failure_reason": ""},
+                duration_ms=_elapsed_ms(started),
+            )
+            if moved:
+                Delivery.objects.create(order=order)
         if not moved:
             logger.warning("order %s finished after its lease was taken over", order_id)
     return order
@@ -281,3 +292,159 @@ def _redispatch_time():
 
 def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
+
+
+# Deliveries ---------------------------------------------------------------------
+
+DELIVERY_LISTENER_TASK = "orders.tasks.order_delivery_completed"
+
+
+def delivery_complete(*, code: str) -> tuple[Delivery, bool]:
+    """Mark a delivery complete in its own transaction; after commit, hand
+    `delivery.completed` to the order's listener.
+
+    Returns (delivery, completed_now). Completing a completed delivery changes
+    nothing and enqueues nothing. An unknown code raises DeliveryNotFound.
+    """
+    now = timezone.now()
+    # durable: the delivery's completion must not ride on a caller's transaction
+    # that could still roll back after the listener was told.
+    with transaction.atomic(durable=True):
+        delivery = Delivery.objects.select_related("order").filter(code=code).first()
+        if delivery is None:
+            raise DeliveryNotFound(code)
+        completed_now = Delivery.objects.filter(
+            pk=delivery.pk, completed_at__isnull=True
+        ).update(completed_at=now)
+        if not completed_now:
+            delivery.refresh_from_db()
+            return delivery, False
+        delivery.completed_at = now
+        order_id = delivery.order.order_id
+        transaction.on_commit(
+            lambda: delivery_listener_enqueue(order_id=order_id, code=code),
+            robust=True,
+        )
+    return delivery, True
+
+
+def delivery_listener_enqueue(*, order_id: str, code: str) -> None:
+    """Hand `delivery.completed` to the queue. If the queue refuses, the failure
+    is recorded like any other, so an operator can re-run it from the record."""
+    from django_q.tasks import async_task
+
+    try:
+        async_task(DELIVERY_LISTENER_TASK, order_id, code, group="listeners")
+    except Exception as error:  # noqa: BLE001 - recorded, never lost
+        from .failures import record_failure
+
+        record_failure(
+            task=DELIVERY_LISTENER_TASK,
+            args=[order_id, code],
+            error=error,
+            order=Order.objects.filter(order_id=order_id).first(),
+        )
+
+
+def order_delivery_completed(*, order_id: str, code: str) -> Order:
+    """The async listener of `delivery.completed`: set the order's delivered_at
+    and put the event on its timeline, in a transaction of its own.
+
+    If it raises, `listener.failed` goes on the timeline (separately, so the
+    event survives the rollback) and the exception escapes to the global handler;
+    the delivery stays completed. Running it again after success writes nothing.
+    """
+    order = Order.objects.get(order_id=order_id)
+    delivery = Delivery.objects.get(code=code, order=order)
+    try:
+        with transaction.atomic():
+            # Serialise racing runs (a redelivered task, an operator's re-run).
+            order = Order.objects.select_for_update().get(pk=order.pk)
+            if order.delivered_at is not None:
+                return order
+            if order.simulate.get("listener_fails") and not _listener_failed_before(
+                order
+            ):
+                raise ListenerFailed(
+                    "the delivery listener failed on its first run "
+                    "(simulate.listener_fails)"
+                )
+            append_event(
+                order,
+                EventType.DELIVERY_COMPLETED,
+                detail=f"delivered ({code})",
+                changes={"delivered_at": delivery.completed_at or timezone.now()},
+            )
+    except Exception as error:
+        try:
+            append_event(
+                order,
+                EventType.LISTENER_FAILED,
+                detail=f"delivery.completed listener failed: {describe_error(error)}",
+            )
+        except Exception:  # keep the original error
+            logger.exception("could not write listener.failed for %s", order_id)
+        raise
+    return order
+
+
+def _listener_failed_before(order: Order) -> bool:
+    return order.events.filter(type=EventType.LISTENER_FAILED).exists()
+
+
+# Failure records ----------------------------------------------------------------
+
+# Only the project's own tasks are run again from a record.
+RERUNNABLE_TASK_PREFIX = "orders.tasks."
+
+
+def failure_resolve(*, failure: FailureRecord, user=None) -> bool:
+    """Mark a failure resolved, recording who and when. False if it already was."""
+    now = timezone.now()
+    resolved = FailureRecord.objects.filter(pk=failure.pk, resolved=False).update(
+        resolved=True, resolved_by=user, resolved_at=now
+    )
+    failure.refresh_from_db()
+    return bool(resolved)
+
+
+def failure_retry_order(*, failure: FailureRecord) -> Order:
+    """Retry the FAILED order a failure belongs to; the record stays as it is.
+
+    Raises FailureHasNoOrder, or InvalidTransition if the order is not FAILED.
+    """
+    if failure.order_id is None:
+        raise FailureHasNoOrder(f"Failure #{failure.pk} is not about an order.")
+    order = Order.objects.get(pk=failure.order_id)
+    return order_retry(order=order)
+
+
+def failure_rerun(*, failure: FailureRecord) -> FailureRecord:
+    """Run the failed task again with the same arguments, after commit.
+
+    The record is kept (and stays unresolved until someone resolves it); if the
+    run fails again, a new record is written.
+    """
+    from django.utils.module_loading import import_string
+
+    if not failure.task.startswith(RERUNNABLE_TASK_PREFIX):
+        raise FailureNotRerunnable(
+            f"Failure #{failure.pk} is from {failure.task}, which is not a task of "
+            "this project; only orders.tasks.* can be re-run."
+        )
+    try:
+        import_string(failure.task)
+    except ImportError as exc:
+        raise FailureNotRerunnable(
+            f"Failure #{failure.pk}: task {failure.task} no longer exists."
+        ) from exc
+    task, args, kwargs = failure.task, list(failure.args), dict(failure.kwargs)
+
+    def enqueue():
+        from django_q.tasks import async_task
+
+        async_task(task, *args, **kwargs, group="reruns")
+
+    transaction.on_commit(enqueue)
+    logger.info("re-running %s%s from failure #%s", task, tuple(args), failure.pk)
+    return failure

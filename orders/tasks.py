@@ -6,3 +6,10 @@ from . import services
 def process_order(order_id: str) -> str | None:
     order = services.order_process(order_id=order_id)
     return order.status if order else None
+
+
+def order_delivery_completed(order_id: str, code: str) -> str:
+    """The listener of `delivery.completed`. It may raise: the global failure
+    handler (the django-q2 hook in orders.failures) records what escapes."""
+    order = services.order_delivery_completed(order_id=order_id, code=code)
+    return order.delivered_at.isoformat() if order.delivered_at else ""

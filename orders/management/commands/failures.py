@@ -1,0 +1,62 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from orders import services
+from orders.models import FailureRecord
+
+
+class Command(BaseCommand):
+    help = (
+        "List the failures recorded by the global failure handler, most recent "
+        "first, or mark one resolved."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--unresolved", action="store_true", help="Only failures not resolved."
+        )
+        parser.add_argument(
+            "--resolve", type=int, metavar="ID", help="Mark failure ID resolved."
+        )
+        parser.add_argument(
+            "--limit", type=int, default=50, help="Show at most this many (50)."
+        )
+
+    def handle(self, *args, **options):
+        if options["resolve"] is not None:
+            self._resolve(options["resolve"])
+            return
+        if options["limit"] < 1:
+            raise CommandError("--limit must be at least 1.")
+        records = FailureRecord.objects.select_related("order")
+        if options["unresolved"]:
+            records = records.filter(resolved=False)
+        total = records.count()
+        if not total:
+            self.stdout.write("No failures recorded.")
+            return
+        self.stdout.write(
+            f"{'id':>5}  {'occurred':<20} {'task':<38} {'order':<36} state      "
+            "exception"
+        )
+        for record in records[: options["limit"]]:
+            state = "resolved" if record.resolved else "open"
+            self.stdout.write(
+                f"{record.pk:>5}  {record.occurred_at:%Y-%m-%d %H:%M:%S}  "
+                f"{record.task:<38} "
+                f"{record.order.order_id if record.order else '-':<36} {state:<10} "
+                f"{record.exception_type}: {record.message[:100]}"
+            )
+        if total > options["limit"]:
+            self.stdout.write(f"… and {total - options['limit']} more (--limit).")
+
+    def _resolve(self, pk: int) -> None:
+        failure = FailureRecord.objects.filter(pk=pk).first()
+        if failure is None:
+            raise CommandError(f"No failure record #{pk}.")
+        if services.failure_resolve(failure=failure):
+            self.stdout.write(f"Failure #{pk} marked resolved.")
+        else:
+            self.stdout.write(
+                f"Failure #{pk} was already resolved at "
+                f"{failure.resolved_at:%Y-%m-%d %H:%M:%S}; nothing changed."
+            )

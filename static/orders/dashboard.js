@@ -1,0 +1,175 @@
+// The operators' dashboard: a live feed from the staff stream; counts, chart,
+// rates and the failed list refetched (at most every 1.5 s) when events arrive.
+import {
+  EVENT_LABELS, el, liveStream, localizeTimes, showConnection, timeNode,
+} from "./live.js";
+
+const root = document.querySelector('[data-role="dashboard"]');
+const connection = root.querySelector('[data-role="connection"]');
+const feed = root.querySelector('[data-role="feed"]');
+const chart = root.querySelector('[data-role="chart"]');
+const failedRows = root.querySelector('[data-role="failed-rows"]');
+const actionMessage = root.querySelector('[data-role="action-message"]');
+const FEED_LIMIT = 50;
+// Drawn as orders/views.py chart_geometry() draws it.
+const CHART = { width: 600, height: 160, pad: 4 };
+const SERIES = ["completed", "failed", "retried"];
+
+function feedItem(event) {
+  return el(
+    "li",
+    {
+      class: `event event-${String(event.status).toLowerCase()}`,
+      "data-event-id": event.event_id,
+      "data-type": event.type,
+      "data-status": event.status,
+    },
+    timeNode(event.at),
+    " ",
+    el("span", { class: "event-type" }, EVENT_LABELS[event.type] || event.type),
+    " ",
+    el("a", { class: "order-link", href: `/orders/${encodeURIComponent(event.order_id)}` }, event.order_id),
+    event.detail ? el("div", { class: "detail" }, event.detail) : null,
+  );
+}
+
+function addToFeed(event) {
+  if (feed.querySelector(`[data-event-id="${CSS.escape(String(event.event_id))}"]`)) return;
+  feed.prepend(feedItem(event));
+  while (feed.children.length > FEED_LIMIT) feed.lastElementChild.remove();
+}
+
+function renderCounts(counts) {
+  for (const item of root.querySelectorAll('[data-role="count"]')) {
+    const value = counts[item.dataset.status] ?? 0;
+    item.querySelector('[data-role="count-value"]').textContent = String(value);
+  }
+  root.querySelector('[data-role="failed-count"]').textContent = `(${counts.FAILED ?? 0})`;
+}
+
+function renderChart(series) {
+  const peak = Math.max(1, ...SERIES.flatMap((name) => series[name]));
+  const step = (CHART.width - 2 * CHART.pad) / Math.max(1, series.minutes - 1);
+  const usable = CHART.height - 2 * CHART.pad;
+  const totals = {};
+  for (const name of SERIES) {
+    const points = series[name]
+      .map((value, i) => `${(CHART.pad + i * step).toFixed(1)},${(CHART.height - CHART.pad - (value / peak) * usable).toFixed(1)}`)
+      .join(" ");
+    chart.querySelector(`polyline[data-series="${name}"]`).setAttribute("points", points);
+    totals[name] = series[name].reduce((a, b) => a + b, 0);
+    root.querySelector(`[data-role="legend"][data-series="${name}"] [data-role="series-total"]`).textContent = String(totals[name]);
+  }
+  root.querySelector('[data-role="chart-peak"]').textContent = String(peak);
+  root.querySelector('[data-role="chart-desc"]').textContent =
+    `${SERIES.map((name) => `${name}: ${totals[name]}`).join(", ")} in the last hour; busiest minute ${peak}.`;
+}
+
+function renderRates(rates) {
+  root.querySelector('[data-role="retry-rate"]').textContent =
+    rates.retry_rate === null ? "–" : `${Math.round(rates.retry_rate * 100)}%`;
+  root.querySelector('[data-role="median-complete"]').textContent =
+    rates.median_seconds_to_complete === null ? "–" : `${rates.median_seconds_to_complete.toFixed(1)} s`;
+}
+
+function failedRow(order) {
+  return el(
+    "tr",
+    { "data-order-id": order.order_id },
+    el("td", {}, el("a", { href: order.page_url }, order.order_id)),
+    el("td", {}, order.customer_email),
+    el("td", { class: "reason" }, order.failure_reason),
+    el("td", {}, String(order.attempts)),
+    el("td", {}, timeNode(order.updated_at)),
+    el(
+      "td",
+      { class: "actions" },
+      el("button", {
+        type: "button", class: "primary small", "data-role": "retry",
+        "data-order-id": order.order_id, "aria-label": `Retry order ${order.order_id}`,
+      }, "Retry"),
+      " ",
+      el("a", { href: order.admin_url, "data-role": "admin-link" }, "Admin"),
+    ),
+  );
+}
+
+function renderFailed(orders) {
+  if (!orders.length) {
+    failedRows.replaceChildren(
+      el("tr", { "data-role": "no-failed" }, el("td", { colspan: 6, class: "muted" }, "No failed orders.")),
+    );
+    return;
+  }
+  failedRows.replaceChildren(...orders.map(failedRow));
+}
+
+let refreshTimer = null;
+let lastRefresh = 0;
+
+async function refreshStats() {
+  refreshTimer = null;
+  lastRefresh = Date.now();
+  try {
+    const response = await fetch(root.dataset.statsUrl, { cache: "no-store", credentials: "same-origin" });
+    if (!response.ok) return;
+    const stats = await response.json();
+    renderCounts(stats.counts);
+    renderChart(stats.series);
+    renderRates(stats.rates);
+    renderFailed(stats.failed_orders);
+  } catch {
+    // The next event or the periodic refresh tries again.
+  }
+}
+
+function scheduleRefresh() {
+  if (refreshTimer !== null) return;
+  refreshTimer = setTimeout(refreshStats, Math.max(0, 1500 - (Date.now() - lastRefresh)));
+}
+
+failedRows.addEventListener("click", async (click) => {
+  const button = click.target.closest('[data-role="retry"]');
+  if (!button) return;
+  button.disabled = true;
+  const orderId = button.dataset.orderId;
+  try {
+    const response = await fetch(`/api/orders/${encodeURIComponent(orderId)}/retry`, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRFToken": root.dataset.csrfToken, Accept: "application/json" },
+    });
+    const answer = await response.json().catch(() => ({}));
+    actionMessage.textContent = response.ok
+      ? `Retry requested for ${orderId}.`
+      : `Could not retry ${orderId}: ${answer.detail || response.status}`;
+    actionMessage.hidden = false;
+    if (response.ok) button.textContent = "Requested";
+    else button.disabled = false;
+  } catch {
+    actionMessage.textContent = `Could not reach the server to retry ${orderId}.`;
+    actionMessage.hidden = false;
+    button.disabled = false;
+  }
+  scheduleRefresh();
+});
+
+liveStream(root.dataset.eventsUrl, {
+  onEvent(event) {
+    addToFeed(event);
+    scheduleRefresh();
+  },
+  onOpen() {
+    showConnection(root, connection, "live", "Live");
+    scheduleRefresh(); // catch up on anything missed while disconnected
+  },
+  onDown(failures) {
+    showConnection(root, connection, "polling", `Live feed unavailable; numbers refresh every 30 s (reconnect attempt ${failures}).`);
+  },
+  onReset() {
+    scheduleRefresh();
+  },
+});
+
+localizeTimes(document);
+setInterval(refreshStats, 30000);

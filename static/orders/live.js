@@ -1,0 +1,186 @@
+// Shared by the pages: a self-reconnecting SSE client, the status-poll fallback
+// and small DOM helpers. Data from the server is only ever set as text
+// (textContent), never parsed as HTML.
+
+export const STATUS_LABELS = {
+  PENDING: "Waiting for a worker",
+  PROCESSING: "Processing",
+  RETRYING: "Retrying soon",
+  COMPLETED: "Completed",
+  FAILED: "Failed",
+};
+
+// Said the same way by orders/views.py.
+export const EVENT_LABELS = {
+  "order.created": "Order placed",
+  "order.processing": "Attempt started",
+  "order.attempt_failed": "Attempt failed",
+  "order.retry_scheduled": "Retry scheduled",
+  "order.completed": "Completed",
+  "order.failed": "Failed",
+  "order.retry_requested": "Retry requested by an operator",
+  "delivery.completed": "Delivered",
+  "listener.failed": "Delivery listener failed",
+};
+
+export const EVENT_TYPES = Object.keys(EVENT_LABELS);
+
+/** An element with attributes and text; children are appended as given. */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const timeFormat = new Intl.DateTimeFormat(undefined, {
+  hour: "2-digit", minute: "2-digit", second: "2-digit",
+});
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
+  dateStyle: "medium", timeStyle: "medium",
+});
+
+/** Local, readable time for an ISO instant; today's shown as the time only. */
+export function formatTime(iso) {
+  const when = new Date(iso);
+  if (Number.isNaN(when.getTime())) return iso || "";
+  const today = new Date().toDateString() === when.toDateString();
+  return (today ? timeFormat : dateTimeFormat).format(when);
+}
+
+/** Give every <time datetime> under `root` a local, readable text. */
+export function localizeTimes(root = document) {
+  for (const node of root.querySelectorAll("time[datetime]")) {
+    node.textContent = formatTime(node.getAttribute("datetime"));
+    node.title = node.getAttribute("datetime");
+  }
+}
+
+export function timeNode(iso) {
+  return el("time", { datetime: iso, title: iso }, formatTime(iso));
+}
+
+/**
+ * One SSE stream that keeps itself open: after any error (EventSource gives up
+ * for good on a non-200 answer, e.g. a 502 during a deploy) it closes, waits
+ * with exponential backoff and jitter, and reopens from the last id it saw
+ * (?lastEventId=), so nothing is missed and nothing is sent twice.
+ *
+ * handlers: onEvent(document, type), onReset(), onOpen(), onDown(attempt).
+ */
+export function liveStream(url, { lastEventId = null, onEvent, onReset, onOpen, onDown }) {
+  let source = null;
+  let failures = 0;
+  let timer = null;
+  let stopped = false;
+  let lastId = lastEventId;
+
+  function connect() {
+    timer = null;
+    const target = new URL(url, location.href);
+    if (lastId !== null && lastId !== undefined && lastId !== "") {
+      target.searchParams.set("lastEventId", String(lastId));
+    }
+    source = new EventSource(target);
+    source.onopen = () => {
+      failures = 0;
+      onOpen?.();
+    };
+    source.onerror = () => {
+      source.close();
+      source = null;
+      if (stopped) return;
+      failures += 1;
+      onDown?.(failures);
+      const delay = Math.min(30000, 1000 * 2 ** (failures - 1));
+      timer = setTimeout(connect, delay / 2 + Math.random() * (delay / 2));
+    };
+    for (const type of EVENT_TYPES) {
+      source.addEventListener(type, (message) => {
+        if (message.lastEventId) lastId = message.lastEventId;
+        let data;
+        try {
+          data = JSON.parse(message.data);
+        } catch {
+          return;
+        }
+        onEvent?.(data, type);
+      });
+    }
+    source.addEventListener("stream.reset", () => onReset?.());
+  }
+
+  connect();
+  return {
+    get lastEventId() { return lastId; },
+    /** Remember an id learnt elsewhere (the status poll) for the next reconnect. */
+    advanceTo(id) {
+      if (lastId === null || Number(id) > Number(lastId)) lastId = String(id);
+    },
+    close() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      source?.close();
+    },
+  };
+}
+
+/**
+ * Strategy 1 of the articles: poll the status document, cheaply (If-None-Match
+ * answers 304 while nothing changed). Used while the stream is down.
+ */
+export function statusPoller(url, onDocument, intervalMs = 3000) {
+  let etag = null;
+  let timer = null;
+
+  async function poll() {
+    try {
+      const response = await fetch(url, {
+        headers: etag ? { "If-None-Match": etag, Accept: "application/json" } : { Accept: "application/json" },
+        cache: "no-store",
+      });
+      if (response.status === 200) {
+        etag = response.headers.get("ETag");
+        onDocument(await response.json());
+      }
+    } catch {
+      // Offline or server down: the next tick tries again.
+    }
+    if (timer !== null) timer = setTimeout(poll, intervalMs);
+  }
+
+  return {
+    start() {
+      if (timer === null) {
+        timer = 0;
+        poll();
+      }
+    },
+    stop() {
+      if (timer) clearTimeout(timer);
+      timer = null;
+    },
+    get running() { return timer !== null; },
+    async fetchNow() {
+      etag = null;
+      const response = await fetch(url, { cache: "no-store" });
+      if (response.ok) {
+        etag = response.headers.get("ETag");
+        onDocument(await response.json());
+      }
+    },
+  };
+}
+
+/** Say how the page is kept current, in words and in data-connection. */
+export function showConnection(root, node, mode, text) {
+  root.dataset.connection = mode;
+  node.dataset.mode = mode;
+  node.textContent = text;
+}

@@ -1,0 +1,307 @@
+"""SSE streams read over real HTTP from a real daphne, with real workers writing
+the events (tests/stack.py)."""
+
+import json
+import os
+import socket
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from httpx_sse import connect_sse
+
+from tests.stack import wait_until
+
+pytestmark = pytest.mark.e2e
+
+FAIL_TWICE = [
+    "order.created",
+    "order.processing",
+    "order.attempt_failed",
+    "order.retry_scheduled",
+    "order.processing",
+    "order.attempt_failed",
+    "order.retry_scheduled",
+    "order.processing",
+    "order.completed",
+]
+TERMINAL = {"order.completed", "order.failed"}
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def read_events(client, url, *, headers=None, stop_after=None, until=TERMINAL):
+    """(id, type, data, received_at) of each event until a terminal one, or until
+    `stop_after` events; the stream is then closed by the client."""
+    found = []
+    with connect_sse(client, "GET", url, headers=headers or {}) as source:
+        assert source.response.status_code == 200
+        for sse in source.iter_sse():
+            if not sse.event or not sse.data or sse.event == "message":
+                continue
+            found.append(
+                (int(sse.id), sse.event, json.loads(sse.data), datetime.now(UTC))
+            )
+            if sse.event in until or (stop_after and len(found) == stop_after):
+                break
+    return found
+
+
+def stream_stats(staff) -> dict:
+    response = staff.get("/api/streams")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def open_raw_stream(port: int, path: str) -> socket.socket:
+    """An SSE request on a bare socket: 200 streams cost the test no threads."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream"
+    sock.sendall(f"{request}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, "the server closed the stream"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+def process_counts(pid: int) -> tuple[int, int]:
+    """(open file descriptors, OS threads) of a process."""
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    status = Path(f"/proc/{pid}/status").read_text()
+    threads = int(
+        next(
+            line for line in status.splitlines() if line.startswith("Threads:")
+        ).split()[1]
+    )
+    return fds, threads
+
+
+@pytest.fixture(scope="module")
+def staff(stack):
+    client = stack.staff_client()
+    yield client
+    client.close()
+
+
+def test_an_order_failing_twice_streams_exactly_its_nine_events(stack):
+    placed = stack.place(fail_times=2)
+    opened_at = datetime.now(UTC)
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        events = read_events(client, placed["events_url"])
+    assert [event_type for _, event_type, _, _ in events] == FAIL_TWICE
+    ids = [event_id for event_id, *_ in events]
+    assert ids == sorted(set(ids))
+    assert ids == [
+        event["event_id"] for event in stack.status(placed["order_id"])["events"]
+    ]
+    for event_id, event_type, data, _ in events:
+        assert data["event_id"] == event_id
+        assert data["type"] == event_type
+        assert data["order_id"] == placed["order_id"]
+    # Events written after the stream opened reach it within a second of their
+    # timestamp (taken before the commit, so this over-counts).
+    delays = [
+        (received - parse_time(data["at"])).total_seconds()
+        for _, _, data, received in events
+        if parse_time(data["at"]) > opened_at
+    ]
+    assert len(delays) >= 4
+    assert max(delays) < 1.0, delays
+    median = statistics.median(delays)
+    print(f"event latency: median {median:.3f} s, max {max(delays):.3f} s")
+
+
+def test_a_stream_resumed_with_last_event_id_continues_with_no_gap_or_duplicate(stack):
+    placed = stack.place(fail_times=2)
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        first = read_events(client, placed["events_url"], stop_after=2)
+        last_id = first[-1][0]
+        rest = read_events(
+            client, placed["events_url"], headers={"Last-Event-ID": str(last_id)}
+        )
+    events = first + rest
+    assert [event_type for _, event_type, _, _ in events] == FAIL_TWICE
+    ids = [event_id for event_id, *_ in events]
+    assert ids == sorted(set(ids))
+    assert ids == [
+        event["event_id"] for event in stack.status(placed["order_id"])["events"]
+    ]
+
+
+def test_the_query_resume_id_works_like_the_header(stack):
+    placed = stack.place()
+    document = stack.wait_for_terminal(placed["order_id"])
+    first_id = document["events"][0]["event_id"]
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        events = read_events(client, f"{placed['events_url']}?lastEventId={first_id}")
+    assert [event_id for event_id, *_ in events] == [
+        event["event_id"] for event in document["events"][1:]
+    ]
+
+
+def test_staff_stream_sees_the_events_of_every_order_and_skips_no_id(stack, staff):
+    with (
+        ThreadPoolExecutor(max_workers=6) as pool,
+        connect_sse(staff, "GET", "/api/events", timeout=httpx.Timeout(30)) as source,
+    ):
+        assert source.response.status_code == 200
+        placed = list(pool.map(lambda n: stack.place(fail_times=n % 2), range(6)))
+        order_ids = {order["order_id"] for order in placed}
+        finished, seen = set(), []
+        for sse in source.iter_sse():
+            if not sse.data:
+                continue
+            data = json.loads(sse.data)
+            seen.append((int(sse.id), data["order_id"], data["type"]))
+            if data["order_id"] in order_ids and data["type"] in TERMINAL:
+                finished.add(data["order_id"])
+                if finished == order_ids:
+                    break
+    expected = sorted(
+        event["event_id"]
+        for order_id in order_ids
+        for event in stack.status(order_id)["events"]
+    )
+    ours = sorted(event_id for event_id, order_id, _ in seen if order_id in order_ids)
+    assert ours == expected
+    assert [event_id for event_id, *_ in seen] == sorted(
+        {event_id for event_id, *_ in seen}
+    )
+
+
+def test_staff_stream_refuses_anonymous_callers_with_json(stack):
+    response = httpx.get(f"{stack.base_url}/api/events", timeout=10)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"] == "not_authenticated"
+    assert httpx.get(f"{stack.base_url}/api/streams", timeout=10).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"), [({"Last-Event-ID": "12abc"}, ""), ({}, "?lastEventId=-5")]
+)
+def test_a_malformed_resume_id_is_a_json_400(stack, headers, query):
+    placed = stack.place()
+    response = httpx.get(
+        f"{stack.base_url}{placed['events_url']}{query}", headers=headers, timeout=10
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_last_event_id"
+
+
+def test_a_stream_of_an_unknown_order_is_a_json_404(stack):
+    response = httpx.get(f"{stack.base_url}/api/orders/ord_unknown/events", timeout=10)
+    assert response.status_code == 404
+    assert response.json()["error"] == "order_not_found"
+
+
+def test_stream_answers_with_the_sse_headers(stack):
+    placed = stack.place()
+    with (
+        httpx.Client(base_url=stack.base_url, timeout=10) as client,
+        client.stream("GET", placed["events_url"]) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        first = next(response.iter_text())
+    assert "retry: " in first
+
+
+def test_poll_queries_do_not_grow_from_one_client_to_fifty(stack, staff):
+    placed = stack.place()
+    path = placed["events_url"]
+    sockets = [open_raw_stream(stack.port, path)]
+    try:
+        wait_until(
+            lambda: stream_stats(staff)["open_streams"] == 1,
+            timeout=5,
+            what="one stream",
+        )
+
+        def queries_per_second() -> float:
+            before, started = stream_stats(staff)["queries"], time.monotonic()
+            time.sleep(2)
+            return (stream_stats(staff)["queries"] - before) / (
+                time.monotonic() - started
+            )
+
+        one = queries_per_second()
+        sockets += [open_raw_stream(stack.port, path) for _ in range(49)]
+        wait_until(
+            lambda: stream_stats(staff)["open_streams"] == 50,
+            timeout=5,
+            what="fifty streams",
+        )
+        fifty = queries_per_second()
+    finally:
+        for sock in sockets:
+            sock.close()
+    print(f"poll queries/s: {one:.1f} with 1 client, {fifty:.1f} with 50")
+    assert 2 <= one <= 8
+    assert fifty <= one * 1.3 + 1
+
+
+def test_two_hundred_dropped_streams_leave_nothing_behind(stack, staff):
+    placed = stack.place()
+    wait_until(
+        lambda: stream_stats(staff)["open_streams"] == 0, timeout=5, what="no streams"
+    )
+    baseline = stream_stats(staff)
+    fds_before, threads_before = process_counts(stack.web.pid)
+    started = time.monotonic()
+    sockets = [open_raw_stream(stack.port, placed["events_url"]) for _ in range(200)]
+    opened_in = time.monotonic() - started
+    try:
+        wait_until(
+            lambda: stream_stats(staff)["open_streams"] == 200,
+            timeout=10,
+            what="200 streams",
+        )
+        _fds_open, threads_open = process_counts(stack.web.pid)
+        assert threads_open <= threads_before + 4  # no thread per stream
+    finally:
+        for sock in sockets:
+            sock.close()
+    closed_at = time.monotonic()
+    wait_until(
+        lambda: stream_stats(staff)["open_streams"] == 0,
+        timeout=5,
+        interval=0.05,
+        what="streams to close",
+    )
+    freed_in = time.monotonic() - closed_at
+    after = stream_stats(staff)
+    assert after["subscribers"] == baseline["subscribers"] == 0
+    assert after["tasks"] <= baseline["tasks"] + 2
+    wait_until(
+        lambda: process_counts(stack.web.pid)[0] <= fds_before + 2,
+        timeout=5,
+        what="sockets to close",
+    )
+    print(f"200 streams opened in {opened_in:.2f} s, freed in {freed_in:.2f} s")
+    assert freed_in < 1.0
+
+
+def test_pages_are_served_by_daphne_with_their_scripts(stack):
+    placed = stack.place()
+    with httpx.Client(base_url=stack.base_url, timeout=10) as client:
+        assert 'data-role="order-form"' in client.get("/").text
+        page = client.get(placed["page_url"])
+        assert page.status_code == 200
+        assert f'data-order-id="{placed["order_id"]}"' in page.text
+        for script in ("live.js", "order.js", "dashboard.js", "storefront.js"):
+            response = client.get(f"/static/orders/{script}")
+            assert response.status_code == 200, script
+            assert "javascript" in response.headers["content-type"]
+        assert client.get("/dashboard/").status_code == 302

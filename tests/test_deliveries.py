@@ -1,0 +1,279 @@
+"""The delivery scenario: a listener in its own transaction, and what happens when
+it fails."""
+
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django_q.conf import Conf
+
+from orders import exceptions, selectors, services
+from orders.models import Delivery, FailureRecord, Order, OrderEvent
+from orders.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
+
+pytestmark = pytest.mark.django_db
+EventType = OrderEvent.Type
+LISTENER = "orders.tasks.order_delivery_completed"
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def place(**simulate) -> Order:
+    data = OrderInput(
+        customer_email="buyer@example.com",
+        lines=[LineInput(sku="MUG-1", quantity=2, unit_price=Decimal("12.50"))],
+        simulate={**SIMULATE_DEFAULTS, **simulate} if simulate else {},
+    )
+    return services.order_place(data=data)[0]
+
+
+def completed_order(**simulate) -> Order:
+    """An order taken through one successful attempt, as a worker would."""
+    order = place(**simulate)
+    services.order_process(order_id=order.order_id)
+    order.refresh_from_db()
+    assert order.status == Order.Status.COMPLETED
+    return order
+
+
+@pytest.fixture
+def queue_runs_inline(monkeypatch):
+    """async_task runs the task here and now, through django-q2's worker code
+    (its sync mode), signals and all."""
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+def event_types(order: Order) -> list[str]:
+    return list(order.events.order_by("id").values_list("type", flat=True))
+
+
+def test_a_completed_order_gets_a_delivery_with_an_unguessable_code():
+    order = completed_order()
+
+    delivery = order.delivery
+    assert delivery.code.startswith("dlv_")
+    assert len(delivery.code) == 4 + 32
+    assert delivery.completed_at is None
+    document = selectors.order_document(order)
+    assert document["delivery"] == {"code": delivery.code, "completed_at": None}
+    assert document["delivered_at"] is None
+
+
+def test_a_failed_order_gets_no_delivery():
+    order = place(fail_times=1, failure="permanent")
+    services.order_process(order_id=order.order_id)
+
+    order.refresh_from_db()
+    assert order.status == Order.Status.FAILED
+    assert not Delivery.objects.filter(order=order).exists()
+    assert selectors.order_document(order)["delivery"] is None
+
+
+def test_completing_a_delivery_lets_the_listener_mark_the_order_delivered(
+    queue_runs_inline, django_capture_on_commit_callbacks
+):
+    order = completed_order()
+    version = order.version
+
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery, completed_now = services.delivery_complete(code=order.delivery.code)
+
+    assert completed_now is True
+    assert delivery.completed_at is not None
+    order.refresh_from_db()
+    assert order.delivered_at == delivery.completed_at
+    assert order.version > version
+    assert event_types(order)[-1] == EventType.DELIVERY_COMPLETED
+    assert not FailureRecord.objects.exists()
+
+
+def test_completing_a_completed_delivery_changes_nothing(
+    queue_runs_inline, django_capture_on_commit_callbacks
+):
+    order = completed_order()
+    with django_capture_on_commit_callbacks(execute=True):
+        first, _ = services.delivery_complete(code=order.delivery.code)
+    order.refresh_from_db()
+    events_before, version_before = event_types(order), order.version
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        again, completed_now = services.delivery_complete(code=order.delivery.code)
+
+    assert completed_now is False
+    assert callbacks == []
+    assert again.completed_at == first.completed_at
+    order.refresh_from_db()
+    assert (event_types(order), order.version) == (events_before, version_before)
+
+
+def test_an_unknown_delivery_code_is_a_clear_error_and_changes_nothing(
+    django_capture_on_commit_callbacks,
+):
+    order = completed_order()
+
+    with (
+        django_capture_on_commit_callbacks() as callbacks,
+        pytest.raises(exceptions.DeliveryNotFound, match="No delivery with code"),
+    ):
+        services.delivery_complete(code="dlv_nope")
+
+    assert callbacks == []
+    assert Delivery.objects.get(order=order).completed_at is None
+
+
+def test_listener_failure_keeps_delivery_completed_and_records_failure(
+    queue_runs_inline, django_capture_on_commit_callbacks, mailoutbox, settings
+):
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    order = completed_order(listener_fails=True)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delivery_complete(code=order.delivery.code)
+
+    order.refresh_from_db()
+    assert order.delivery.completed_at is not None
+    assert order.delivered_at is None
+    record = FailureRecord.objects.get()
+    assert record.task == LISTENER
+    assert record.args == [order.order_id, order.delivery.code]
+    assert record.exception_type == "orders.exceptions.ListenerFailed"
+    assert record.order == order
+    assert record.resolved is False
+    assert len(mailoutbox) == 1
+    assert LISTENER in mailoutbox[0].subject
+    assert event_types(order)[-1] == EventType.LISTENER_FAILED
+    assert EventType.DELIVERY_COMPLETED not in event_types(order)
+    assert order.status == Order.Status.COMPLETED
+
+
+def test_rerunning_the_listener_from_its_failure_record_marks_the_order_delivered(
+    queue_runs_inline, django_capture_on_commit_callbacks
+):
+    order = completed_order(listener_fails=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delivery_complete(code=order.delivery.code)
+    record = FailureRecord.objects.get()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.failure_rerun(failure=record)
+
+    order.refresh_from_db()
+    assert order.delivered_at == order.delivery.completed_at
+    assert event_types(order)[-2:] == [
+        EventType.LISTENER_FAILED,
+        EventType.DELIVERY_COMPLETED,
+    ]
+    # The record is history: kept, and still open until someone resolves it.
+    assert FailureRecord.objects.filter(pk=record.pk, resolved=False).exists()
+    assert selectors.order_document(order)["delivered_at"] is not None
+
+
+def test_the_listener_run_twice_writes_delivery_completed_once():
+    order = completed_order()
+    services.delivery_complete(code=order.delivery.code)
+
+    services.order_delivery_completed(order_id=order.order_id, code=order.delivery.code)
+    services.order_delivery_completed(order_id=order.order_id, code=order.delivery.code)
+
+    assert event_types(order).count(EventType.DELIVERY_COMPLETED) == 1
+
+
+def test_a_listener_the_queue_refused_is_recorded_so_it_can_be_rerun(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    order = completed_order()
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr("django_q.tasks.async_task", refuse)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delivery_complete(code=order.delivery.code)
+
+    record = FailureRecord.objects.get()
+    assert (record.task, record.order) == (LISTENER, order)
+    assert record.args == [order.order_id, order.delivery.code]
+
+
+def test_only_the_projects_own_tasks_can_be_rerun():
+    record = FailureRecord.objects.create(
+        task="os.system", args=["rm -rf /"], exception_type="X", message="m"
+    )
+
+    with pytest.raises(exceptions.FailureNotRerunnable, match="not a task of this"):
+        services.failure_rerun(failure=record)
+
+
+# POST /api/deliveries/<code>/complete ---------------------------------------------
+
+
+@pytest.fixture
+def staff_client(db):
+    user = User.objects.create_user("staff", password="pw", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def complete_url(code: str) -> str:
+    return f"/api/deliveries/{code}/complete"
+
+
+def test_staff_complete_a_delivery_over_the_api(
+    staff_client, queue_runs_inline, django_capture_on_commit_callbacks
+):
+    order = completed_order()
+    code = order.delivery.code
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(complete_url(code))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["code"] == code
+    assert body["completed_now"] is True
+    assert body["order_id"] == order.order_id
+    assert body["completed_at"].endswith("Z")
+    order.refresh_from_db()
+    assert order.delivered_at is not None
+
+    again = staff_client.post(complete_url(code))
+    assert again.status_code == 200
+    assert again.json()["completed_now"] is False
+
+
+def test_an_unknown_delivery_code_answers_404_in_json(staff_client):
+    response = staff_client.post(complete_url("dlv_unknown"))
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "delivery_not_found"
+    assert "dlv_unknown" in response.json()["detail"]
+
+
+def test_anonymous_and_non_staff_callers_cannot_complete_deliveries(client):
+    order = completed_order()
+    User.objects.create_user("customer", password="pw")
+    member = Client()
+    member.login(username="customer", password="pw")
+
+    anonymous = client.post(complete_url(order.delivery.code))
+    non_staff = member.post(complete_url(order.delivery.code))
+
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"] == "not_authenticated"
+    assert non_staff.status_code == 403
+    assert non_staff.json()["error"] == "forbidden"
+    assert Delivery.objects.get(order=order).completed_at is None
+
+
+def test_completing_a_delivery_needs_post(staff_client):
+    order = completed_order()
+
+    response = staff_client.get(complete_url(order.delivery.code))
+
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"

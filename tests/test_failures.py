@@ -1,0 +1,352 @@
+"""The global failure handler: records, notifications and the django-q2 hook."""
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from multiprocessing import Value
+
+import pytest
+from django.utils import timezone
+from django_q.conf import Conf
+from django_q.queues import Queue
+
+from orderproj.settings import email_settings, env_addresses
+from orders import failures, services
+from orders.failures import parse_task_result, record_failure
+from orders.models import FailureRecord, Order
+from orders.validation import LineInput, OrderInput
+
+pytestmark = pytest.mark.django_db
+
+
+class InventoryOutOfSync(Exception):
+    pass
+
+
+def exploding_task(order_id: str) -> None:
+    raise InventoryOutOfSync(f"stock for {order_id} is negative")
+
+
+def quiet_task(order_id: str) -> str:
+    return "fine"
+
+
+def recording_then_raising_task(order_id: str) -> None:
+    error = InventoryOutOfSync("recorded by the task itself")
+    record_failure(task="tests.test_failures.recording_then_raising_task", error=error)
+    raise error
+
+
+def run_in_worker(func, *args, **kwargs) -> dict:
+    """Run one task through django-q2's own worker loop in this process, exactly
+    as a cluster's worker does (not its sync mode), and return the result package
+    the worker hands to the monitor."""
+    from django_q.worker import worker
+
+    task_queue, result_queue = Queue(), Queue()
+    task_queue.put(
+        {
+            "id": uuid.uuid4().hex,
+            "name": "test-task",
+            "func": func,
+            "args": args,
+            "kwargs": kwargs,
+            "started": timezone.now(),
+        }
+    )
+    task_queue.put("STOP")
+    worker(task_queue, result_queue, Value("f", -1))
+    return result_queue.get(timeout=5)
+
+
+@pytest.fixture
+def keep_test_connection(monkeypatch):
+    # A real worker closes stale connections before each task; here that would
+    # close the test's own transaction.
+    monkeypatch.setattr("django_q.worker.close_old_django_connections", lambda: None)
+
+
+@pytest.fixture
+def order():
+    return services.order_place(
+        data=OrderInput(
+            customer_email="buyer@example.com",
+            lines=[LineInput(sku="MUG-1", quantity=1, unit_price=Decimal("5.00"))],
+        )
+    )[0]
+
+
+def raised(error: BaseException) -> BaseException:
+    """The error with a traceback, as if it had been raised."""
+    try:
+        raise error
+    except BaseException as caught:  # noqa: BLE001
+        return caught
+
+
+def test_record_failure_stores_every_detail_and_mails_the_admins(
+    order, mailoutbox, django_capture_on_commit_callbacks, settings
+):
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    with django_capture_on_commit_callbacks(execute=True):
+        record = record_failure(
+            task="orders.tasks.process_order",
+            args=[order.order_id],
+            error=raised(InventoryOutOfSync("stock is negative")),
+            order=order,
+        )
+
+    stored = FailureRecord.objects.get()
+    assert stored == record
+    assert stored.task == "orders.tasks.process_order"
+    assert stored.args == [order.order_id]
+    assert stored.exception_type == "tests.test_failures.InventoryOutOfSync"
+    assert stored.message == "stock is negative"
+    assert "Traceback (most recent call last)" in stored.traceback
+    assert "InventoryOutOfSync: stock is negative" in stored.traceback
+    assert stored.order == order
+    assert stored.occurred_at is not None
+    assert (stored.resolved, stored.resolved_by, stored.resolved_at) == (
+        False,
+        None,
+        None,
+    )
+    assert stored.notified is True
+    assert len(mailoutbox) == 1
+    mail = mailoutbox[0]
+    assert mail.to == ["ops@example.com"]
+    assert "orders.tasks.process_order failed" in mail.subject
+    assert "InventoryOutOfSync" in mail.subject
+    assert order.order_id in mail.body
+    assert f"/admin/orders/failurerecord/{stored.pk}/change/" in mail.body
+    assert "Traceback (most recent call last)" in mail.body
+
+
+def test_record_failure_never_raises_when_the_database_refuses(
+    monkeypatch, mailoutbox, caplog
+):
+    def refuse(**fields):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(FailureRecord.objects, "create", refuse)
+
+    result = record_failure(task="orders.tasks.x", error=raised(ValueError("boom")))
+
+    assert result is None
+    assert "could not store the failure" in caplog.text
+    # The mail is then the only trace, so it still goes out.
+    assert len(mailoutbox) == 1
+    assert "not stored" in mailoutbox[0].body
+
+
+def test_record_failure_never_raises_when_mailing_fails(
+    monkeypatch, django_capture_on_commit_callbacks, caplog
+):
+    def broken_mail(*args, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(failures, "mail_admins", broken_mail)
+    with django_capture_on_commit_callbacks(execute=True):
+        record = record_failure(task="orders.tasks.x", error=raised(ValueError("b")))
+
+    assert FailureRecord.objects.filter(pk=record.pk).exists()
+    assert "could not mail the admins" in caplog.text
+
+
+def test_a_burst_of_identical_failures_sends_a_handful_of_mails_and_keeps_every_record(
+    mailoutbox, django_capture_on_commit_callbacks, settings
+):
+    settings.FAILURE_NOTIFY_LIMIT = 5
+    with django_capture_on_commit_callbacks(execute=True):
+        for number in range(1000):
+            record_failure(
+                task="orders.tasks.process_order",
+                error=raised(ConnectionError(f"gateway down ({number})")),
+            )
+
+    assert FailureRecord.objects.count() == 1000
+    assert FailureRecord.objects.filter(notified=True).count() == 5
+    assert len(mailoutbox) == 5
+
+
+def test_the_mail_limit_counts_each_task_and_exception_type_separately(
+    mailoutbox, django_capture_on_commit_callbacks, settings
+):
+    settings.FAILURE_NOTIFY_LIMIT = 1
+    with django_capture_on_commit_callbacks(execute=True):
+        for task in ["orders.tasks.a", "orders.tasks.b"]:
+            for error in [ValueError("x"), KeyError("y"), ValueError("z")]:
+                record_failure(task=task, error=raised(error))
+
+    subjects = [mail.subject for mail in mailoutbox]
+    assert len(subjects) == 4
+    for task in ["orders.tasks.a", "orders.tasks.b"]:
+        for kind in ["ValueError", "KeyError"]:
+            assert sum(f"{task} failed: {kind}" in s for s in subjects) == 1
+
+
+def test_mails_resume_after_the_window_and_say_how_many_were_held_back(
+    mailoutbox, django_capture_on_commit_callbacks, settings
+):
+    settings.FAILURE_NOTIFY_LIMIT = 1
+    settings.FAILURE_NOTIFY_WINDOW_SECONDS = 60
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    FailureRecord.objects.update(occurred_at=timezone.now() - timedelta(seconds=61))
+    with django_capture_on_commit_callbacks(execute=True):
+        record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+        record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+
+    assert len(mailoutbox) == 2
+    assert FailureRecord.objects.count() == 5
+
+
+def test_the_mail_mentions_similar_failures_that_were_not_mailed(
+    mailoutbox, django_capture_on_commit_callbacks, settings
+):
+    settings.FAILURE_NOTIFY_LIMIT = 1
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    FailureRecord.objects.filter(notified=True).update(
+        occurred_at=timezone.now() - timedelta(days=1)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+
+    assert "2 similar failure(s)" in mailoutbox[-1].body
+
+
+def test_an_exception_already_recorded_is_not_recorded_again():
+    error = raised(ValueError("once"))
+
+    first = record_failure(task="orders.tasks.a", error=error)
+    second = record_failure(task="orders.tasks.a", error=error)
+
+    assert first is not None
+    assert second is None
+    assert FailureRecord.objects.count() == 1
+
+
+def test_a_task_raising_in_a_worker_is_recorded_by_the_django_q_hook(
+    order, keep_test_connection, django_capture_on_commit_callbacks, mailoutbox
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        result = run_in_worker(
+            "tests.test_failures.exploding_task", order_id=order.order_id
+        )
+
+    assert result["success"] is False
+    record = FailureRecord.objects.get()
+    assert record.task == "tests.test_failures.exploding_task"
+    assert record.kwargs == {"order_id": order.order_id}
+    assert record.exception_type == "tests.test_failures.InventoryOutOfSync"
+    assert record.message == f"stock for {order.order_id} is negative"
+    assert "in exploding_task" in record.traceback
+    assert record.order == order
+    assert len(mailoutbox) == 1
+
+
+def test_a_task_passed_as_a_function_is_recorded_under_its_dotted_name(
+    keep_test_connection,
+):
+    run_in_worker(exploding_task, "ord_unknown")
+
+    record = FailureRecord.objects.get()
+    assert record.task == "tests.test_failures.exploding_task"
+    assert record.args == ["ord_unknown"]
+    assert record.order is None
+
+
+def test_a_task_that_succeeds_records_nothing(keep_test_connection):
+    result = run_in_worker("tests.test_failures.quiet_task", "ord_x")
+
+    assert result["success"] is True
+    assert not FailureRecord.objects.exists()
+
+
+def test_a_task_that_records_its_own_failure_and_raises_is_recorded_once(
+    keep_test_connection,
+):
+    result = run_in_worker("tests.test_failures.recording_then_raising_task", "x")
+
+    assert result["success"] is False
+    assert FailureRecord.objects.count() == 1
+
+
+def test_an_unexpected_step_error_is_recorded_once_and_the_order_retried(
+    order, keep_test_connection, monkeypatch
+):
+    class BrokenStep:
+        name = "payment"
+
+        def run(self, order, *, attempt):
+            raise KeyError("card_token")
+
+    monkeypatch.setattr(services, "order_steps", lambda: [BrokenStep()])
+
+    result = run_in_worker("orders.tasks.process_order", order.order_id)
+
+    # order_process handles it (and records it); the task itself succeeds.
+    assert result["success"] is True
+    record = FailureRecord.objects.get()
+    assert record.task == "orders.tasks.process_order"
+    assert record.exception_type == "KeyError"
+    assert record.order == order
+    order.refresh_from_db()
+    assert order.status == Order.Status.RETRYING
+
+
+def test_in_sync_mode_the_hook_records_the_live_exception_once(monkeypatch):
+    from django_q.tasks import async_task
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+    with pytest.raises(InventoryOutOfSync):
+        async_task("tests.test_failures.exploding_task", "ord_nope")
+
+    record = FailureRecord.objects.get()
+    assert record.exception_type == "tests.test_failures.InventoryOutOfSync"
+    assert record.args == ["ord_nope"]
+
+
+def test_the_task_result_text_is_parsed_into_type_message_and_traceback():
+    traceback_text = (
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n'
+        "    raise E\n"
+        "orders.exceptions.Weird: a : b\nsecond line\n"
+    )
+
+    parsed = parse_task_result("a : b\nsecond line : " + traceback_text)
+
+    assert parsed == ("orders.exceptions.Weird", "a : b\nsecond line", traceback_text)
+
+
+def test_a_task_result_without_a_message_still_names_the_exception():
+    traceback_text = (
+        'Traceback (most recent call last):\n  File "x.py", line 1\nStopIteration\n'
+    )
+
+    assert parse_task_result(" : " + traceback_text)[:2] == ("StopIteration", "")
+
+
+def test_admins_are_parsed_from_a_comma_separated_list(monkeypatch):
+    monkeypatch.setenv("ADMINS", "Ana B <ana@example.com>, ops@example.com")
+
+    assert env_addresses("ADMINS") == [
+        ("Ana B", "ana@example.com"),
+        ("ops@example.com", "ops@example.com"),
+    ]
+
+
+def test_email_url_selects_console_or_smtp_with_credentials():
+    assert email_settings("console://")["EMAIL_BACKEND"].endswith(
+        "console.EmailBackend"
+    )
+    smtp = email_settings("smtp://me%40x.org:s3cret@mail.example.com:2525")
+    assert smtp["EMAIL_HOST"] == "mail.example.com"
+    assert smtp["EMAIL_PORT"] == 2525
+    assert smtp["EMAIL_HOST_USER"] == "me@x.org"
+    assert smtp["EMAIL_HOST_PASSWORD"] == "s3cret"
+    assert smtp["EMAIL_USE_TLS"] is True

@@ -1,0 +1,285 @@
+"""The server-rendered pages and the dashboard's numbers, through Django's test
+client. (The live parts are exercised against a real daphne in
+tests/e2e/test_streams_e2e.py.)"""
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from orders import selectors
+from orders.models import Order, OrderEvent
+from orders.services import order_claim, order_process, order_recover
+
+Status = Order.Status
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "orders"
+
+SCRIPT = "<script>alert('owned')</script>"
+IMAGE = "<img src=x onerror=alert(1)>"
+HOSTILE_EMAIL = '"<script>alert(1)</script>"@example.com'
+
+
+@pytest.fixture(autouse=True)
+def immediate_retries(settings):
+    settings.ORDER_RETRY_BASE_SECONDS = 0
+    settings.ORDER_RETRY_JITTER = 0
+    settings.ORDER_MAX_ATTEMPTS = 3
+
+
+def failed_order(place_order, *, reason: str, **overrides) -> Order:
+    order = place_order(**overrides)
+    assert order_claim(order)
+    assert order_recover(order, reason=reason)
+    return order
+
+
+def hostile_order(place_order) -> Order:
+    return failed_order(
+        place_order,
+        reason=f"gateway said {SCRIPT} {IMAGE}",
+        customer_email=HOSTILE_EMAIL,
+        items=[{"sku": IMAGE, "quantity": 1, "unit_price": "1.00"}],
+    )
+
+
+def assert_inert(html: str) -> None:
+    """No payload survives as markup; each is there as escaped text."""
+    assert "<script>alert" not in html
+    assert "<img src=x" not in html
+    assert "&lt;script&gt;alert(" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+# Storefront ---------------------------------------------------------------------
+@pytest.mark.django_db
+def test_storefront_offers_failure_injection_when_simulation_is_enabled(
+    client, settings
+):
+    settings.ORDER_SIMULATION_ENABLED = True
+    html = client.get("/").content.decode()
+    assert 'data-role="order-form"' in html
+    assert 'data-role="simulate"' in html
+    for name in ("fail_times", "failure", "step", "delay_ms", "listener_fails"):
+        assert f'name="{name}"' in html
+    assert "orders/storefront.js" in html
+
+
+@pytest.mark.django_db
+def test_storefront_hides_failure_injection_when_simulation_is_disabled(
+    client, settings
+):
+    settings.ORDER_SIMULATION_ENABLED = False
+    html = client.get("/").content.decode()
+    assert 'data-role="order-form"' in html
+    assert 'data-role="simulate"' not in html
+
+
+# Order page ---------------------------------------------------------------------
+@pytest.mark.django_db
+def test_order_page_shows_status_attempts_and_every_event_of_the_timeline(
+    client, place_order
+):
+    order = place_order(simulate={"fail_times": 1})
+    order = order_process(order_id=order.order_id)
+    assert order.status == Status.RETRYING
+    response = client.get(f"/orders/{order.order_id}")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-status="RETRYING"' in html
+    assert 'data-attempt="1"' in html
+    assert 'data-max-attempts="3"' in html
+    assert re.search(
+        r'attempt <span data-role="attempt">1</span> of '
+        r'<span data-role="max-attempts">3</span>',
+        html,
+    )
+    assert 'data-role="countdown-row" hidden' not in html
+    ids = list(
+        OrderEvent.objects.filter(order=order)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    assert re.findall(r'data-event-id="(\d+)"', html) == [str(pk) for pk in ids]
+    assert f'data-last-event-id="{ids[-1]}"' in html
+    assert f'data-events-url="/api/orders/{order.order_id}/events"' in html
+
+
+@pytest.mark.django_db
+def test_order_page_of_a_failed_order_says_why(client, place_order):
+    order = place_order(simulate={"fail_times": 1, "failure": "permanent"})
+    order = order_process(order_id=order.order_id)
+    assert order.status == Status.FAILED
+    html = client.get(f"/orders/{order.order_id}").content.decode()
+    assert 'data-status="FAILED"' in html
+    reason = re.search(r'<span data-role="failure-reason">([^<]+)</span>', html).group(
+        1
+    )
+    assert "permanent error" in reason
+    assert 'data-role="failure-box" hidden' not in html
+
+
+@pytest.mark.django_db
+def test_order_page_of_an_unknown_order_is_a_404(client):
+    assert client.get("/orders/ord_doesnotexist").status_code == 404
+
+
+@pytest.mark.django_db
+def test_order_page_renders_hostile_email_sku_and_failure_text_as_text(
+    client, place_order
+):
+    order = hostile_order(place_order)
+    html = client.get(f"/orders/{order.order_id}").content.decode()
+    assert_inert(html)
+
+
+# Dashboard ----------------------------------------------------------------------
+@pytest.mark.django_db
+def test_dashboard_sends_anonymous_visitors_to_the_login_page(client):
+    response = client.get("/dashboard/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/?next=/dashboard/")
+
+
+@pytest.mark.django_db
+def test_dashboard_sends_non_staff_accounts_to_the_login_page(
+    client, django_user_model
+):
+    client.force_login(django_user_model.objects.create_user("shopper", "", "pw"))
+    response = client.get("/dashboard/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.django_db
+def test_dashboard_shows_counts_chart_rates_feed_and_failed_orders_with_actions(
+    staff_client, place_order
+):
+    failed = failed_order(place_order, reason="card declined")
+    place_order()
+    response = staff_client.get("/dashboard/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    counts = dict(
+        re.findall(
+            r'data-role="count" data-status="(\w+)">\s*<span class="count-label">'
+            r'[^<]*</span>\s*<strong class="count-value" data-role="count-value">'
+            r"(\d+)</strong>",
+            html,
+        )
+    )
+    assert counts == {
+        "PENDING": "1",
+        "PROCESSING": "0",
+        "RETRYING": "0",
+        "COMPLETED": "0",
+        "FAILED": "1",
+    }
+    assert '<svg data-role="chart"' in html
+    for series in ("completed", "failed", "retried"):
+        assert f'data-series="{series}"' in html
+    assert 'data-role="retry-rate"' in html
+    assert 'data-role="median-complete"' in html
+    assert f'<tr data-order-id="{failed.order_id}">' in html
+    assert f'data-role="retry" data-order-id="{failed.order_id}"' in html
+    assert f'href="/admin/orders/order/{failed.pk}/change/"' in html
+    # The feed starts with the newest events; the stream adds to it.
+    newest = OrderEvent.objects.order_by("-pk").first()
+    assert re.search(r'data-role="feed"[^>]*>\s*<li[^>]*data-event-id="(\d+)"', html)[
+        1
+    ] == str(newest.pk)
+    # The retry button's POST needs the CSRF token.
+    assert 'data-csrf-token="' in html
+    assert "csrftoken" in response.cookies
+
+
+@pytest.mark.django_db
+def test_dashboard_renders_hostile_text_in_feed_and_failed_list_as_text(
+    staff_client, place_order
+):
+    hostile_order(place_order)
+    html = staff_client.get("/dashboard/").content.decode()
+    assert_inert(html)
+
+
+@pytest.mark.django_db
+def test_dashboard_numbers_are_json_for_staff_only(staff_client, place_order):
+    failed_order(place_order, reason="card declined")
+    anonymous = Client().get("/api/dashboard/stats")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"] == "not_authenticated"
+    response = staff_client.get("/api/dashboard/stats")
+    assert response.status_code == 200
+    stats = response.json()
+    assert stats["counts"]["FAILED"] == 1
+    assert stats["series"]["minutes"] == 60
+    assert sum(stats["series"]["failed"]) == 1
+    assert stats["failed_orders"][0]["failure_reason"] == "card declined"
+
+
+# Dashboard numbers --------------------------------------------------------------
+@pytest.mark.django_db
+def test_minute_series_counts_completed_failed_and_retried_events_per_minute(
+    place_order,
+):
+    now = timezone.now()
+    order = place_order()
+    for minutes_ago, event_type in [
+        (0, OrderEvent.Type.COMPLETED),
+        (0, OrderEvent.Type.COMPLETED),
+        (5, OrderEvent.Type.FAILED),
+        (5, OrderEvent.Type.RETRY_SCHEDULED),
+        (59, OrderEvent.Type.RETRY_SCHEDULED),
+        (61, OrderEvent.Type.COMPLETED),  # outside the hour
+    ]:
+        OrderEvent.objects.create(
+            order=order,
+            type=event_type,
+            status=Status.PENDING,
+            at=now - timedelta(minutes=minutes_ago),
+        )
+    series = selectors.dashboard_minute_series(now=now)
+    assert len(series["completed"]) == 60
+    assert series["completed"][-1] == 2
+    assert sum(series["completed"]) == 2
+    assert series["failed"][-6] == 1
+    assert series["retried"][-6] == 1
+    assert series["retried"][0] == 1
+
+
+@pytest.mark.django_db
+def test_retry_rate_and_median_time_to_complete_cover_orders_finished_this_hour(
+    place_order,
+):
+    first_try = order_process(order_id=place_order().order_id)
+    third_try = place_order(simulate={"fail_times": 2})
+    for _ in range(3):
+        third_try = order_process(order_id=third_try.order_id)
+    failed_order(place_order, reason="card declined")
+    assert first_try.status == third_try.status == Status.COMPLETED
+    rates = selectors.dashboard_rates()
+    assert rates["finished"] == 3
+    assert rates["retried"] == 1
+    assert rates["retry_rate"] == pytest.approx(1 / 3)
+    assert rates["completed"] == 2
+    assert 0 <= rates["median_seconds_to_complete"] < 60
+
+
+def test_page_scripts_never_parse_server_data_as_html():
+    """Everything the scripts show is set with textContent or createElement; no
+    innerHTML-like sink exists to be fed an order's data."""
+    sinks = re.compile(
+        r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|"
+        r"createContextualFragment|DOMParser|\beval\(|new Function"
+    )
+    scripts = sorted(STATIC_DIR.glob("*.js"))
+    assert {path.name for path in scripts} >= {
+        "live.js",
+        "order.js",
+        "dashboard.js",
+        "storefront.js",
+    }
+    for path in scripts:
+        assert not sinks.search(path.read_text()), path.name

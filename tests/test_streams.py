@@ -1,0 +1,558 @@
+"""The SSE endpoint and its event pump, in-process: the ASGI application is called
+directly on an event loop, so tests can look inside the pump (queries per poll,
+subscribers) and shrink the clock (keep-alive, settle window). The same
+behaviour over real HTTP from daphne is in tests/e2e/test_streams_e2e.py."""
+
+import asyncio
+import json
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError, connection
+from django.utils import timezone
+
+from orderproj.asgi import application
+from orders import dispatcher, streams
+from orders.models import OrderEvent
+from orders.streams import EventPump, PollWaker, Refusal, StreamEvent
+from orders.transitions import append_event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fast_streams(settings):
+    settings.ORDER_STREAM_POLL_SECONDS = 0.05
+    settings.ORDER_STREAM_KEEPALIVE_SECONDS = 15
+    settings.ORDER_STREAM_SETTLE_SECONDS = 0.5
+
+
+class StreamClient:
+    """One HTTP request to the ASGI application, read as it arrives."""
+
+    def __init__(self, path: str, *, headers=(), query: str = ""):
+        self.scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": query.encode(),
+            "headers": [(b"host", b"testserver"), *headers],
+            "client": ("127.0.0.1", 5000),
+            "server": ("testserver", 80),
+        }
+        self.messages: asyncio.Queue = asyncio.Queue()
+        self.gone = asyncio.Event()
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        self.buffer = ""
+        self.finished = False
+
+    async def start(self) -> "StreamClient":
+        self.task = asyncio.ensure_future(
+            application(self.scope, self._receive, self.messages.put)
+        )
+        start = await asyncio.wait_for(self.messages.get(), 5)
+        assert start["type"] == "http.response.start"
+        self.status = start["status"]
+        self.headers = {k.decode(): v.decode() for k, v in start["headers"]}
+        return self
+
+    async def _receive(self):
+        if not hasattr(self, "_requested"):
+            self._requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def body(self) -> bytes:
+        message = await asyncio.wait_for(self.messages.get(), 5)
+        return message["body"]
+
+    async def frames(self, count: int, *, timeout: float = 5.0) -> list[dict]:
+        """The next `count` frames (events, or comments as {"comment": ...})."""
+        found: list[dict] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < count:
+            while "\n\n" in self.buffer and len(found) < count:
+                block, self.buffer = self.buffer.split("\n\n", 1)
+                parsed = parse_block(block)
+                if parsed:
+                    found.append(parsed)
+            if len(found) >= count:
+                break
+            left = deadline - time.monotonic()
+            assert left > 0, f"got only {found} before the timeout"
+            message = await asyncio.wait_for(self.messages.get(), left)
+            self.buffer += message.get("body", b"").decode()
+            if not message.get("more_body", False):
+                self.finished = True
+        return found
+
+    async def events(self, count: int, **kwargs) -> list[dict]:
+        found: list[dict] = []
+        while len(found) < count:
+            for item in await self.frames(1, **kwargs):
+                if "event" in item:
+                    found.append(item)
+        return found
+
+    async def close(self) -> None:
+        self.gone.set()
+        await asyncio.wait_for(self.task, 2)
+
+
+def parse_block(block: str) -> dict | None:
+    item: dict = {}
+    for line in block.split("\n"):
+        if line.startswith(":"):
+            item.setdefault("comment", line[1:].strip())
+            continue
+        name, _, value = line.partition(":")
+        item[name] = value[1:] if value.startswith(" ") else value
+    if "data" in item:
+        item["data"] = json.loads(item["data"])
+    return item or None
+
+
+def event_ids(order) -> list[int]:
+    return list(
+        OrderEvent.objects.filter(order=order)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def write(order, event_type=OrderEvent.Type.DELIVERY_COMPLETED, detail=""):
+    return append_event(order, event_type, detail=detail)
+
+
+async def awrite(order, **kwargs):
+    return await sync_to_async(write, thread_sensitive=False)(order, **kwargs)
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 30))
+
+
+# Resume ids ---------------------------------------------------------------------
+def test_resume_id_is_taken_from_the_header_before_the_query():
+    scope = {"headers": [(b"last-event-id", b"12")], "query_string": b"lastEventId=7"}
+    assert streams.parse_last_event_id(scope) == 12
+    assert streams.parse_last_event_id({"query_string": b"lastEventId=7"}) == 7
+    assert streams.parse_last_event_id({"query_string": b""}) is None
+
+
+@pytest.mark.parametrize("raw", ["abc", "-1", "1.5", "12 3", "9" * 19, "١٢"])
+def test_a_malformed_resume_id_is_refused_with_400(raw):
+    scope = {"headers": [(b"last-event-id", raw.encode())], "query_string": b""}
+    with pytest.raises(Refusal) as refused:
+        streams.parse_last_event_id(scope)
+    assert refused.value.status == 400
+
+
+def test_a_malformed_resume_id_is_a_json_400_on_the_stream(place_order):
+    order = place_order()
+
+    async def scenario():
+        client = await StreamClient(
+            f"/api/orders/{order.order_id}/events", query="lastEventId=nope"
+        ).start()
+        return client.status, client.headers, json.loads(await client.body())
+
+    status, headers, body = run(scenario())
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert body["error"] == "invalid_last_event_id"
+    assert body["detail"]
+
+
+# The pump -----------------------------------------------------------------------
+def fake_event(event_id: int, order_pk: int = 1) -> StreamEvent:
+    return StreamEvent(id=event_id, order_pk=order_pk, type="order.created", data="{}")
+
+
+def test_pump_holds_events_behind_a_missing_id_until_it_commits_or_settles():
+    async def scenario():
+        pump = EventPump(settle=0.2)
+        pump.cursor = 10
+        subscriber = streams.Subscriber(order_pk=None)
+        pump.subscribers.add(subscriber)
+        assert pump.deliver([fake_event(11), fake_event(13)]) == 1
+        assert pump.cursor == 11  # 12 may still be committing
+        # 12 commits: both go out, in order.
+        assert pump.deliver([fake_event(12), fake_event(13)]) == 2
+        assert pump.deliver([fake_event(15)]) == 0
+        await asyncio.sleep(0.25)
+        # 14 never came: a rolled-back transaction's hole, passed after the window.
+        assert pump.deliver([fake_event(15)]) == 1
+        return [subscriber.queue.get_nowait().id for _ in range(4)]
+
+    assert run(scenario()) == [11, 12, 13, 15]
+
+
+def test_pump_hands_each_subscriber_only_the_orders_it_asked_for():
+    async def scenario():
+        pump = EventPump(settle=0)
+        pump.cursor = 0
+        one, everything = streams.Subscriber(order_pk=1), streams.Subscriber(None)
+        pump.subscribers |= {one, everything}
+        pump.deliver([fake_event(1, 1), fake_event(2, 2), fake_event(3, 1)])
+        return one.queue.qsize(), everything.queue.qsize()
+
+    assert run(scenario()) == (2, 3)
+
+
+def test_a_subscriber_that_falls_too_far_behind_is_cut_off_not_buffered(
+    monkeypatch,
+):
+    monkeypatch.setattr(streams, "QUEUE_LIMIT", 3)
+
+    async def scenario():
+        subscriber = streams.Subscriber(order_pk=None)
+        for event_id in range(1, 6):
+            subscriber.offer(fake_event(event_id))
+        return subscriber.overflowed, subscriber.queue.qsize()
+
+    assert run(scenario()) == (True, 3)
+
+
+def test_pump_keeps_going_after_the_database_fails_a_read():
+    reads = []
+
+    def flaky_read_after(cursor):
+        reads.append(cursor)
+        if len(reads) == 1:
+            raise DatabaseError("database is restarting")
+        return [fake_event(cursor + 1)] if len(reads) == 2 else []
+
+    async def scenario():
+        pump = EventPump(
+            waker=PollWaker(0.01),
+            read_after=flaky_read_after,
+            read_high_water=lambda settle: 7,
+            settle=0,
+        )
+        subscriber, cursor = await pump.subscribe(None)
+        event = await asyncio.wait_for(subscriber.queue.get(), 3)
+        return cursor, event.id
+
+    assert run(scenario()) == (7, 8)
+
+
+def test_poll_queries_per_second_do_not_grow_with_the_number_of_clients(
+    place_order,
+):
+    """One read per poll, whether one browser listens or fifty."""
+    order = place_order()
+    queries: list[str] = []
+
+    def counted_read_after(cursor):
+        def count(execute, sql, params, many, context):
+            queries.append(sql)
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(count):
+            return streams.read_after(cursor)
+
+    async def measure(clients: int) -> tuple[int, int]:
+        pump = EventPump(waker=PollWaker(0.05), read_after=counted_read_after)
+        subscribers = [(await pump.subscribe(order.pk))[0] for _ in range(clients)]
+        queries.clear()
+        polls_before = pump.stats.polls
+        written = await awrite(order)
+        await asyncio.sleep(1.0)
+        for subscriber in subscribers:  # each got the new event
+            got = [
+                subscriber.queue.get_nowait() for _ in range(subscriber.queue.qsize())
+            ]
+            assert got[-1].id == written.pk
+        return len(queries), pump.stats.polls - polls_before
+
+    one_queries, one_polls = asyncio.run(measure(1))
+    fifty_queries, fifty_polls = asyncio.run(measure(50))
+    assert one_queries == one_polls  # one query per poll
+    assert fifty_queries == fifty_polls
+    assert 10 <= one_polls <= 25
+    assert abs(fifty_queries - one_queries) <= 3
+
+
+def test_pump_stops_polling_when_nobody_listens_and_resumes_for_the_next_client(
+    place_order,
+):
+    order = place_order()
+    newest = event_ids(order)[-1]
+
+    async def scenario():
+        pump = EventPump(waker=PollWaker(0.02), idle_seconds=0.1)
+        subscriber, _ = await pump.subscribe(order.pk)
+        pump.unsubscribe(subscriber)
+        await asyncio.sleep(0.4)
+        assert pump._task is None
+        polls = pump.stats.polls
+        await asyncio.sleep(0.2)
+        assert pump.stats.polls == polls  # idle: no queries at all
+        subscriber, cursor = await pump.subscribe(order.pk)
+        assert cursor <= newest  # found the end of the table again
+        await awrite(order)
+        return (await asyncio.wait_for(subscriber.queue.get(), 3)).type
+
+    assert run(scenario()) == OrderEvent.Type.DELIVERY_COMPLETED
+
+
+def test_concurrent_writers_lose_no_event_and_repeat_none(place_order):
+    orders = [place_order() for _ in range(4)]
+    staff_cookie = staff_session_header()
+
+    async def scenario():
+        client = await StreamClient("/api/events", headers=staff_cookie).start()
+        await client.frames(1)  # the opening comment: subscribed
+
+        def writer(order):
+            for n in range(15):
+                write(order, detail=f"write {n}")
+
+        threads = [threading.Thread(target=writer, args=(o,)) for o in orders]
+        for thread in threads:
+            thread.start()
+        await sync_to_async(lambda: [t.join() for t in threads])()
+        received = await client.events(60, timeout=10)
+        await client.close()
+        assert {item["event"] for item in received} == {"delivery.completed"}
+        return [int(item["id"]) for item in received]
+
+    received = run(scenario())
+    written = list(
+        OrderEvent.objects.filter(type=OrderEvent.Type.DELIVERY_COMPLETED)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    assert received == written
+
+
+# The order stream ---------------------------------------------------------------
+def test_order_stream_replays_the_whole_history_then_goes_live(place_order):
+    order = place_order()
+    write(order, detail="before the client came")
+
+    async def scenario():
+        client = await StreamClient(f"/api/orders/{order.order_id}/events").start()
+        opening = (await client.frames(1))[0]
+        replayed = await client.events(2)
+        await awrite(order, detail="while the client watches")
+        live = await client.events(1)
+        await client.close()
+        return client.headers, opening, replayed, live
+
+    headers, opening, replayed, live = run(scenario())
+    assert headers["content-type"].startswith("text/event-stream")
+    assert headers["cache-control"] == "no-cache"
+    assert headers["x-accel-buffering"] == "no"
+    assert opening["retry"] == "2000"
+    ids = event_ids(order)
+    assert [int(item["id"]) for item in replayed + live] == ids
+    assert [item["event"] for item in replayed + live] == [
+        "order.created",
+        "delivery.completed",
+        "delivery.completed",
+    ]
+    data = live[0]["data"]
+    assert data == {
+        "event_id": ids[-1],
+        "order_id": order.order_id,
+        "type": "delivery.completed",
+        "status": "PENDING",
+        "attempt": 0,
+        "at": data["at"],
+        "detail": "while the client watches",
+        "next_attempt_at": None,
+        "duration_ms": None,
+    }
+    assert data["at"].endswith("Z")
+
+
+def test_order_stream_resumes_after_the_last_event_id_with_no_gap_or_duplicate(
+    place_order,
+):
+    order = place_order()
+    for n in range(3):
+        write(order, detail=f"event {n}")
+    first, second, *rest = event_ids(order)
+
+    async def scenario():
+        client = await StreamClient(
+            f"/api/orders/{order.order_id}/events",
+            headers=[(b"last-event-id", str(second).encode())],
+        ).start()
+        replayed = await client.events(len(rest))
+        await awrite(order, detail="live")
+        live = await client.events(1)
+        await client.close()
+        return [int(item["id"]) for item in replayed + live]
+
+    assert run(scenario()) == event_ids(order)[2:]
+
+
+def test_order_stream_of_an_unknown_order_is_a_json_404():
+    async def scenario():
+        client = await StreamClient("/api/orders/ord_nope/events").start()
+        return client.status, json.loads(await client.body())
+
+    status, body = run(scenario())
+    assert status == 404
+    assert body["error"] == "order_not_found"
+
+
+def test_a_resume_id_older_than_the_kept_events_gets_stream_reset(place_order):
+    order = place_order()
+    old = write(order, detail="old")
+    write(order, detail="kept")
+    OrderEvent.objects.filter(pk=old.pk).update(at=timezone.now() - timedelta(days=8))
+    assert streams.events_trim() == 1
+    first_kept = event_ids(order)[0]
+
+    async def scenario():
+        client = await StreamClient(
+            f"/api/orders/{order.order_id}/events",
+            query=f"lastEventId={first_kept - 2}",
+        ).start()
+        frames = await client.frames(3)
+        await client.close()
+        return frames
+
+    opening, reset, replayed = run(scenario())
+    assert reset["event"] == "stream.reset"
+    assert reset["data"]["type"] == "stream.reset"
+    assert "id" not in reset
+    assert int(replayed["id"]) == first_kept
+
+
+def test_idle_streams_send_a_keepalive_comment(place_order, settings):
+    settings.ORDER_STREAM_KEEPALIVE_SECONDS = 0.2
+    order = place_order()
+
+    async def scenario():
+        client = await StreamClient(f"/api/orders/{order.order_id}/events").start()
+        started = time.monotonic()
+        frames = await client.frames(3)  # opening, the replayed event, keep-alive
+        elapsed = time.monotonic() - started
+        await client.close()
+        return frames, elapsed
+
+    frames, elapsed = run(scenario())
+    assert frames[2] == {"comment": "keep-alive"}
+    assert elapsed < 1
+
+
+def test_a_client_that_goes_away_is_forgotten_at_once(place_order):
+    order = place_order()
+
+    async def scenario():
+        pump = streams.get_pump()
+        clients = [
+            await StreamClient(f"/api/orders/{order.order_id}/events").start()
+            for _ in range(20)
+        ]
+        assert len(pump.subscribers) == 20
+        assert pump.stats.open_streams == 20
+        started = time.monotonic()
+        for client in clients:
+            client.gone.set()
+        await asyncio.gather(*(asyncio.wait_for(c.task, 1) for c in clients))
+        return (
+            len(pump.subscribers),
+            pump.stats.open_streams,
+            time.monotonic() - started,
+        )
+
+    subscribers, open_streams, elapsed = run(scenario())
+    assert (subscribers, open_streams) == (0, 0)
+    assert elapsed < 1
+
+
+# The staff stream ---------------------------------------------------------------
+def staff_session_header(*, is_staff: bool = True):
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user = get_user_model().objects.create_user(
+        f"user{time.monotonic_ns()}", "", "pw", is_staff=is_staff
+    )
+    client = Client()
+    client.force_login(user)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}".encode())]
+
+
+@pytest.mark.parametrize(
+    ("who", "status", "error"),
+    [("anonymous", 401, "not_authenticated"), ("customer", 403, "forbidden")],
+)
+def test_staff_stream_refuses_anyone_but_staff_with_json(who, status, error):
+    headers = [] if who == "anonymous" else staff_session_header(is_staff=False)
+
+    async def scenario():
+        client = await StreamClient("/api/events", headers=headers).start()
+        return client.status, json.loads(await client.body())
+
+    answered, body = run(scenario())
+    assert answered == status
+    assert body["error"] == error
+    assert body["detail"]
+
+
+def test_staff_stream_without_an_id_starts_live_and_sees_every_order(place_order):
+    before = place_order()
+    headers = staff_session_header()
+
+    async def scenario():
+        client = await StreamClient("/api/events", headers=headers).start()
+        await client.frames(1)
+        other = await sync_to_async(place_order, thread_sensitive=False)()
+        await awrite(before, detail="old order, new event")
+        received = await client.events(2)
+        await client.close()
+        return other, received
+
+    other, received = run(scenario())
+    assert [(item["event"], item["data"]["order_id"]) for item in received] == [
+        ("order.created", other.order_id),
+        ("delivery.completed", before.order_id),
+    ]
+
+
+# Trimming -----------------------------------------------------------------------
+def test_events_older_than_the_retention_are_trimmed_and_newer_ones_kept(
+    place_order, settings
+):
+    order = place_order()
+    old = write(order)
+    OrderEvent.objects.filter(pk=old.pk).update(at=timezone.now() - timedelta(days=8))
+    settings.ORDER_EVENT_RETENTION_DAYS = 0
+    assert streams.events_trim() == 0  # 0 keeps everything
+    settings.ORDER_EVENT_RETENTION_DAYS = 7
+    assert streams.events_trim() == 1
+    assert OrderEvent.objects.filter(order=order).count() == 1
+
+
+def test_the_dispatcher_trims_at_most_once_an_hour(monkeypatch):
+    calls = []
+    monkeypatch.setattr(dispatcher, "sweep", lambda: None)
+    monkeypatch.setattr(dispatcher, "events_trim", lambda: calls.append(1) or 0)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=dispatcher.run_dispatcher, args=(stop,), kwargs={"interval": 0.01}
+    )
+    thread.start()
+    time.sleep(0.3)
+    stop.set()
+    thread.join(timeout=5)
+    assert calls == [1]
