@@ -143,11 +143,13 @@ failedRows.addEventListener("click", async (click) => {
     actionMessage.textContent = response.ok
       ? `Retry requested for ${orderId}.`
       : `Could not retry ${orderId}: ${answer.detail || response.status}`;
+    actionMessage.dataset.outcome = response.ok ? "ok" : "error";
     actionMessage.hidden = false;
     if (response.ok) button.textContent = "Requested";
     else button.disabled = false;
   } catch {
     actionMessage.textContent = `Could not reach the server to retry ${orderId}.`;
+    actionMessage.dataset.outcome = "error";
     actionMessage.hidden = false;
     button.disabled = false;
   }
