@@ -75,6 +75,16 @@ class DeliveryInline(admin.StackedInline):
         return False
 
 
+def report_retries(model_admin, request, retried: int, skipped: list, outcome: str):
+    model_admin.message_user(request, f"{count(retried, 'order')} {outcome}.")
+    if skipped:
+        model_admin.message_user(
+            request,
+            "Only FAILED orders can be retried; skipped: " + ", ".join(skipped),
+            messages.WARNING,
+        )
+
+
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
     list_display = [
@@ -127,13 +137,7 @@ class OrderAdmin(admin.ModelAdmin):
                 continue
             retried += 1
             self.log_change(request, order, "Retried from the admin.")
-        self.message_user(request, f"{count(retried, 'order')} sent back to PENDING.")
-        if skipped:
-            self.message_user(
-                request,
-                "Only FAILED orders can be retried; skipped: " + ", ".join(skipped),
-                messages.WARNING,
-            )
+        report_retries(self, request, retried, skipped, "sent back to PENDING")
 
     @admin.action(
         description="Reap stuck orders (all of them, not only the selected)",
@@ -246,13 +250,7 @@ class FailureRecordAdmin(admin.ModelAdmin):
             self.log_change(
                 request, failure, f"Retried order {order.order_id} from this failure."
             )
-        self.message_user(request, f"{count(len(retried), 'order')} retried.")
-        if skipped:
-            self.message_user(
-                request,
-                "Only FAILED orders can be retried; skipped: " + ", ".join(skipped),
-                messages.WARNING,
-            )
+        report_retries(self, request, len(retried), skipped, "retried")
 
     @admin.action(
         description="Re-run the failed task (e.g. the delivery listener)",

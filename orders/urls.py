@@ -1,4 +1,6 @@
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from . import api, api_deliveries, views
 
@@ -18,4 +20,6 @@ urlpatterns = [
     ),
     path("api/dashboard/stats", views.dashboard_stats, name="api-dashboard-stats"),
     path("healthz", api.healthz, name="healthz"),
+    # Browsers ask for it on every page, the admin's included.
+    path("favicon.ico", RedirectView.as_view(url=static("orders/favicon.svg"))),
 ]

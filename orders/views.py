@@ -21,7 +21,8 @@ STATUS_LABELS = {
     Order.Status.FAILED: "Failed",
 }
 
-# Said the same way by static/orders/live.js.
+# static/orders/live.js reads both tables from the page (ui_labels below), so a
+# label is written once.
 EVENT_LABELS = {
     "order.created": "Order placed",
     "order.processing": "Attempt started",
@@ -33,6 +34,12 @@ EVENT_LABELS = {
     "delivery.completed": "Delivered",
     "listener.failed": "Delivery listener failed",
 }
+
+
+def ui_labels(request) -> dict:
+    """Context processor: the labels the pages' scripts show, rendered into every
+    page as JSON by base.html."""
+    return {"ui_labels": {"statuses": STATUS_LABELS, "events": EVENT_LABELS}}
 
 
 def labelled(events: list[dict]) -> list[dict]:

@@ -283,3 +283,9 @@ def test_page_scripts_never_parse_server_data_as_html():
     }
     for path in scripts:
         assert not sinks.search(path.read_text()), path.name
+
+
+def test_favicon_is_served_for_every_page_including_the_admin(client):
+    response = client.get("/favicon.ico", follow=True)
+    assert response.status_code == 200
+    assert response.redirect_chain[0][0].endswith("orders/favicon.svg")

@@ -1,8 +1,6 @@
 // The operators' dashboard: a live feed from the staff stream; counts, chart,
 // rates and the failed list refetched (at most every 1.5 s) when events arrive.
-import {
-  EVENT_LABELS, el, liveStream, localizeTimes, showConnection, timeNode,
-} from "./live.js";
+import { el, eventItem, liveStream, localizeTimes, showConnection } from "./live.js";
 
 const root = document.querySelector('[data-role="dashboard"]');
 const connection = root.querySelector('[data-role="connection"]');
@@ -16,21 +14,8 @@ const CHART = { width: 600, height: 160, pad: 4 };
 const SERIES = ["completed", "failed", "retried"];
 
 function feedItem(event) {
-  return el(
-    "li",
-    {
-      class: `event event-${String(event.status).toLowerCase()}`,
-      "data-event-id": event.event_id,
-      "data-type": event.type,
-      "data-status": event.status,
-    },
-    timeNode(event.at),
-    " ",
-    el("span", { class: "event-type" }, EVENT_LABELS[event.type] || event.type),
-    " ",
-    el("a", { class: "order-link", href: `/orders/${encodeURIComponent(event.order_id)}` }, event.order_id),
-    event.detail ? el("div", { class: "detail" }, event.detail) : null,
-  );
+  const link = `/orders/${encodeURIComponent(event.order_id)}`;
+  return eventItem(event, el("a", { class: "order-link", href: link }, event.order_id));
 }
 
 function addToFeed(event) {

@@ -2,28 +2,32 @@
 // and small DOM helpers. Data from the server is only ever set as text
 // (textContent), never parsed as HTML.
 
-export const STATUS_LABELS = {
-  PENDING: "Waiting for a worker",
-  PROCESSING: "Processing",
-  RETRYING: "Retrying soon",
-  COMPLETED: "Completed",
-  FAILED: "Failed",
-};
-
-// Said the same way by orders/views.py.
-export const EVENT_LABELS = {
-  "order.created": "Order placed",
-  "order.processing": "Attempt started",
-  "order.attempt_failed": "Attempt failed",
-  "order.retry_scheduled": "Retry scheduled",
-  "order.completed": "Completed",
-  "order.failed": "Failed",
-  "order.retry_requested": "Retry requested by an operator",
-  "delivery.completed": "Delivered",
-  "listener.failed": "Delivery listener failed",
-};
+// Written once, in orders/views.py; base.html renders them into the page.
+const LABELS = JSON.parse(document.getElementById("ui-labels").textContent);
+export const STATUS_LABELS = LABELS.statuses;
+export const EVENT_LABELS = LABELS.events;
 
 export const EVENT_TYPES = Object.keys(EVENT_LABELS);
+
+/** One event as a list item, for the order timeline and the dashboard feed;
+ * `extra` nodes (an order link, the status and attempt) go after its label. */
+export function eventItem(event, ...extra) {
+  return el(
+    "li",
+    {
+      class: `event event-${String(event.status).toLowerCase()}`,
+      "data-event-id": event.event_id,
+      "data-type": event.type,
+      "data-status": event.status,
+    },
+    timeNode(event.at),
+    " ",
+    el("span", { class: "event-type" }, EVENT_LABELS[event.type] || event.type),
+    " ",
+    ...extra,
+    event.detail ? el("div", { class: "detail" }, event.detail) : null,
+  );
+}
 
 /** An element with attributes and text; children are appended as given. */
 export function el(tag, attrs = {}, ...children) {

@@ -2,8 +2,7 @@
 // current over the order's SSE stream, and polls the status endpoint while the
 // stream is down. Page state is mirrored in data- attributes for tests.
 import {
-  EVENT_LABELS, STATUS_LABELS, el, liveStream, localizeTimes, showConnection,
-  statusPoller, timeNode,
+  STATUS_LABELS, el, eventItem, liveStream, localizeTimes, showConnection, statusPoller,
 } from "./live.js";
 
 const root = document.querySelector('[data-role="order"]');
@@ -61,21 +60,8 @@ function hasEvent(id) {
 }
 
 function timelineItem(event) {
-  return el(
-    "li",
-    {
-      class: `event event-${String(event.status).toLowerCase()}`,
-      "data-event-id": event.event_id,
-      "data-type": event.type,
-      "data-status": event.status,
-    },
-    timeNode(event.at),
-    " ",
-    el("span", { class: "event-type" }, EVENT_LABELS[event.type] || event.type),
-    " ",
-    el("span", { class: "muted" }, `· ${event.status}${event.attempt ? ` · attempt ${event.attempt}` : ""}`),
-    event.detail ? el("div", { class: "detail" }, event.detail) : null,
-  );
+  const attempt = event.attempt ? ` · attempt ${event.attempt}` : "";
+  return eventItem(event, el("span", { class: "muted" }, `· ${event.status}${attempt}`));
 }
 
 /** Add an event to the timeline (once) and move the page's state on. */

@@ -12,6 +12,7 @@ from datetime import datetime
 import httpx
 import pytest
 
+from tests.expected import FAIL_TWICE_EVENTS
 from tests.stack import PROJECT_DIR, Stack, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -38,17 +39,7 @@ def test_order_failing_twice_completes_on_third_attempt_after_backoff(stack):
     document = stack.wait_for_terminal(placed["order_id"])
     assert document["status"] == "COMPLETED"
     assert document["attempts"] == 3
-    assert types(document) == [
-        "order.created",
-        "order.processing",
-        "order.attempt_failed",
-        "order.retry_scheduled",
-        "order.processing",
-        "order.attempt_failed",
-        "order.retry_scheduled",
-        "order.processing",
-        "order.completed",
-    ]
+    assert types(document) == FAIL_TWICE_EVENTS
     events = document["events"]
     scheduled = [event for event in events if event["type"] == "order.retry_scheduled"]
     # The stack's policy: base 0.5 s, multiplier 2, jitter up to 20 % shorter.

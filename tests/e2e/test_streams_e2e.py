@@ -14,21 +14,11 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
+from tests.expected import FAIL_TWICE_EVENTS
 from tests.stack import wait_until
 
 pytestmark = pytest.mark.e2e
 
-FAIL_TWICE = [
-    "order.created",
-    "order.processing",
-    "order.attempt_failed",
-    "order.retry_scheduled",
-    "order.processing",
-    "order.attempt_failed",
-    "order.retry_scheduled",
-    "order.processing",
-    "order.completed",
-]
 TERMINAL = {"order.completed", "order.failed"}
 
 
@@ -97,7 +87,7 @@ def test_an_order_failing_twice_streams_exactly_its_nine_events(stack):
     opened_at = datetime.now(UTC)
     with httpx.Client(base_url=stack.base_url, timeout=30) as client:
         events = read_events(client, placed["events_url"])
-    assert [event_type for _, event_type, _, _ in events] == FAIL_TWICE
+    assert [event_type for _, event_type, _, _ in events] == FAIL_TWICE_EVENTS
     ids = [event_id for event_id, *_ in events]
     assert ids == sorted(set(ids))
     assert ids == [
@@ -129,7 +119,7 @@ def test_a_stream_resumed_with_last_event_id_continues_with_no_gap_or_duplicate(
             client, placed["events_url"], headers={"Last-Event-ID": str(last_id)}
         )
     events = first + rest
-    assert [event_type for _, event_type, _, _ in events] == FAIL_TWICE
+    assert [event_type for _, event_type, _, _ in events] == FAIL_TWICE_EVENTS
     ids = [event_id for event_id, *_ in events]
     assert ids == sorted(set(ids))
     assert ids == [
