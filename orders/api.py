@@ -63,7 +63,9 @@ def _method_not_allowed(request, allowed: str) -> JsonResponse:
 
 
 def staff_required(view):
-    """Staff endpoints use the session: 401 without one, 403 for non-staff, then
+    """Staff endpoints use the session: 403 without one (error "not_authenticated":
+    a session cannot answer a 401's WWW-Authenticate challenge) or for non-staff
+    ("forbidden"), then
     the CSRF check (after authentication, so an anonymous caller learns that it
     must log in rather than that a token is missing)."""
 
@@ -72,7 +74,7 @@ def staff_required(view):
     def wrapper(request, *args, **kwargs):
         if not request.user.is_authenticated:
             return error_response(
-                401, "not_authenticated", "Log in as staff to use this endpoint."
+                403, "not_authenticated", "Log in as staff to use this endpoint."
             )
         if not request.user.is_staff:
             return error_response(

@@ -386,7 +386,7 @@ def find_order_pk(order_id: str) -> int:
 
 
 def check_staff(scope: dict) -> None:
-    """The staff stream needs a staff session: 401 without a login, 403 for
+    """The staff stream needs a staff session: 403 without a login or for
     other accounts (the same answers as the staff JSON endpoints)."""
     from django.contrib.auth import get_user
 
@@ -400,7 +400,7 @@ def check_staff(scope: dict) -> None:
     session = engine.SessionStore(morsel.value if morsel else None)
     user = get_user(SimpleNamespace(session=session))
     if not user.is_authenticated:
-        raise Refusal(401, "not_authenticated", "Log in as staff to use this stream.")
+        raise Refusal(403, "not_authenticated", "Log in as staff to use this stream.")
     if not user.is_staff:
         raise Refusal(403, "forbidden", "This stream is for staff accounts only.")
 

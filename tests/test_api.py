@@ -231,12 +231,14 @@ def test_retry_of_an_unknown_order_is_a_404(staff_client):
 
 
 @pytest.mark.django_db
-def test_retry_refuses_anonymous_with_401_and_non_staff_with_403(
+def test_retry_refuses_anonymous_and_non_staff_with_403_naming_why(
     client, django_user_model
 ):
     order = failed_order(client)
     url = f"/api/orders/{order.order_id}/retry"
-    assert client.post(url).status_code == 401
+    anonymous = client.post(url)
+    assert anonymous.status_code == 403
+    assert anonymous.json()["error"] == "not_authenticated"
     customer = django_user_model.objects.create_user("customer", password="pw")
     client.force_login(customer)
     response = client.post(url)

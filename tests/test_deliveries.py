@@ -263,7 +263,7 @@ def test_anonymous_and_non_staff_callers_cannot_complete_deliveries(client):
     anonymous = client.post(complete_url(order.delivery.code))
     non_staff = member.post(complete_url(order.delivery.code))
 
-    assert anonymous.status_code == 401
+    assert anonymous.status_code == 403
     assert anonymous.json()["error"] == "not_authenticated"
     assert non_staff.status_code == 403
     assert non_staff.json()["error"] == "forbidden"

@@ -208,7 +208,7 @@ def test_dashboard_renders_hostile_text_in_feed_and_failed_list_as_text(
 def test_dashboard_numbers_are_json_for_staff_only(staff_client, place_order):
     failed_order(place_order, reason="card declined")
     anonymous = Client().get("/api/dashboard/stats")
-    assert anonymous.status_code == 401
+    assert anonymous.status_code == 403
     assert anonymous.json()["error"] == "not_authenticated"
     response = staff_client.get("/api/dashboard/stats")
     assert response.status_code == 200

@@ -494,7 +494,7 @@ def staff_session_header(*, is_staff: bool = True):
 
 @pytest.mark.parametrize(
     ("who", "status", "error"),
-    [("anonymous", 401, "not_authenticated"), ("customer", 403, "forbidden")],
+    [("anonymous", 403, "not_authenticated"), ("customer", 403, "forbidden")],
 )
 def test_staff_stream_refuses_anyone_but_staff_with_json(who, status, error):
     headers = [] if who == "anonymous" else staff_session_header(is_staff=False)

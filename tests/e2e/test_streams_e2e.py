@@ -170,10 +170,10 @@ def test_staff_stream_sees_the_events_of_every_order_and_skips_no_id(stack, staf
 
 def test_staff_stream_refuses_anonymous_callers_with_json(stack):
     response = httpx.get(f"{stack.base_url}/api/events", timeout=10)
-    assert response.status_code == 401
+    assert response.status_code == 403
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"] == "not_authenticated"
-    assert httpx.get(f"{stack.base_url}/api/streams", timeout=10).status_code == 401
+    assert httpx.get(f"{stack.base_url}/api/streams", timeout=10).status_code == 403
 
 
 @pytest.mark.parametrize(
