@@ -17,8 +17,8 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from .models import Order
-from .services import order_enqueue, order_expire_lease
+from .models import Delivery, Order
+from .services import delivery_listener_enqueue, order_enqueue, order_expire_lease
 from .streams import events_trim
 
 logger = logging.getLogger(__name__)
@@ -32,9 +32,10 @@ TRIM_EVERY_SECONDS = 3600
 class SweepResult:
     dispatched: list[str]
     expired: list[str]
+    listeners: list[str]
 
     def __bool__(self) -> bool:
-        return bool(self.dispatched or self.expired)
+        return bool(self.dispatched or self.expired or self.listeners)
 
 
 def dispatch_due_orders(*, now=None) -> list[str]:
@@ -60,6 +61,27 @@ def dispatch_due_orders(*, now=None) -> list[str]:
     return dispatched
 
 
+def dispatch_due_listeners(*, now=None) -> list[str]:
+    """Hand the delivery.completed listener to the queue again for every completed
+    delivery whose listener has had no outcome in time: its task was lost."""
+    now = now or timezone.now()
+    redispatch_at = now + timedelta(seconds=settings.ORDER_REDISPATCH_SECONDS)
+    due = (
+        Delivery.objects.filter(listener_due_at__lte=now)
+        .order_by("listener_due_at")
+        .values_list("pk", "code", "order__order_id", "listener_due_at")[:BATCH]
+    )
+    dispatched = []
+    for pk, code, order_id, due_at in due:
+        taken = Delivery.objects.filter(pk=pk, listener_due_at=due_at).update(
+            listener_due_at=redispatch_at
+        )
+        if taken:
+            delivery_listener_enqueue(order_id=order_id, code=code)
+            dispatched.append(code)
+    return dispatched
+
+
 def expire_leases(*, now=None) -> list[str]:
     """Count the attempt of every PROCESSING order past its lease as failed."""
     now = now or timezone.now()
@@ -77,12 +99,15 @@ def sweep() -> SweepResult:
     """One pass: expire leases first so their retries can be dispatched next."""
     expired = expire_leases()
     dispatched = dispatch_due_orders()
-    result = SweepResult(dispatched=dispatched, expired=expired)
+    listeners = dispatch_due_listeners()
+    result = SweepResult(dispatched=dispatched, expired=expired, listeners=listeners)
     if result:
         logger.info(
-            "sweep: dispatched %d order(s), expired %d lease(s)",
+            "sweep: dispatched %d order(s), expired %d lease(s), "
+            "re-sent %d delivery listener(s)",
             len(dispatched),
             len(expired),
+            len(listeners),
         )
     return result
 

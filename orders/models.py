@@ -132,6 +132,9 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Set once, when the delivery is completed; completing it again changes nothing.
     completed_at = models.DateTimeField(null=True, blank=True)
+    # While the delivery.completed listener has neither succeeded nor failed: when
+    # the dispatcher should hand it to the queue again (the task may be lost).
+    listener_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -315,7 +315,7 @@ def delivery_complete(*, code: str) -> tuple[Delivery, bool]:
             raise DeliveryNotFound(code)
         completed_now = Delivery.objects.filter(
             pk=delivery.pk, completed_at__isnull=True
-        ).update(completed_at=now)
+        ).update(completed_at=now, listener_due_at=_redispatch_time())
         if not completed_now:
             delivery.refresh_from_db()
             return delivery, False
@@ -360,6 +360,8 @@ def order_delivery_completed(*, order_id: str, code: str) -> Order:
         with transaction.atomic():
             # Serialise racing runs (a redelivered task, an operator's re-run).
             order = Order.objects.select_for_update().get(pk=order.pk)
+            # The listener has an outcome: nothing is left for the dispatcher.
+            Delivery.objects.filter(pk=delivery.pk).update(listener_due_at=None)
             if order.delivered_at is not None:
                 return order
             if order.simulate.get("listener_fails") and not _listener_failed_before(
@@ -377,6 +379,9 @@ def order_delivery_completed(*, order_id: str, code: str) -> Order:
             )
     except Exception as error:
         try:
+            # A failure is an outcome too: from here the global handler's record
+            # and an operator's re-run take over, not the dispatcher.
+            Delivery.objects.filter(pk=delivery.pk).update(listener_due_at=None)
             append_event(
                 order,
                 EventType.LISTENER_FAILED,

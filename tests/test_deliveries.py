@@ -277,3 +277,46 @@ def test_completing_a_delivery_needs_post(staff_client):
 
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+
+
+def test_a_delivery_listener_whose_task_was_lost_is_sent_again_by_the_sweep(
+    django_capture_on_commit_callbacks, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.models import OrmQ
+
+    from orders.dispatcher import sweep
+
+    delivery = completed_order().delivery
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delivery_complete(code=delivery.code)
+    OrmQ.objects.all().delete()  # the queue lost the listener's task
+    assert sweep().listeners == []  # not due yet: it may still be on its way
+    Delivery.objects.filter(pk=delivery.pk).update(
+        listener_due_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    assert sweep().listeners == [delivery.code]
+    queued = [task.task for task in OrmQ.objects.all()]
+    assert [(task["func"], task["args"]) for task in queued] == [
+        (LISTENER, (delivery.order.order_id, delivery.code))
+    ]
+    assert sweep().listeners == []  # handed over once per redispatch period
+
+
+@pytest.mark.parametrize("listener_fails", [False, True])
+def test_a_listener_outcome_ends_the_dispatchers_watch_over_it(
+    listener_fails, queue_runs_inline, django_capture_on_commit_callbacks
+):
+    order = completed_order(listener_fails=listener_fails)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delivery_complete(code=order.delivery.code)
+    delivery = Delivery.objects.get(pk=order.delivery.pk)
+    assert delivery.completed_at is not None
+    assert delivery.listener_due_at is None
+    expected = (
+        EventType.LISTENER_FAILED if listener_fails else EventType.DELIVERY_COMPLETED
+    )
+    assert event_types(order)[-1] == expected
