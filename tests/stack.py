@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from orders.watchdog import IDLE, PROCESSING, descendants_of, worker_states
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STAFF_USER = "operator"
 STAFF_PASSWORD = "correct-horse-battery-staple"
@@ -150,42 +152,18 @@ class Stack:
 
     def cluster_descendants(self) -> list[int]:
         """Pids of every process below the qcluster main process."""
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-        found, todo = [], [self.cluster.pid]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                found.append(child)
-                todo.append(child)
-        return found
+        return descendants_of(self.cluster.pid)
 
     def busy_worker_pids(self) -> list[int]:
         """Workers running a task, told apart by the title django-q2 gives them."""
-        busy = []
-        for pid in self.cluster_descendants():
-            try:
-                title = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b" processing " in title:
-                busy.append(pid)
-        return busy
+        return self._workers_in(PROCESSING)
 
-    @staticmethod
-    def children_of(pid: int) -> list[int]:
-        try:
-            text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(child) for child in text.split()]
+    def idle_worker_pids(self) -> list[int]:
+        return self._workers_in(IDLE)
+
+    def _workers_in(self, state: str) -> list[int]:
+        states = worker_states(self.cluster.pid)
+        return [pid for pid, current in states.items() if current == state]
 
     def kill_cluster(self) -> None:
         """SIGKILL the whole qcluster: main process, sentinel, workers."""

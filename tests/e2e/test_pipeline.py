@@ -12,8 +12,9 @@ from datetime import datetime
 import httpx
 import pytest
 
+from orders.watchdog import children_of
 from tests.expected import FAIL_TWICE_EVENTS
-from tests.stack import PROJECT_DIR, Stack, free_port, wait_until
+from tests.stack import PROJECT_DIR, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -178,6 +179,21 @@ def test_killing_the_busy_worker_mid_order_is_recovered_by_the_cluster(
     assert stack.cluster.poll() is None, "the cluster should survive its workers"
 
 
+def test_killing_an_idle_worker_does_not_stall_the_cluster(fresh_stack):
+    """An idle django-q2 worker waits holding the task queue's lock; killing it
+    wedges the cluster until the watch in the qcluster main process restarts it."""
+    stack = fresh_stack()
+    idle = wait_until(stack.idle_worker_pids, timeout=10, what="idle workers")
+    time.sleep(1)  # let the watch see the workers alive once
+    for pid in idle:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    order_ids = [stack.place()["order_id"] for _ in range(3)]
+    for order_id in order_ids:
+        assert stack.wait_for_terminal(order_id, timeout=45)["status"] == "COMPLETED"
+    assert "restarting the cluster" in stack.cluster_log().read_text()
+
+
 def test_sigterm_to_the_cluster_main_process_stops_every_process(fresh_stack):
     stack = fresh_stack()
     descendants = stack.cluster_descendants()
@@ -229,7 +245,7 @@ def test_serve_runs_web_and_workers_and_stops_both_on_ctrl_c(tmp_path):
             return status == "COMPLETED"
 
         wait_until(completed, timeout=30, what="the order to complete")
-        children = Stack.children_of(serve.pid)
+        children = children_of(serve.pid)
         time.sleep(0.5)
         serve.send_signal(signal.SIGINT)
         assert serve.wait(timeout=40) == 0

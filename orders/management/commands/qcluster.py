@@ -1,4 +1,7 @@
+import contextlib
+import logging
 import os
+import signal
 import threading
 import time
 
@@ -8,6 +11,16 @@ from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
 from orders.dispatcher import run_dispatcher
+from orders.watchdog import (
+    ClusterWatch,
+    can_watch,
+    descendants_of,
+    orders_waiting,
+    worker_states,
+)
+
+logger = logging.getLogger("orders.watchdog")
+WATCH_INTERVAL_SECONDS = 0.5
 
 
 class Command(QClusterCommand):
@@ -41,14 +54,53 @@ class Command(QClusterCommand):
             target=self._dispatch, args=(stop,), name="order-dispatcher", daemon=True
         )
         dispatcher.start()
+        watch = ClusterWatch() if can_watch() else None
+        if watch is None:
+            logger.warning(
+                "cluster watch off: it needs Linux /proc and setproctitle to see "
+                "what each worker is doing"
+            )
         try:
             # Cluster's SIGTERM/SIGINT handler runs here, on the main thread, and
             # returns once the sentinel has stopped the workers.
             while cluster.sentinel is not None and cluster.sentinel.is_alive():
-                time.sleep(0.2)
+                time.sleep(WATCH_INTERVAL_SECONDS)
+                if watch and self._needs_restart(cluster, watch):
+                    cluster = self._restart(cluster)
+                    watch = ClusterWatch()
         finally:
             stop.set()
             dispatcher.join(timeout=10)
+
+    @staticmethod
+    def _needs_restart(cluster: Cluster, watch: ClusterWatch) -> bool:
+        if cluster.stop_event is None or cluster.stop_event.is_set():
+            return False
+        try:
+            return watch.observe(
+                worker_states(os.getpid()), time.monotonic(), orders_waiting
+            )
+        except Exception:
+            logger.exception("cluster watch failed; trying again")
+            return False
+
+    @staticmethod
+    def _restart(cluster: Cluster) -> Cluster:
+        """Replace a wedged cluster. A graceful stop would wait forever on the
+        dead lock, so every process below this one is killed; orders they held
+        come back through their leases and the dispatcher."""
+        logger.error(
+            "an idle worker died holding the task queue's lock and orders are "
+            "waiting: restarting the cluster"
+        )
+        for pid in descendants_of(os.getpid()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        cluster.sentinel.join(timeout=10)
+        connections.close_all()
+        fresh = Cluster()
+        fresh.start()
+        return fresh
 
     @staticmethod
     def _dispatch(stop: threading.Event) -> None:
