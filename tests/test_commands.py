@@ -1,7 +1,6 @@
 """The operators' manage.py commands."""
 
 from datetime import timedelta
-from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -12,7 +11,7 @@ from django_q.conf import Conf
 from orders import dispatcher, services
 from orders.management.commands import place_orders
 from orders.models import FailureRecord, Order
-from orders.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
+from tests.factories import place, processed
 
 pytestmark = pytest.mark.django_db
 Status = Order.Status
@@ -22,22 +21,6 @@ def run(*args, **options) -> str:
     out = StringIO()
     call_command(*args, stdout=out, stderr=StringIO(), **options)
     return out.getvalue()
-
-
-def place(**simulate) -> Order:
-    data = OrderInput(
-        customer_email="buyer@example.com",
-        lines=[LineInput(sku="MUG-1", quantity=1, unit_price=Decimal("9.00"))],
-        simulate={**SIMULATE_DEFAULTS, **simulate} if simulate else {},
-    )
-    return services.order_place(data=data)[0]
-
-
-def processed(**simulate) -> Order:
-    order = place(**simulate)
-    services.order_process(order_id=order.order_id)
-    order.refresh_from_db()
-    return order
 
 
 def summary_row(output: str, name: str) -> str:

@@ -1,8 +1,6 @@
 """The delivery scenario: a listener in its own transaction, and what happens when
 it fails."""
 
-from decimal import Decimal
-
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
@@ -10,7 +8,7 @@ from django_q.conf import Conf
 
 from orders import exceptions, selectors, services
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
-from orders.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
+from tests.factories import place, processed
 
 pytestmark = pytest.mark.django_db
 EventType = OrderEvent.Type
@@ -22,20 +20,9 @@ def fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-def place(**simulate) -> Order:
-    data = OrderInput(
-        customer_email="buyer@example.com",
-        lines=[LineInput(sku="MUG-1", quantity=2, unit_price=Decimal("12.50"))],
-        simulate={**SIMULATE_DEFAULTS, **simulate} if simulate else {},
-    )
-    return services.order_place(data=data)[0]
-
-
 def completed_order(**simulate) -> Order:
     """An order taken through one successful attempt, as a worker would."""
-    order = place(**simulate)
-    services.order_process(order_id=order.order_id)
-    order.refresh_from_db()
+    order = processed(**simulate)
     assert order.status == Order.Status.COMPLETED
     return order
 
