@@ -1,20 +1,24 @@
 """A real orderproj on 127.0.0.1 for end-to-end tests: a temporary SQLite file,
-`daphne` on a free port and `manage.py qcluster` (workers + dispatcher), each a
-subprocess with its own session so that signals reach only the process meant."""
+`daphne` on a free port and `manage.py qcluster` (workers + dispatcher), started and
+stopped as `manage.py serve` does (orders/processes.py), plus what tests need to
+poke at them."""
 
-import contextlib
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from orders.processes import (
+    LocalService,
+    free_port,
+    local_env,
+    stop,
+    wait_until,
+)
 from orders.watchdog import IDLE, PROCESSING, descendants_of, worker_states
+
+__all__ = ["PROJECT_DIR", "Stack", "free_port", "make_stack", "wait_until"]
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STAFF_USER = "operator"
@@ -36,60 +40,9 @@ DEFAULT_ENV = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@dataclass
-class Stack:
-    workdir: Path
-    env: dict
-    port: int = field(default_factory=free_port)
-    web: subprocess.Popen | None = None
-    cluster: subprocess.Popen | None = None
-    cluster_starts: int = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def web_log(self) -> Path:
-        return self.workdir / "web.log"
-
-    def cluster_log(self, start: int | None = None) -> Path:
-        return self.workdir / f"cluster-{start or self.cluster_starts}.log"
-
-    def manage(self, *args: str, check: bool = True, timeout: float = 120):
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=PROJECT_DIR,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode:
-            raise AssertionError(
-                f"manage.py {' '.join(args)} exited {result.returncode}:\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-        return result
-
+class Stack(LocalService):
     def start(self) -> "Stack":
-        self.manage("migrate", "--noinput")
+        super().start()
         self.manage(
             "shell",
             "-c",
@@ -97,58 +50,7 @@ class Stack:
             f"User.objects.create_superuser({STAFF_USER!r}, 'ops@example.com', "
             f"{STAFF_PASSWORD!r})",
         )
-        self.start_web()
-        self.start_cluster()
         return self
-
-    def _spawn(self, args: list[str], log: Path) -> subprocess.Popen:
-        return subprocess.Popen(
-            args,
-            cwd=PROJECT_DIR,
-            env=self.env,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def start_web(self) -> None:
-        self.web = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "orderproj.asgi:application",
-            ],
-            self.web_log,
-        )
-
-        def healthy():
-            assert self.web.poll() is None, self.web_log.read_text()
-            try:
-                return (
-                    httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
-                )
-            except httpx.TransportError:
-                return False
-
-        wait_until(healthy, timeout=30, what="daphne to answer /healthz")
-
-    def start_cluster(self) -> None:
-        self.cluster_starts += 1
-        log = self.cluster_log()
-        self.cluster = self._spawn([sys.executable, "manage.py", "qcluster"], log)
-        wait_until(
-            lambda: (
-                "dispatcher started" in log.read_text()
-                and "running." in log.read_text()
-            ),
-            timeout=30,
-            what="the qcluster to start",
-        )
 
     def cluster_descendants(self) -> list[int]:
         """Pids of every process below the qcluster main process."""
@@ -171,39 +73,7 @@ class Stack:
         self.cluster.wait(timeout=10)
 
     def stop_cluster(self) -> None:
-        if self.cluster and self.cluster.poll() is None:
-            # SIGTERM to the main process only: it stops its own children.
-            self.cluster.send_signal(signal.SIGTERM)
-            try:
-                self.cluster.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.cluster.pid, signal.SIGKILL)
-                self.cluster.wait(timeout=10)
-        self._reap_group(self.cluster)
-
-    def stop(self) -> None:
-        self.stop_cluster()
-        if self.web and self.web.poll() is None:
-            self.web.terminate()
-            try:
-                self.web.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.web.kill()
-                self.web.wait(timeout=10)
-        self._reap_group(self.web)
-
-    @staticmethod
-    def _reap_group(process: subprocess.Popen | None) -> None:
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-    def all_logs(self) -> str:
-        return "\n".join(
-            path.read_text(errors="replace")
-            for path in sorted(self.workdir.glob("*.log"))
-        )
+        stop(self.cluster, timeout=30)
 
     # HTTP helpers -----------------------------------------------------------------
     def client(self) -> httpx.Client:
@@ -257,14 +127,6 @@ class Stack:
 
 
 def make_stack(workdir: Path, **overrides: str) -> Stack:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL"}
-    }
-    env.update(DEFAULT_ENV)
-    env["DJANGO_SETTINGS_MODULE"] = "orderproj.settings"
-    env["DATABASE_URL"] = f"sqlite:///{workdir / 'db.sqlite3'}"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(overrides)
-    return Stack(workdir=workdir, env=env)
+    return Stack(
+        workdir=workdir, env=local_env(workdir, **{**DEFAULT_ENV, **overrides})
+    )

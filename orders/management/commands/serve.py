@@ -1,12 +1,10 @@
 import signal
-import subprocess
-import sys
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-STOP_GRACE_SECONDS = 20
+from orders.processes import cluster_command, spawn, stop, web_command
 
 
 class Command(BaseCommand):
@@ -21,23 +19,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, **options):
         base = f"http://{host}:{port}"
-        # Each child gets its own session, so a terminal's Ctrl-C reaches only this
-        # process; SIGTERM then goes to each child's main process alone (signalling
-        # every qcluster process can hang it).
         children = {
-            "web": self._spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    host,
-                    "-p",
-                    str(port),
-                    "orderproj.asgi:application",
-                ]
-            ),
-            "workers": self._spawn([sys.executable, "manage.py", "qcluster"]),
+            "web": spawn(web_command(host, port)),
+            "workers": spawn(cluster_command()),
         }
         stopping = False
 
@@ -61,24 +45,16 @@ class Command(BaseCommand):
             exited = next(
                 (name for name, p in children.items() if p.poll() is not None), None
             )
+        # Both are told at once, then waited for (SIGTERM to each main process
+        # only; see orders/processes.py).
         for process in children.values():
             if process.poll() is None:
                 process.terminate()
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for name, process in children.items():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.stderr.write(f"{name} did not stop in time; killing it")
-                process.kill()
-                process.wait()
+        for process in children.values():
+            stop(process)
         if exited:
             raise CommandError(
                 f"the {exited} process exited with code "
                 f"{children[exited].returncode}; stopped the rest"
             )
         self.stdout.write("stopped")
-
-    @staticmethod
-    def _spawn(command):
-        return subprocess.Popen(command, cwd=settings.BASE_DIR, start_new_session=True)

@@ -1,0 +1,193 @@
+"""Starting and stopping the two kinds of process: web (daphne) and workers
+(`manage.py qcluster`). Shared by `manage.py serve`, `manage.py bench` and the
+end-to-end tests, so all three start and stop them the same way.
+
+Each child gets a session of its own, so a terminal's Ctrl-C or a signal meant for
+one process reaches only that process; a qcluster is stopped with SIGTERM to its
+main process alone (signalling every process of a cluster can hang it).
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+STOP_GRACE_SECONDS = 20
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: str = ""):
+    """Poll `predicate` until it returns something true, which is returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def web_command(host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        host,
+        "-p",
+        str(port),
+        "orderproj.asgi:application",
+    ]
+
+
+def cluster_command() -> list[str]:
+    return [sys.executable, "manage.py", "qcluster"]
+
+
+def spawn(
+    command: list[str], *, env: dict | None = None, log: Path | None = None
+) -> subprocess.Popen:
+    """Start a child in its own session; its output goes to `log` if given."""
+    output = log.open("ab") if log else None
+    return subprocess.Popen(
+        command,
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen | None, *, timeout: float = STOP_GRACE_SECONDS):
+    """SIGTERM to the process alone, then SIGKILL to its whole session if it has
+    not exited in time (and to anything it left behind)."""
+    if process is None:
+        return
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_session(process)
+            process.wait(timeout=10)
+    kill_session(process)
+
+
+def kill_session(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@dataclass
+class LocalService:
+    """orderproj on 127.0.0.1 with its own settings (env) and log files: what the
+    end-to-end tests and the benchmark run against."""
+
+    workdir: Path
+    env: dict
+    port: int = field(default_factory=free_port)
+    web: subprocess.Popen | None = None
+    cluster: subprocess.Popen | None = None
+    cluster_starts: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def web_log(self) -> Path:
+        return self.workdir / "web.log"
+
+    def cluster_log(self, start: int | None = None) -> Path:
+        return self.workdir / f"cluster-{start or self.cluster_starts}.log"
+
+    def manage(self, *args: str, check: bool = True, timeout: float = 120):
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=settings.BASE_DIR,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode:
+            raise RuntimeError(
+                f"manage.py {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def start(self) -> "LocalService":
+        self.manage("migrate", "--noinput")
+        self.start_web()
+        self.start_cluster()
+        return self
+
+    def start_web(self) -> None:
+        import httpx
+
+        self.web = spawn(
+            web_command("127.0.0.1", self.port), env=self.env, log=self.web_log
+        )
+
+        def healthy():
+            if self.web.poll() is not None:
+                raise RuntimeError(f"daphne exited:\n{self.web_log.read_text()}")
+            try:
+                response = httpx.get(f"{self.base_url}/healthz", timeout=2)
+            except httpx.TransportError:
+                return False
+            return response.status_code == 200
+
+        wait_until(healthy, timeout=30, what="daphne to answer /healthz")
+
+    def start_cluster(self) -> None:
+        self.cluster_starts += 1
+        log = self.cluster_log()
+        self.cluster = spawn(cluster_command(), env=self.env, log=log)
+
+        def running():
+            if self.cluster.poll() is not None:
+                raise RuntimeError(f"qcluster exited:\n{log.read_text()}")
+            text = log.read_text()
+            return "dispatcher started" in text and "running." in text
+
+        wait_until(running, timeout=30, what="the qcluster to start")
+
+    def stop(self) -> None:
+        stop(self.cluster, timeout=30)
+        stop(self.web, timeout=15)
+
+    def all_logs(self) -> str:
+        return "\n".join(
+            path.read_text(errors="replace")
+            for path in sorted(self.workdir.glob("*.log"))
+        )
+
+
+def local_env(workdir: Path, **overrides: str) -> dict:
+    """This process's environment, pointed at a SQLite file in `workdir`, without
+    the variables that would send it to a shared database or Redis."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL"}
+    }
+    env["DJANGO_SETTINGS_MODULE"] = "orderproj.settings"
+    env["DATABASE_URL"] = f"sqlite:///{workdir / 'db.sqlite3'}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
