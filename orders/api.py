@@ -43,7 +43,7 @@ def json_errors(view):
         try:
             response = view(request, *args, **kwargs)
         except OrderInputError as exc:
-            return error_response(exc.status, exc.error, exc.detail, exc.fields)
+            return error_response(exc.http_status, exc.error, exc.detail, exc.fields)
         if response.status_code == 405 and not isinstance(response, JsonResponse):
             allowed = response.get("Allow", "")
             return _method_not_allowed(request, allowed)

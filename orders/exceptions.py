@@ -38,12 +38,12 @@ class OrderInputError(Exception):
         error: str,
         detail: str,
         *,
-        status: int = 400,
+        http_status: int = 400,
         fields: dict | None = None,
     ):
         self.error = error
         self.detail = detail
-        self.status = status
+        self.http_status = http_status
         self.fields = fields
         super().__init__(detail)
 
@@ -53,7 +53,7 @@ class IdempotencyConflict(OrderInputError):
         super().__init__(
             "idempotency_conflict",
             f"Idempotency-Key {key!r} was already used with a different request body.",
-            status=409,
+            http_status=409,
         )
 
 

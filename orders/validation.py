@@ -94,7 +94,7 @@ def body_too_large() -> OrderInputError:
     return OrderInputError(
         "body_too_large",
         f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.",
-        status=413,
+        http_status=413,
     )
 
 
