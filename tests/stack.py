@@ -3,11 +3,14 @@
 stopped as `manage.py serve` does (orders/processes.py), plus what tests need to
 poke at them."""
 
+import json
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from httpx_sse import connect_sse
 
 from orders.processes import (
     LocalService,
@@ -120,6 +123,50 @@ class Stack(LocalService):
 
         return wait_until(
             reached, timeout=timeout, interval=0.1, what=f"{order_id} in {statuses}"
+        )
+
+    def watch_staff_stream_while_placing(
+        self, count: int, *, threads: int, timeout: float = 60
+    ) -> tuple[set[str], list[tuple[int, str]]]:
+        """Place `count` orders (every other one failing once) from `threads`
+        threads while reading the staff stream until each has finished; returns
+        their ids and every (event id, order id) the stream sent, in order."""
+        staff = self.staff_client()
+        try:
+            with (
+                ThreadPoolExecutor(max_workers=threads) as pool,
+                connect_sse(
+                    staff, "GET", "/api/events", timeout=httpx.Timeout(timeout)
+                ) as source,
+            ):
+                assert source.response.status_code == 200
+                placed = list(
+                    pool.map(lambda n: self.place(fail_times=n % 2), range(count))
+                )
+                order_ids = {order["order_id"] for order in placed}
+                finished, seen = set(), []
+                for sse in source.iter_sse():
+                    if not sse.data:
+                        continue
+                    data = json.loads(sse.data)
+                    seen.append((int(sse.id), data["order_id"]))
+                    if data["order_id"] in order_ids and data["type"] in {
+                        "order.completed",
+                        "order.failed",
+                    }:
+                        finished.add(data["order_id"])
+                        if finished == order_ids:
+                            break
+        finally:
+            staff.close()
+        return order_ids, seen
+
+    def event_ids_of(self, order_ids) -> list[int]:
+        """Every event id of these orders, as their status documents list them."""
+        return sorted(
+            event["event_id"]
+            for order_id in order_ids
+            for event in self.status(order_id)["events"]
         )
 
     def wait_for_terminal(self, order_id: str, *, timeout: float = 30) -> dict:

@@ -91,38 +91,7 @@ def test_staff_stream_on_postgresql_misses_no_event_of_concurrent_writers(
 ):
     """PostgreSQL sequence values commit out of order; the stream still delivers
     every event of many orders written at once, each once, in id order."""
-    import json
-    from concurrent.futures import ThreadPoolExecutor
-
-    import httpx
-    from httpx_sse import connect_sse
-
-    staff = scaled_stack.staff_client()
-    with (
-        ThreadPoolExecutor(max_workers=10) as pool,
-        connect_sse(staff, "GET", "/api/events", timeout=httpx.Timeout(60)) as source,
-    ):
-        assert source.response.status_code == 200
-        placed = list(
-            pool.map(lambda n: scaled_stack.place(fail_times=n % 2), range(30))
-        )
-        order_ids = {order["order_id"] for order in placed}
-        finished, seen = set(), []
-        for sse in source.iter_sse():
-            if not sse.data:
-                continue
-            data = json.loads(sse.data)
-            seen.append((int(sse.id), data["order_id"]))
-            if data["order_id"] in order_ids and data["type"] == "order.completed":
-                finished.add(data["order_id"])
-                if finished == order_ids:
-                    break
-    staff.close()
-    expected = sorted(
-        event["event_id"]
-        for order_id in order_ids
-        for event in scaled_stack.status(order_id)["events"]
-    )
+    order_ids, seen = scaled_stack.watch_staff_stream_while_placing(30, threads=10)
     received = [event_id for event_id, order_id in seen if order_id in order_ids]
-    assert sorted(received) == expected
+    assert sorted(received) == scaled_stack.event_ids_of(order_ids)
     assert [event_id for event_id, _ in seen] == sorted({i for i, _ in seen})

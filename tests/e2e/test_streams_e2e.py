@@ -6,7 +6,6 @@ import os
 import socket
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -138,34 +137,11 @@ def test_the_query_resume_id_works_like_the_header(stack):
     ]
 
 
-def test_staff_stream_sees_the_events_of_every_order_and_skips_no_id(stack, staff):
-    with (
-        ThreadPoolExecutor(max_workers=6) as pool,
-        connect_sse(staff, "GET", "/api/events", timeout=httpx.Timeout(30)) as source,
-    ):
-        assert source.response.status_code == 200
-        placed = list(pool.map(lambda n: stack.place(fail_times=n % 2), range(6)))
-        order_ids = {order["order_id"] for order in placed}
-        finished, seen = set(), []
-        for sse in source.iter_sse():
-            if not sse.data:
-                continue
-            data = json.loads(sse.data)
-            seen.append((int(sse.id), data["order_id"], data["type"]))
-            if data["order_id"] in order_ids and data["type"] in TERMINAL:
-                finished.add(data["order_id"])
-                if finished == order_ids:
-                    break
-    expected = sorted(
-        event["event_id"]
-        for order_id in order_ids
-        for event in stack.status(order_id)["events"]
-    )
-    ours = sorted(event_id for event_id, order_id, _ in seen if order_id in order_ids)
-    assert ours == expected
-    assert [event_id for event_id, *_ in seen] == sorted(
-        {event_id for event_id, *_ in seen}
-    )
+def test_staff_stream_sees_the_events_of_every_order_and_skips_no_id(stack):
+    order_ids, seen = stack.watch_staff_stream_while_placing(6, threads=6)
+    ours = sorted(event_id for event_id, order_id in seen if order_id in order_ids)
+    assert ours == stack.event_ids_of(order_ids)
+    assert [event_id for event_id, _ in seen] == sorted({i for i, _ in seen})
 
 
 def test_staff_stream_refuses_anonymous_callers_with_json(stack):
