@@ -177,6 +177,12 @@ ORDER_DISPATCH_INTERVAL_SECONDS = env_number(
 ORDER_FAILURE_RATE = env_number("ORDER_FAILURE_RATE", 0, minimum=0)
 ORDER_SIMULATION_ENABLED = env_bool("ORDER_SIMULATION_ENABLED", DEBUG)
 ORDER_CURRENCY = env_str("ORDER_CURRENCY", "USD")
+# Where the simulated payment and stock gateways keep what they did, by
+# idempotency key (orders/gateways.py). Workers on several machines share it only
+# if it is a shared directory.
+ORDER_SIMULATED_GATEWAY_DIR = Path(
+    env_str("ORDER_SIMULATED_GATEWAY_DIR", str(BASE_DIR / "var" / "simulated-gateway"))
+)
 if ORDER_FAILURE_RATE > 1:
     raise ImproperlyConfigured("ORDER_FAILURE_RATE must be between 0 and 1")
 if ORDER_RETRY_JITTER > 1:

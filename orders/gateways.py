@@ -1,13 +1,23 @@
 """The steps an order goes through, behind small interfaces.
 
+Each step is called with an idempotency key derived from the order and the step,
+the same on every attempt, so a step interrupted after the gateway acted (the
+worker killed before the checkpoint) can be run again without acting twice: the
+gateway answers a key it has already served with its first result. That is the
+contract a real payment or stock gateway must meet (README, "Steps").
+
 The default implementations are simulated: they succeed, fail at random with
 ORDER_FAILURE_RATE, or follow the order's `simulate` plan, so demos and tests can
-make each failure strategy play out deterministically.
+make each failure strategy play out deterministically. Their ledger of what they
+did stands in for the gateway's own database (SimulatedLedger).
 """
 
+import os
 import random
+import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from django.conf import settings
@@ -24,12 +34,30 @@ FAILURE_MESSAGES = {
     ("stock", "permanent"): "item out of stock",
 }
 
+# What a step's reference starts with, and what it did (for the timeline).
+REFERENCE_PREFIX = {"payment": "pay_", "stock": "rsv_"}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a gateway did: its reference, and whether it had done it already for
+    this idempotency key (the earlier attempt's worker died before recording it)."""
+
+    reference: str
+    replayed: bool = False
+
 
 class Step(Protocol):
     name: str
 
-    def run(self, order: Order, *, attempt: int) -> None:
+    def run(self, order: Order, *, attempt: int, idempotency_key: str) -> StepResult:
         """Do the step's work or raise a StepError saying how it failed."""
+
+
+def step_idempotency_key(order: Order, step: str) -> str:
+    """Stable across attempts and operator retries: a step that succeeded once is
+    never done again for this order."""
+    return f"{order.order_id}:{step}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +66,11 @@ class SimulationPlan:
     failure: str = "transient"
     step: str = "payment"
     delay_ms: int = 0
+    # Which step sleeps delay_ms, and whether before the gateway call or after it
+    # (the gateway has acted, the checkpoint is not written: the window a killed
+    # worker leaves behind).
+    delay_step: str = "payment"
+    delay_when: str = "before"
     listener_fails: bool = False
 
     @classmethod
@@ -47,22 +80,75 @@ class SimulationPlan:
     def fails(self, step: str, attempt: int) -> bool:
         return step == self.step and attempt <= self.fail_times
 
+    def pause(self, step: str, when: str) -> None:
+        # Every attempt sleeps, failing or not, so a test can hold an order in a
+        # step (to kill its worker there, say).
+        if self.delay_ms and step == self.delay_step and when == self.delay_when:
+            time.sleep(self.delay_ms / 1000)
+
 
 def step_error(step: str, kind: str):
     error_class = PermanentStepError if kind == "permanent" else TransientStepError
     return error_class(step, FAILURE_MESSAGES[(step, kind)])
 
 
+class SimulatedLedger:
+    """What the simulated gateways have done, keyed by idempotency key, shared by
+    every worker process: one file per key under ORDER_SIMULATED_GATEWAY_DIR,
+    linked into place so two callers with one key cannot both act.
+
+    A file, not a table: the gateway stands for another company's system, so its
+    bookkeeping takes no part in this service's database transactions or locks.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def _path(self, key: str) -> Path:
+        # Keys are made by step_idempotency_key: an order id and a step name.
+        return self.directory / key.replace("/", "_")
+
+    def record(self, key: str, reference: str) -> StepResult:
+        """Keep `reference` for `key`, or return the one kept before.
+
+        The file is written aside and linked into place: a link cannot replace an
+        existing name, so the first caller wins whole and no reader sees a
+        half-written reference.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        draft = self.directory / f".{secrets.token_hex(8)}"
+        draft.write_text(reference)
+        try:
+            os.link(draft, self._path(key))
+        except FileExistsError:
+            return StepResult(reference=self._path(key).read_text(), replayed=True)
+        finally:
+            draft.unlink()
+        return StepResult(reference=reference)
+
+    def references(self, prefix: str = "") -> dict[str, str]:
+        """Every key (starting with `prefix`) and its reference: what a test or an
+        operator checks to see that nothing was done twice."""
+        if not self.directory.exists():
+            return {}
+        return {
+            path.name: path.read_text()
+            for path in sorted(self.directory.iterdir())
+            if path.name.startswith(prefix) and not path.name.startswith(".")
+        }
+
+
+def simulated_ledger() -> SimulatedLedger:
+    return SimulatedLedger(settings.ORDER_SIMULATED_GATEWAY_DIR)
+
+
 @dataclass(frozen=True)
 class SimulatedStep:
     name: str
 
-    def run(self, order: Order, *, attempt: int) -> None:
+    def run(self, order: Order, *, attempt: int, idempotency_key: str) -> StepResult:
         plan = SimulationPlan.for_order(order)
-        if self.name == STEPS[0] and plan.delay_ms:
-            # The delay applies to every attempt, failing or not, so a test can
-            # hold an order in PROCESSING (to kill its worker, say).
-            time.sleep(plan.delay_ms / 1000)
+        plan.pause(self.name, "before")
         if plan.fails(self.name, attempt):
             raise step_error(self.name, plan.failure)
         random_failure = (
@@ -72,6 +158,10 @@ class SimulatedStep:
         )
         if random_failure:
             raise step_error(self.name, "transient")
+        reference = REFERENCE_PREFIX[self.name] + secrets.token_hex(8)
+        result = simulated_ledger().record(idempotency_key, reference)
+        plan.pause(self.name, "after")
+        return result
 
 
 def order_steps() -> list[Step]:

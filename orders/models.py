@@ -45,6 +45,10 @@ class Order(models.Model):
     # worker holds it or once it is terminal.
     dispatch_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
     failure_reason = models.TextField(blank=True)
+    # The steps done so far, by name: {"payment": {"reference": ..., "attempt": 1,
+    # "at": ...}}. Written with the step's order.step_completed event; a later
+    # attempt starts at the first step not in here.
+    steps = models.JSONField(default=dict, blank=True)
     simulate = models.JSONField(default=dict, blank=True)
     idempotency_key = models.CharField(
         max_length=255, null=True, blank=True, unique=True
@@ -90,6 +94,7 @@ class OrderEvent(models.Model):
     class Type(models.TextChoices):
         CREATED = "order.created"
         PROCESSING = "order.processing"
+        STEP_COMPLETED = "order.step_completed"
         ATTEMPT_FAILED = "order.attempt_failed"
         RETRY_SCHEDULED = "order.retry_scheduled"
         COMPLETED = "order.completed"
@@ -103,6 +108,8 @@ class OrderEvent(models.Model):
     status = models.CharField(max_length=16, choices=Order.Status.choices)
     attempt = models.PositiveIntegerField(default=0)
     detail = models.TextField(blank=True)
+    # The step an order.step_completed event is about.
+    step = models.CharField(max_length=32, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # How long the attempt took, on events that end one.
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

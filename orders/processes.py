@@ -178,6 +178,10 @@ class LocalService:
         )
 
 
+def simulated_gateway_dir(workdir: Path) -> Path:
+    return workdir / "simulated-gateway"
+
+
 def local_env(workdir: Path, **overrides: str) -> dict:
     """This process's environment, pointed at a SQLite file in `workdir`, without
     the variables that would send it to a shared database or Redis."""
@@ -188,6 +192,7 @@ def local_env(workdir: Path, **overrides: str) -> dict:
     }
     env["DJANGO_SETTINGS_MODULE"] = "orderproj.settings"
     env["DATABASE_URL"] = f"sqlite:///{workdir / 'db.sqlite3'}"
+    env["ORDER_SIMULATED_GATEWAY_DIR"] = str(simulated_gateway_dir(workdir))
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
     return env

@@ -8,6 +8,7 @@ from django.db.models.functions import TruncMinute
 from django.urls import reverse
 from django.utils import timezone
 
+from .gateways import STEPS
 from .models import Order, OrderEvent
 
 
@@ -41,11 +42,29 @@ def event_document(event: OrderEvent, order_id: str | None = None) -> dict:
         "detail": event.detail,
         "next_attempt_at": iso(event.next_attempt_at),
         "duration_ms": event.duration_ms,
+        "step": event.step or None,
     }
 
 
 def order_timeline(order: Order) -> list[OrderEvent]:
     return list(OrderEvent.objects.filter(order=order).order_by("id"))
+
+
+def order_steps_document(order: Order) -> list[dict]:
+    """Every step in the order it runs, done (with what it produced) or pending."""
+    steps = []
+    for name in STEPS:
+        done = order.steps.get(name)
+        steps.append(
+            {
+                "name": name,
+                "state": "done" if done else "pending",
+                "reference": done["reference"] if done else None,
+                "attempt": done["attempt"] if done else None,
+                "completed_at": done["at"].replace("+00:00", "Z") if done else None,
+            }
+        )
+    return steps
 
 
 def order_links(order: Order) -> dict:
@@ -74,6 +93,7 @@ def order_document(order: Order) -> dict:
         ],
         "attempts": order.attempts,
         "max_attempts": order.max_attempts,
+        "steps": order_steps_document(order),
         "next_attempt_at": iso(order.next_attempt_at),
         "failure_reason": order.failure_reason or None,
         "created_at": iso(order.created_at),

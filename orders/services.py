@@ -21,10 +21,10 @@ from .exceptions import (
     ListenerFailed,
     StepError,
 )
-from .gateways import order_steps
+from .gateways import STEPS, StepResult, order_steps, step_idempotency_key
 from .models import Delivery, FailureRecord, Order, OrderEvent, OrderLine
 from .retry import backoff_delay_from_settings
-from .transitions import PrecedingEvent, append_event, transition
+from .transitions import PrecedingEvent, append_event, record_step, transition
 from .validation import OrderInput
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,8 @@ def order_enqueue(order_id: str) -> None:
 def order_claim(order: Order) -> bool:
     """PENDING|RETRYING (and due) -> PROCESSING, counting one attempt.
 
-    Conditional, so a duplicate delivery or a racing worker claims nothing.
+    Conditional, so a duplicate delivery or a racing worker claims nothing. The
+    event says where the attempt starts when earlier ones completed steps.
     """
     now = timezone.now()
     if order.status not in {Status.PENDING, Status.RETRYING}:
@@ -136,10 +137,16 @@ def order_claim(order: Order) -> bool:
     if order.next_attempt_at and order.next_attempt_at > now:
         return False
     attempt = order.attempts + 1
+    detail = f"attempt {attempt} of {order.max_attempts}"
+    done = [name for name in STEPS if name in order.steps]
+    if done:
+        remaining = [name for name in STEPS if name not in order.steps]
+        resume = f"resuming at {remaining[0]}" if remaining else "every step done"
+        detail += f"; {resume} ({', '.join(done)} done)"
     return transition(
         order,
         Status.PROCESSING,
-        detail=f"attempt {attempt} of {order.max_attempts}",
+        detail=detail,
         changes={
             "attempts": attempt,
             "lease_expires_at": now + timedelta(seconds=settings.ORDER_LEASE_SECONDS),
@@ -153,6 +160,12 @@ def order_claim(order: Order) -> bool:
 def order_process(*, order_id: str) -> Order | None:
     """Claim the order and run one attempt of its steps, recording the outcome.
 
+    Each step that completes is checkpointed (order.step_completed, in the
+    order's `steps`) before the next one starts, and an attempt skips the steps
+    already done: a payment captured before the stock step failed is never
+    captured again. The last step's checkpoint is part of the completion's
+    transaction.
+
     Never raises for a step failure: it decides retry or fail itself, so the queue
     never redelivers an attempt that already counted.
     """
@@ -163,9 +176,21 @@ def order_process(*, order_id: str) -> Order | None:
     if not order_claim(order):
         return order
     started = time.monotonic()
+    pending = [step for step in order_steps() if step.name not in order.steps]
     try:
-        for step in order_steps():
-            step.run(order, attempt=order.attempts)
+        for step in pending:
+            result = step.run(
+                order,
+                attempt=order.attempts,
+                idempotency_key=step_idempotency_key(order, step.name),
+            )
+            if step is pending[-1]:
+                return _order_complete(order, step.name, result, started)
+            if not record_step(order, **_step_checkpoint(order, step.name, result)):
+                logger.warning(
+                    "order %s: lease taken over after %s", order_id, step.name
+                )
+                return order
     except StepError as error:
         _attempt_failed(order, error, _elapsed_ms(started))
     except Exception as error:  # noqa: BLE001 - a bug in a step is still an outcome
@@ -179,19 +204,58 @@ def order_process(*, order_id: str) -> Order | None:
         )
         _attempt_failed(order, error, _elapsed_ms(started))
     else:
-        # The delivery exists exactly when the order is COMPLETED: same transaction.
-        with transaction.atomic():
-            moved = transition(
-                order,
-                Status.COMPLETED,
-                detail="payment captured, stock reserved",
-                changes={"lease_expires_at": None, "failure_reason": ""},
-                duration_ms=_elapsed_ms(started),
+        # Every step was done by earlier attempts (the last worker died between
+        # the last checkpoint and the completion).
+        return _order_complete(order, None, None, started)
+    return order
+
+
+def _step_checkpoint(order: Order, step: str, result: StepResult) -> dict:
+    """The step's entry in the order's `steps` and its event's detail."""
+    steps = {
+        **order.steps,
+        step: {
+            "reference": result.reference,
+            "attempt": order.attempts,
+            "at": timezone.now().isoformat(),
+        },
+    }
+    detail = f"{step} done: {result.reference}"
+    if result.replayed:
+        detail += " (the gateway had already done it for this key: not done twice)"
+    return {"step": step, "detail": detail, "changes": {"steps": steps}}
+
+
+def _order_complete(
+    order: Order, step: str | None, result: StepResult | None, started: float
+) -> Order:
+    """PROCESSING -> COMPLETED with the last step's checkpoint, and the delivery,
+    in one transaction."""
+    changes = {"lease_expires_at": None, "failure_reason": ""}
+    preceding = []
+    if step is not None:
+        checkpoint = _step_checkpoint(order, step, result)
+        changes.update(checkpoint["changes"])
+        preceding.append(
+            PrecedingEvent(
+                EventType.STEP_COMPLETED, checkpoint["detail"], step=checkpoint["step"]
             )
-            if moved:
-                Delivery.objects.create(order=order)
-        if not moved:
-            logger.warning("order %s finished after its lease was taken over", order_id)
+        )
+    with transaction.atomic():
+        moved = transition(
+            order,
+            Status.COMPLETED,
+            detail=f"{', '.join(STEPS)} done",
+            changes=changes,
+            preceding=preceding,
+            duration_ms=_elapsed_ms(started),
+        )
+        if moved:
+            Delivery.objects.create(order=order)
+    if not moved:
+        logger.warning(
+            "order %s finished after its lease was taken over", order.order_id
+        )
     return order
 
 

@@ -42,6 +42,7 @@ class PrecedingEvent:
     type: str
     detail: str = ""
     duration_ms: int | None = None
+    step: str = ""
 
 
 def is_allowed(from_status: str, to_status: str) -> bool:
@@ -69,20 +70,18 @@ def transition(
     if not is_allowed(from_status, to_status):
         raise InvalidTransition(from_status, to_status)
     now = now or timezone.now()
-    changes = dict(changes or {})
     with transaction.atomic():
-        moved = Order.objects.filter(
-            pk=order.pk, status=from_status, version=order.version
-        ).update(status=to_status, version=F("version") + 1, updated_at=now, **changes)
-        if not moved:
+        if not _update_held(order, to_status, changes or {}, now):
             return False
-        for name, value in changes.items():
-            setattr(order, name, value)
-        order.status = to_status
-        order.version += 1
-        order.updated_at = now
         events = [
-            _event(order, item.type, item.detail, now, duration_ms=item.duration_ms)
+            _event(
+                order,
+                item.type,
+                item.detail,
+                now,
+                duration_ms=item.duration_ms,
+                step=item.step,
+            )
             for item in preceding
         ]
         events.append(
@@ -94,8 +93,40 @@ def transition(
                 duration_ms=duration_ms,
             )
         )
-        for event in events:
-            event.save()
+        OrderEvent.objects.bulk_create(events)
+    return True
+
+
+def record_step(
+    order: Order, *, step: str, detail: str, changes: dict, now: datetime | None = None
+) -> bool:
+    """A step's checkpoint: the order's changes (its `steps`) and an
+    order.step_completed event, in one transaction, while the order is still
+    PROCESSING at the version this worker read. A worker whose lease was taken
+    over records nothing and gets False; the status does not change."""
+    if order.status != Status.PROCESSING:
+        raise InvalidTransition(order.status, order.status)
+    now = now or timezone.now()
+    with transaction.atomic():
+        if not _update_held(order, order.status, changes, now):
+            return False
+        _event(order, EventType.STEP_COMPLETED, detail, now, step=step).save()
+    return True
+
+
+def _update_held(order: Order, to_status: str, changes: dict, now: datetime) -> bool:
+    """The conditional UPDATE both writers share: it matches only the status and
+    version this object was read with, so of two racing writers one wins."""
+    moved = Order.objects.filter(
+        pk=order.pk, status=order.status, version=order.version
+    ).update(status=to_status, version=F("version") + 1, updated_at=now, **changes)
+    if not moved:
+        return False
+    for name, value in changes.items():
+        setattr(order, name, value)
+    order.status = to_status
+    order.version += 1
+    order.updated_at = now
     return True
 
 
@@ -123,6 +154,7 @@ def _event(
     now: datetime,
     *,
     duration_ms: int | None = None,
+    step: str = "",
 ) -> OrderEvent:
     return OrderEvent(
         order=order,
@@ -130,6 +162,7 @@ def _event(
         status=order.status,
         attempt=order.attempts,
         detail=detail,
+        step=step,
         next_attempt_at=order.next_attempt_at
         if order.status == Status.RETRYING
         else None,

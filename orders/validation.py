@@ -26,8 +26,11 @@ SIMULATE_DEFAULTS = {
     "failure": "transient",
     "step": "payment",
     "delay_ms": 0,
+    "delay_step": "payment",
+    "delay_when": "before",
     "listener_fails": False,
 }
+DELAY_WHEN = ("before", "after")
 MAX_FAIL_TIMES = 100
 MAX_DELAY_MS = 60_000
 
@@ -214,7 +217,12 @@ def _simulate(value, problems: dict, enabled: bool) -> dict:
                 problems[where] = 'Must be "transient" or "permanent".'
             else:
                 plan[name] = given
-        elif name == "step":
+        elif name == "delay_when":
+            if given not in DELAY_WHEN:
+                problems[where] = 'Must be "before" or "after".'
+            else:
+                plan[name] = given
+        elif name in {"step", "delay_step"}:
             if given not in STEPS:
                 problems[where] = "Must be one of: " + ", ".join(STEPS) + "."
             else:

@@ -26,6 +26,7 @@ STATUS_LABELS = {
 EVENT_LABELS = {
     "order.created": "Order placed",
     "order.processing": "Attempt started",
+    "order.step_completed": "Step completed",
     "order.attempt_failed": "Attempt failed",
     "order.retry_scheduled": "Retry scheduled",
     "order.completed": "Completed",

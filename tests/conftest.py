@@ -9,6 +9,13 @@ ORDER_BODY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def simulated_gateway_dir(settings, tmp_path):
+    """Each test's simulated gateways start with an empty ledger of their own."""
+    settings.ORDER_SIMULATED_GATEWAY_DIR = tmp_path / "simulated-gateway"
+    return settings.ORDER_SIMULATED_GATEWAY_DIR
+
+
 @pytest.fixture
 def place_order():
     """Place an order through the service, as the API would."""

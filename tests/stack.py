@@ -12,10 +12,12 @@ from pathlib import Path
 import httpx
 from httpx_sse import connect_sse
 
+from orders.gateways import SimulatedLedger
 from orders.processes import (
     LocalService,
     free_port,
     local_env,
+    simulated_gateway_dir,
     stop,
     wait_until,
 )
@@ -54,6 +56,10 @@ class Stack(LocalService):
             f"{STAFF_PASSWORD!r})",
         )
         return self
+
+    def gateway_ledger(self, prefix: str) -> dict[str, str]:
+        """What the simulated gateways of this stack did, by idempotency key."""
+        return SimulatedLedger(simulated_gateway_dir(self.workdir)).references(prefix)
 
     def cluster_descendants(self) -> list[int]:
         """Pids of every process below the qcluster main process."""

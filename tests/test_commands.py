@@ -138,6 +138,16 @@ def test_order_status_shows_the_delivery():
     assert f"delivery {order.delivery.code}: not completed" in output
 
 
+def test_order_status_shows_each_step_done_or_pending():
+    order = processed(step="stock", failure="permanent", fail_times=1)
+
+    output = run("order_status", order.order_id)
+
+    payment = order.steps["payment"]["reference"]
+    assert f"step payment  done  {payment}  (attempt 1)" in output
+    assert "step stock    pending" in output
+
+
 def test_order_status_of_an_unknown_order_is_a_clear_error():
     with pytest.raises(CommandError, match="No order with id 'ord_nope'"):
         run("order_status", "ord_nope")

@@ -281,7 +281,7 @@ def test_an_unexpected_step_error_is_recorded_once_and_the_order_retried(
     class BrokenStep:
         name = "payment"
 
-        def run(self, order, *, attempt):
+        def run(self, order, *, attempt, idempotency_key):
             raise KeyError("card_token")
 
     monkeypatch.setattr(services, "order_steps", lambda: [BrokenStep()])

@@ -122,6 +122,18 @@ def test_order_page_of_a_failed_order_says_why(client, place_order):
 
 
 @pytest.mark.django_db
+def test_order_page_shows_each_step_done_with_its_reference_or_pending(
+    client, place_order
+):
+    order = place_order(simulate={"step": "stock", "failure": "permanent"})
+    order = order_process(order_id=order.order_id)
+    html = client.get(f"/orders/{order.order_id}").content.decode()
+    steps = re.findall(r'<li data-step="(\w+)" data-state="(\w+)">', html)
+    assert steps == [("payment", "done"), ("stock", "pending")]
+    assert f"done · <code>{order.steps['payment']['reference']}</code>" in html
+
+
+@pytest.mark.django_db
 def test_order_page_of_an_unknown_order_is_a_404(client):
     assert client.get("/orders/ord_doesnotexist").status_code == 404
 

@@ -192,7 +192,7 @@ def test_unexpected_exception_in_a_step_is_a_failed_attempt_not_a_stuck_order(
 ):
     from orders import gateways
 
-    def broken_step(self, order, *, attempt):
+    def broken_step(self, order, *, attempt, idempotency_key):
         raise ZeroDivisionError("bug in a step")
 
     monkeypatch.setattr(gateways.SimulatedStep, "run", broken_step)

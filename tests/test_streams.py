@@ -374,6 +374,7 @@ def test_order_stream_replays_the_whole_history_then_goes_live(place_order):
         "detail": "while the client watches",
         "next_attempt_at": None,
         "duration_ms": None,
+        "step": None,
     }
     assert data["at"].endswith("Z")
 

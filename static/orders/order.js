@@ -15,6 +15,7 @@ const failureBox = root.querySelector('[data-role="failure-box"]');
 const failureReason = root.querySelector('[data-role="failure-reason"]');
 const connection = root.querySelector('[data-role="connection"]');
 const timeline = document.querySelector('[data-role="timeline"]');
+const stepList = root.querySelector('[data-role="steps"]');
 
 function setStatus(status) {
   root.dataset.status = status;
@@ -55,6 +56,21 @@ function tick() {
   countdown.textContent = remaining > 0.05 ? `in ${remaining.toFixed(1)} s` : "due now";
 }
 
+/** Mark a step done (with what it produced, once known) or pending. */
+function setStep(name, state, reference) {
+  const item = stepList.querySelector(`[data-step="${CSS.escape(name)}"]`);
+  if (!item) return;
+  item.dataset.state = state;
+  const label = item.querySelector('[data-role="step-state"]');
+  if (state !== "done") {
+    label.replaceChildren("pending");
+  } else if (reference) {
+    label.replaceChildren("done · ", el("code", {}, reference));
+  } else if (label.textContent === "pending") {
+    label.replaceChildren("done");
+  }
+}
+
 function hasEvent(id) {
   return timeline.querySelector(`[data-event-id="${CSS.escape(String(id))}"]`) !== null;
 }
@@ -78,6 +94,10 @@ function applyEvent(event) {
   setAttempt(event.attempt);
   setNextAttempt(event.next_attempt_at);
   if (event.type === "order.failed") setFailure(event.detail);
+  if (event.type === "order.step_completed" && event.step) {
+    setStep(event.step, "done");
+    poller.fetchNow(); // the document has the step's reference
+  }
   if (event.type === "order.retry_requested") {
     setFailure("");
     poller.fetchNow(); // max_attempts may have changed
@@ -91,6 +111,7 @@ function applyDocument(documentData) {
   setAttempt(documentData.attempts, documentData.max_attempts);
   setNextAttempt(documentData.next_attempt_at);
   setFailure(documentData.status === "FAILED" ? documentData.failure_reason : "");
+  for (const step of documentData.steps || []) setStep(step.name, step.state, step.reference);
   const last = (documentData.events || []).at(-1);
   if (last) stream.advanceTo(last.event_id);
 }

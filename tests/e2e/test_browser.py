@@ -70,13 +70,18 @@ def test_customer_places_an_order_and_watches_it_retry_and_complete_live(stack, 
     page.click("button[type=submit]")
     page.wait_for_url("**/orders/ord_*")
     page.wait_for_selector("[data-connection=live]")
+    assert page.get_attribute("[data-step=payment]", "data-state") == "pending"
     page.wait_for_selector("[data-status=RETRYING]", timeout=15_000)
     page.wait_for_selector("[data-status=COMPLETED]", timeout=30_000)
     timeline = page.query_selector_all("[data-role=timeline] [data-event-id]")
     assert [item.get_attribute("data-type") for item in timeline][-1] == (
         "order.completed"
     )
-    assert len(timeline) == 9
+    assert len(timeline) == 11
+    steps = page.query_selector_all("[data-role=steps] [data-step]")
+    assert [step.get_attribute("data-state") for step in steps] == ["done", "done"]
+    page.wait_for_selector("[data-step=payment] code")
+    assert page.inner_text("[data-step=payment] code").startswith("pay_")
     assert "MUG-<img src=x onerror=alert(1)>" in page.inner_text("body")
     assert page.problems == []
 

@@ -13,7 +13,11 @@ import httpx
 import pytest
 
 from orders.watchdog import children_of
-from tests.expected import FAIL_TWICE_EVENTS
+from tests.expected import (
+    CLEAN_RUN_EVENTS,
+    FAIL_TWICE_EVENTS,
+    STOCK_FAILS_ONCE_EVENTS,
+)
 from tests.stack import PROJECT_DIR, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +36,7 @@ def test_order_placed_over_http_completes_in_a_real_worker(stack):
     document = stack.wait_for_terminal(placed["order_id"])
     assert document["status"] == "COMPLETED"
     assert document["attempts"] == 1
-    assert types(document) == ["order.created", "order.processing", "order.completed"]
+    assert types(document) == CLEAN_RUN_EVENTS
 
 
 def test_order_failing_twice_completes_on_third_attempt_after_backoff(stack):
@@ -258,3 +262,72 @@ def test_serve_runs_web_and_workers_and_stops_both_on_ctrl_c(tmp_path):
     finally:
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)
+
+
+def step_events(document: dict, step: str) -> list[dict]:
+    return [
+        event
+        for event in document["events"]
+        if event["type"] == "order.step_completed" and event["step"] == step
+    ]
+
+
+def test_stock_failing_once_completes_with_one_payment_and_two_stock_attempts(stack):
+    placed = stack.place(step="stock", fail_times=1)
+    document = stack.wait_for_terminal(placed["order_id"])
+    assert (document["status"], document["attempts"]) == ("COMPLETED", 2)
+    assert types(document) == STOCK_FAILS_ONCE_EVENTS
+    assert len(step_events(document, "payment")) == 1
+    failed = [e for e in document["events"] if e["type"] == "order.attempt_failed"]
+    assert [e["detail"] for e in failed] == [
+        "stock: stock service unavailable (transient)"
+    ]
+    assert [step["state"] for step in document["steps"]] == ["done", "done"]
+    assert stack.gateway_ledger(placed["order_id"]) == {
+        f"{placed['order_id']}:payment": document["steps"][0]["reference"],
+        f"{placed['order_id']}:stock": document["steps"][1]["reference"],
+    }
+
+
+def test_a_worker_killed_right_after_the_payment_checkpoint_resumes_at_stock(
+    fresh_stack,
+):
+    stack = fresh_stack(ORDER_LEASE_SECONDS="4")
+    placed = stack.place(delay_step="stock", delay_ms=3000)
+    order_id = placed["order_id"]
+    wait_until(
+        lambda: step_events(stack.status(order_id), "payment"),
+        timeout=20,
+        what="the payment checkpoint",
+    )
+    victims = wait_until(stack.busy_worker_pids, timeout=5, what="a busy worker")
+    os.kill(victims[0], signal.SIGKILL)
+    document = stack.wait_for_terminal(order_id, timeout=40)
+    assert (document["status"], document["attempts"]) == ("COMPLETED", 2)
+    assert len(step_events(document, "payment")) == 1
+    processing = [e for e in document["events"] if e["type"] == "order.processing"]
+    assert processing[1]["detail"] == "attempt 2 of 3; resuming at stock (payment done)"
+    charges = stack.gateway_ledger(f"{order_id}:payment")
+    assert list(charges.values()) == [document["steps"][0]["reference"]]
+
+
+def test_a_worker_killed_inside_the_payment_call_is_not_charged_twice(fresh_stack):
+    """Killed after the gateway charged and before the checkpoint: the next
+    attempt calls payment with the same idempotency key and the gateway answers
+    with the first charge."""
+    stack = fresh_stack(ORDER_LEASE_SECONDS="4")
+    placed = stack.place(delay_when="after", delay_ms=3000)
+    order_id = placed["order_id"]
+    key = f"{order_id}:payment"
+    charged = wait_until(
+        lambda: stack.gateway_ledger(key), timeout=20, what="the gateway to charge"
+    )
+    victims = wait_until(stack.busy_worker_pids, timeout=5, what="a busy worker")
+    os.kill(victims[0], signal.SIGKILL)
+    document = stack.wait_for_terminal(order_id, timeout=40)
+    assert (document["status"], document["attempts"]) == ("COMPLETED", 2)
+    assert stack.gateway_ledger(key) == charged
+    (payment,) = step_events(document, "payment")
+    assert payment["attempt"] == 2
+    assert payment["detail"].startswith(f"payment done: {charged[key]}")
+    assert "already done it for this key" in payment["detail"]

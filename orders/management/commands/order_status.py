@@ -25,6 +25,12 @@ class Command(BaseCommand):
             write(f"next attempt at {selectors.iso(order.next_attempt_at)}")
         if order.failure_reason:
             write(f"failure reason: {order.failure_reason}")
+        for step in selectors.order_steps_document(order):
+            if step["state"] == "done":
+                state = f"done  {step['reference']}  (attempt {step['attempt']})"
+            else:
+                state = "pending"
+            write(f"step {step['name']:<8} {state}")
         delivery = getattr(order, "delivery", None)
         if delivery:
             state = (

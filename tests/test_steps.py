@@ -1,0 +1,194 @@
+"""Steps are checkpointed: a step that completed is never run again, and every
+step call carries an idempotency key that the gateway honours."""
+
+import pytest
+
+from orders import gateways, services
+from orders.dispatcher import expire_leases
+from orders.gateways import SimulatedLedger, simulated_ledger, step_idempotency_key
+from orders.models import Order, OrderEvent
+from orders.selectors import order_document
+from orders.services import order_claim, order_process, order_retry
+from tests.expected import STOCK_FAILS_ONCE_EVENTS
+
+Status = Order.Status
+
+
+@pytest.fixture(autouse=True)
+def immediate_retries(settings):
+    settings.ORDER_RETRY_BASE_SECONDS = 0
+    settings.ORDER_RETRY_JITTER = 0
+    settings.ORDER_MAX_ATTEMPTS = 3
+
+
+def events(order, event_type=None) -> list[OrderEvent]:
+    found = OrderEvent.objects.filter(order=order).order_by("id")
+    return list(found.filter(type=event_type) if event_type else found)
+
+
+def process_until_terminal(order, limit=10):
+    for _ in range(limit):
+        order = order_process(order_id=order.order_id)
+        if order.is_terminal:
+            return order
+    raise AssertionError(f"{order} still {order.status} after {limit} attempts")
+
+
+def count_gateway_calls(monkeypatch) -> list[tuple[str, int]]:
+    """Every call the steps make, as (step, attempt)."""
+    calls = []
+    real_run = gateways.SimulatedStep.run
+
+    def run(self, order, *, attempt, idempotency_key):
+        calls.append((self.name, attempt))
+        return real_run(self, order, attempt=attempt, idempotency_key=idempotency_key)
+
+    monkeypatch.setattr(gateways.SimulatedStep, "run", run)
+    return calls
+
+
+@pytest.mark.django_db
+def test_stock_failing_once_charges_the_payment_exactly_once(place_order, monkeypatch):
+    calls = count_gateway_calls(monkeypatch)
+    order = process_until_terminal(
+        place_order(simulate={"step": "stock", "fail_times": 1})
+    )
+    assert (order.status, order.attempts) == (Status.COMPLETED, 2)
+    assert [event.type for event in events(order)] == STOCK_FAILS_ONCE_EVENTS
+    payment = [e for e in events(order, "order.step_completed") if e.step == "payment"]
+    assert len(payment) == 1
+    assert calls == [("payment", 1), ("stock", 1), ("stock", 2)]
+    charges = simulated_ledger().references(order.order_id + ":payment")
+    assert list(charges.values()) == [order.steps["payment"]["reference"]]
+
+
+@pytest.mark.django_db
+def test_the_attempt_after_a_completed_step_says_where_it_resumes(place_order):
+    order = process_until_terminal(
+        place_order(simulate={"step": "stock", "fail_times": 1})
+    )
+    first, second = events(order, "order.processing")
+    assert first.detail == "attempt 1 of 3"
+    assert second.detail == "attempt 2 of 3; resuming at stock (payment done)"
+
+
+@pytest.mark.django_db
+def test_a_step_checkpoint_names_the_step_and_what_it_produced(place_order):
+    order = process_until_terminal(place_order())
+    payment, stock = events(order, "order.step_completed")
+    assert (payment.step, stock.step) == ("payment", "stock")
+    assert payment.detail == f"payment done: {order.steps['payment']['reference']}"
+    assert order.steps["payment"]["reference"].startswith("pay_")
+    assert order.steps["stock"]["reference"].startswith("rsv_")
+    assert payment.status == Status.PROCESSING
+    assert stock.status == Status.COMPLETED  # written with the completion
+
+
+@pytest.mark.django_db
+def test_the_status_document_lists_each_step_done_or_pending(place_order):
+    order = process_until_terminal(
+        place_order(simulate={"step": "stock", "failure": "permanent"})
+    )
+    assert order.status == Status.FAILED
+    steps = order_document(order)["steps"]
+    assert [(step["name"], step["state"]) for step in steps] == [
+        ("payment", "done"),
+        ("stock", "pending"),
+    ]
+    assert steps[0]["reference"] == order.steps["payment"]["reference"]
+    assert steps[0]["attempt"] == 1
+    assert steps[0]["completed_at"].endswith("Z")
+    assert steps[1]["reference"] is None
+    step_events = [e for e in order_document(order)["events"] if e["step"]]
+    assert [e["step"] for e in step_events] == ["payment"]
+
+
+@pytest.mark.django_db
+def test_an_operator_retry_keeps_the_steps_already_done(place_order, monkeypatch):
+    order = process_until_terminal(
+        place_order(simulate={"step": "stock", "failure": "permanent"})
+    )
+    calls = count_gateway_calls(monkeypatch)
+    order_retry(order=order)
+    order = process_until_terminal(order)
+    # The plan fails stock on attempt 1 of every run; payment is not run again.
+    assert calls == [("stock", 1)]
+    assert order.steps.keys() == {"payment"}
+
+
+@pytest.mark.django_db
+def test_a_worker_that_died_after_a_checkpoint_resumes_at_the_next_step(
+    place_order, monkeypatch
+):
+    """The lease of a worker killed between the payment checkpoint and the stock
+    step expires; the next attempt starts at stock."""
+    order = place_order()
+    assert order_claim(order)
+    result = gateways.SimulatedStep("payment").run(
+        order, attempt=1, idempotency_key=step_idempotency_key(order, "payment")
+    )
+    assert services.record_step(
+        order, **services._step_checkpoint(order, "payment", result)
+    )
+    Order.objects.filter(pk=order.pk).update(lease_expires_at="2000-01-01T00:00Z")
+    assert expire_leases() == [order.order_id]
+    calls = count_gateway_calls(monkeypatch)
+    order = process_until_terminal(order)
+    assert order.status == Status.COMPLETED
+    assert calls == [("stock", 2)]
+
+
+@pytest.mark.django_db
+def test_a_step_interrupted_after_the_gateway_acted_is_not_done_twice(place_order):
+    """The worker died inside the payment call: the gateway charged, the
+    checkpoint was never written. The next attempt calls payment again with the
+    same key, and the gateway answers with the first charge."""
+    order = place_order()
+    key = step_idempotency_key(order, "payment")
+    first = simulated_ledger().record(key, "pay_first")
+    assert not first.replayed
+    order = process_until_terminal(order)
+    assert order.status == Status.COMPLETED
+    assert order.steps["payment"]["reference"] == "pay_first"
+    (payment,) = [
+        e for e in events(order, "order.step_completed") if e.step == "payment"
+    ]
+    assert "already done it for this key" in payment.detail
+    assert simulated_ledger().references(key) == {key: "pay_first"}
+
+
+@pytest.mark.django_db
+def test_a_checkpoint_of_a_worker_whose_lease_was_taken_over_records_nothing(
+    place_order,
+):
+    order = place_order()
+    assert order_claim(order)
+    stale = Order.objects.get(pk=order.pk)
+    Order.objects.filter(pk=order.pk).update(lease_expires_at="2000-01-01T00:00Z")
+    expire_leases()
+    result = gateways.StepResult(reference="pay_late")
+    assert not services.record_step(
+        stale, **services._step_checkpoint(stale, "payment", result)
+    )
+    assert not events(order, "order.step_completed")
+    assert Order.objects.get(pk=order.pk).steps == {}
+
+
+def test_the_ledger_keeps_the_first_reference_for_a_key(tmp_path):
+    ledger = SimulatedLedger(tmp_path / "ledger")
+    assert ledger.record("ord_1:payment", "pay_a") == gateways.StepResult("pay_a")
+    again = ledger.record("ord_1:payment", "pay_b")
+    assert again == gateways.StepResult("pay_a", replayed=True)
+    assert ledger.record("ord_1:stock", "rsv_c").reference == "rsv_c"
+    assert ledger.references("ord_1:") == {
+        "ord_1:payment": "pay_a",
+        "ord_1:stock": "rsv_c",
+    }
+
+
+def test_the_idempotency_key_is_the_same_on_every_attempt():
+    order = Order(order_id="ord_abc")
+    assert step_idempotency_key(order, "payment") == "ord_abc:payment"
+    assert step_idempotency_key(order, "stock") != step_idempotency_key(
+        order, "payment"
+    )
