@@ -100,6 +100,7 @@ EVENT_FIELDS = (
     "detail",
     "next_attempt_at",
     "duration_ms",
+    "step",
     "at",
     "order__order_id",
 )
