@@ -233,6 +233,31 @@ def test_staff_complete_a_delivery_over_the_api(
     assert again.json()["completed_now"] is False
 
 
+def test_a_poller_holding_the_etag_sees_the_delivery_completed(staff_client):
+    """Completing a delivery changes the status document, so an If-None-Match
+    poller gets a 200 with the completion, not a 304."""
+    order = completed_order()
+    url = f"/api/orders/{order.order_id}"
+    before = staff_client.get(url)
+    assert before.json()["delivery"]["completed_at"] is None
+    etag = before.headers["ETag"]
+
+    # The listener is not run (no on_commit callbacks): only the completion moved.
+    response = staff_client.post(complete_url(order.delivery.code))
+    assert response.status_code == 200
+
+    after = staff_client.get(url, headers={"If-None-Match": etag})
+    assert after.status_code == 200
+    assert after.headers["ETag"] != etag
+    document = after.json()
+    assert document["delivery"]["completed_at"] == response.json()["completed_at"]
+    assert document["version"] == before.json()["version"] + 1
+    assert document["delivered_at"] is None
+    # Nothing else moved: the status is untouched and no event was written.
+    assert document["status"] == "COMPLETED"
+    assert document["events"] == before.json()["events"]
+
+
 def test_an_unknown_delivery_code_answers_404_in_json(staff_client):
     response = staff_client.post(complete_url("dlv_unknown"))
 
