@@ -78,10 +78,17 @@ def order_place(
             )
             order_enqueue_on_commit(order)
     except IntegrityError:
-        # Two requests raced with the same key: the other one won.
+        # Two requests raced with the same key (a double click) and the other one
+        # won. The failed INSERT was inside its own atomic block (a savepoint when
+        # nested), so the connection is usable for the lookup, on PostgreSQL too.
         if idempotency_key:
             existing = _order_for_idempotency_key(idempotency_key, data)
             if existing:
+                logger.info(
+                    "Idempotency-Key %r: a concurrent request placed %s first",
+                    idempotency_key,
+                    existing.order_id,
+                )
                 return existing, False
         raise
     return order, True
