@@ -214,6 +214,7 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
         "message",
         "formatted_traceback",
         "notified",
+        "mailed_at",
         "resolved",
         "resolved_by",
         "resolved_at",

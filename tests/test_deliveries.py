@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django_q.conf import Conf
 
-from orders import exceptions, selectors, services
+from orders import exceptions, failures, selectors, services
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
 from tests.factories import place, processed
 
@@ -120,6 +120,7 @@ def test_listener_failure_keeps_delivery_completed_and_records_failure(
 
     with django_capture_on_commit_callbacks(execute=True):
         services.delivery_complete(code=order.delivery.code)
+    failures.failures_mail_pending()  # the mailer's step, in qcluster
 
     order.refresh_from_db()
     assert order.delivery.completed_at is not None
