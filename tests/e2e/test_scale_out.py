@@ -56,7 +56,6 @@ def scaled_stack(tmp_path_factory):
         REDIS_URL=REDIS_URL,
         # Its own queue in the shared Redis, so parallel runs cannot take its tasks.
         Q_CLUSTER_NAME=database,
-        ORDER_LEASE_SECONDS="4",
     )
     try:
         yield stack.start()
