@@ -5,6 +5,7 @@ broker, polled streams) so that `make run` needs nothing installed. README.md li
 every variable.
 """
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -167,6 +168,36 @@ ORDER_RETRY_MAX_SECONDS = env_number("ORDER_RETRY_MAX_SECONDS", 60, minimum=0)
 # Fraction of each delay that is randomised (0.2: a delay lands in [80%, 100%]).
 ORDER_RETRY_JITTER = env_number("ORDER_RETRY_JITTER", 0.2, minimum=0)
 ORDER_LEASE_SECONDS = env_number("ORDER_LEASE_SECONDS", 60, minimum=1)
+
+
+def attempt_timeout(lease: float) -> int:
+    """The longest a django-q2 task may run (Q_CLUSTER "timeout"): short enough
+    that a worker is gone before the lease of the order it holds runs out.
+
+    Once a lease has expired the dispatcher counts the attempt as lost and a
+    retry may start, so the worker must be stopped before then. django-q2 stops
+    it twice over (django_q/worker.py, django_q/cluster.py): at `timeout` an
+    alarm (SIGALRM) raises in the task, which ends it at once in Python code.
+    Code the alarm cannot interrupt (blocked in a C extension) is killed by the
+    sentinel's guard, which acts only when the worker's timer, set to `timeout`
+    + 3 s, has been counted down by 0.5 s per guard cycle; every cycle that runs
+    late makes the kill later. Measured on a loaded 2-core machine the countdown
+    ran 15 % slow (7 s took 8.0 s), so `timeout` + 3 s is kept within 80 % of the
+    lease: the guard may run a quarter slow and still kill the worker in time. A
+    lease of 60 s gives an attempt 45 s. Checking the lease before each step
+    would add nothing: no step starts after the alarm, so each starts with at
+    least this margin left.
+    """
+    timeout = math.floor(lease * 0.8 - 3)
+    if timeout < 1:
+        raise ImproperlyConfigured(
+            f"ORDER_LEASE_SECONDS={lease:g} leaves an attempt no time: it must be "
+            "at least 5 (an attempt may run 80 % of its lease less 3 s)"
+        )
+    return timeout
+
+
+ORDER_ATTEMPT_TIMEOUT_SECONDS = attempt_timeout(ORDER_LEASE_SECONDS)
 # A PENDING or due RETRYING order that no worker has claimed this long after it was
 # handed to the queue is handed over again (the queue may have lost the task).
 ORDER_REDISPATCH_SECONDS = env_number("ORDER_REDISPATCH_SECONDS", 15, minimum=1)
@@ -194,10 +225,10 @@ Q_WORKERS = env_number("Q_WORKERS", 2, cast=int, minimum=1)
 Q_CLUSTER = {
     "name": "orderproj",
     "workers": Q_WORKERS,
-    # An attempt may take as long as its lease: the guard kills a worker that
-    # overruns, and the lease expiry then counts the attempt as failed, so a slow
-    # worker never finishes an order that another worker has taken over.
-    "timeout": max(1, int(ORDER_LEASE_SECONDS)),
+    # Shorter than the lease by a margin (see attempt_timeout): a worker that
+    # overruns is gone before its lease expires and a retry can be claimed, so
+    # two attempts of one order never run side by side.
+    "timeout": ORDER_ATTEMPT_TIMEOUT_SECONDS,
     # The ORM broker redelivers an unacknowledged task after `retry` seconds; it
     # must exceed `timeout` or a merely slow task is run twice.
     "retry": max(1, int(ORDER_LEASE_SECONDS)) + 60,

@@ -1,5 +1,5 @@
-"""The operators' console. Nothing here writes a status: every change goes through
-an action that calls a service, and failure records are never deleted."""
+"""The operators' console. Nothing here writes a field by hand: every change goes
+through an action that calls a service, and failure records are never deleted."""
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -75,6 +75,23 @@ class DeliveryInline(admin.StackedInline):
         return False
 
 
+class ViewOnlyRecordAdmin(admin.ModelAdmin):
+    """A record's page shows it and offers no form: every field is read-only and
+    posting the page is refused (403) before anything is saved.
+
+    The admin's save writes back every column as that request read it, so a
+    change committed in between (a worker's transition, a delivery's completion,
+    a failure's mail being sent) would be undone without an event. Changes are
+    the list's actions, which call services. The change permission itself stays:
+    the actions need it.
+    """
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+
 def report_retries(model_admin, request, retried: int, skipped: list, outcome: str):
     model_admin.message_user(request, f"{count(retried, 'order')} {outcome}.")
     if skipped:
@@ -86,7 +103,7 @@ def report_retries(model_admin, request, retried: int, skipped: list, outcome: s
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(ViewOnlyRecordAdmin):
     list_display = [
         "order_id",
         "status",
@@ -102,10 +119,14 @@ class OrderAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     inlines = [OrderLineInline, OrderEventInline, DeliveryInline, FailureRecordInline]
     actions = ["retry_failed_orders", "reap_stuck_orders"]
-    # Status moves only through the state machine, never by hand.
-    readonly_fields = [
+    # Shown in this order; nothing is edited by hand (see ViewOnlyRecordAdmin):
+    # status moves only through the state machine.
+    fields = [
         "order_id",
         "status",
+        "customer_email",
+        "amount",
+        "currency",
         "version",
         "attempts",
         "max_attempts",
@@ -113,8 +134,6 @@ class OrderAdmin(admin.ModelAdmin):
         "lease_expires_at",
         "dispatch_due_at",
         "failure_reason",
-        "amount",
-        "currency",
         "simulate",
         "idempotency_key",
         "request_fingerprint",
@@ -122,6 +141,7 @@ class OrderAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
+    readonly_fields = fields
 
     def has_add_permission(self, request):
         return False
@@ -168,7 +188,7 @@ class OrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(FailureRecord)
-class FailureRecordAdmin(admin.ModelAdmin):
+class FailureRecordAdmin(ViewOnlyRecordAdmin):
     list_display = [
         "id",
         "occurred_at",
@@ -194,6 +214,7 @@ class FailureRecordAdmin(admin.ModelAdmin):
         "message",
         "formatted_traceback",
         "notified",
+        "mailed_at",
         "resolved",
         "resolved_by",
         "resolved_at",
@@ -276,7 +297,7 @@ class FailureRecordAdmin(admin.ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(ViewOnlyRecordAdmin):
     list_display = ["code", "order_link", "created_at", "completed_at"]
     list_filter = [("completed_at", admin.EmptyFieldListFilter)]
     search_fields = ["code", "order__order_id"]

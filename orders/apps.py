@@ -9,7 +9,7 @@ class OrdersConfig(AppConfig):
     def ready(self):
         # Wiring, not logic: any django-q2 task that raises reaches the global
         # failure handler, whether or not the task catches its own errors.
-        from django_q.signals import post_execute_in_worker, pre_execute
+        from django_q.signals import post_execute, post_execute_in_worker, pre_execute
 
         from . import failures
 
@@ -18,4 +18,7 @@ class OrdersConfig(AppConfig):
         )
         post_execute_in_worker.connect(
             failures.on_task_executed, dispatch_uid="orders.failures.executed"
+        )
+        post_execute.connect(
+            failures.on_task_saved, dispatch_uid="orders.failures.saved"
         )

@@ -2,10 +2,12 @@
 
 Every failure outside a request ends here: an order step failing in an unexpected
 way (services.order_process calls record_failure), a delivery listener, and any
-other django-q2 task, through the worker signals connected in OrdersConfig.ready.
-A failure is logged with its traceback, stored as a FailureRecord and mailed to
-the ADMINS, at most FAILURE_NOTIFY_LIMIT mails per task and exception type in any
-FAILURE_NOTIFY_WINDOW_SECONDS (every record is kept either way).
+other django-q2 task, through the django-q2 signals connected in OrdersConfig.ready.
+A failure is logged with its traceback and stored as a FailureRecord at once. The
+mail to the ADMINS (at most FAILURE_NOTIFY_LIMIT per task and exception type in any
+FAILURE_NOTIFY_WINDOW_SECONDS; every record is kept either way) is sent later by
+the failure mailer, a thread of each qcluster (run_failure_mailer): no worker ever
+waits on a mail server, and an attempt's outcome is never behind a mail.
 """
 
 import contextlib
@@ -20,7 +22,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.mail import mail_admins
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -33,10 +35,17 @@ logger = logging.getLogger("orders.failures")
 RECORDED_ATTR = "_orders_failure_recorded"
 
 # (exception type, message) of failures recorded during the task the worker is
-# running now. In the worker's normal mode the django-q2 signal only carries the
-# traceback as text, so this is how it recognises an exception that the task
-# recorded itself and then let escape. Reset by the pre_execute signal.
+# running now. In a cluster the failed task reaches the monitor only as text, so
+# this set travels with the result package (RECORDED_IN_TASK_KEY) and lets the
+# monitor recognise an exception that the task recorded itself and then let
+# escape. Reset by the pre_execute signal.
 _recorded_in_task: set[tuple[str, str]] = set()
+RECORDED_IN_TASK_KEY = "orders_recorded_failures"
+
+# How often the failure mailer looks for records whose mail is due, and how many
+# it takes at once.
+MAIL_POLL_SECONDS = 1.0
+MAIL_BATCH = 50
 
 TRACEBACK_HEADER = "Traceback (most recent call last):"
 
@@ -49,7 +58,8 @@ def record_failure(
     order: Order | None = None,
     kwargs: dict | None = None,
 ) -> FailureRecord | None:
-    """Log, store and (rate-limited) mail an exception from async work.
+    """Log and store an exception from async work; the failure mailer mails it
+    (rate-limited) later.
 
     Never raises. Returns the stored record, or None when nothing was stored
     (the exception was recorded before, or the database refused).
@@ -106,7 +116,7 @@ def _record(
         traceback_text.rstrip(),
     )
     try:
-        record, similar_unmailed = _store(
+        record = _store(
             task=task,
             args=[_json_safe(value) for value in args],
             kwargs={str(key): _json_safe(value) for key, value in kwargs.items()},
@@ -117,21 +127,24 @@ def _record(
         )
     except Exception:
         logger.exception("could not store the failure of %s", task)
-        # The database may be what is failing: mail anyway, limited in-process.
+        # The database may be what is failing, so the mailer will never see this
+        # one: mail it from here, limited in-process, without making the caller
+        # (a worker about to record its attempt's outcome) wait for it.
         if _fallback_limiter.allow((task, exception_type)):
-            _send_mail(
-                subject=f"{task} failed: {exception_type}: {message}",
-                body=f"(not stored: the database refused the record)\n\n"
-                f"{traceback_text}",
-            )
+            threading.Thread(
+                target=_send_mail,
+                kwargs={
+                    "subject": f"{task} failed: {exception_type}: {message}",
+                    "body": "(not stored: the database refused the record)\n\n"
+                    f"{traceback_text}",
+                },
+                name="failure-mail-unstored",
+            ).start()
         return None
-    if record.notified:
-        record_id = record.pk
-        transaction.on_commit(lambda: _notify(record_id, similar_unmailed), robust=True)
     return record
 
 
-def _store(**fields) -> tuple[FailureRecord, int]:
+def _store(**fields) -> FailureRecord:
     """Save the record and decide, in the same transaction, whether it is mailed.
 
     The decision counts earlier mails in the database, so the limit holds across
@@ -141,17 +154,15 @@ def _store(**fields) -> tuple[FailureRecord, int]:
     now = timezone.now()
     window_start = now - timedelta(seconds=settings.FAILURE_NOTIFY_WINDOW_SECONDS)
     with transaction.atomic():
-        similar = FailureRecord.objects.filter(
+        mailed = FailureRecord.objects.filter(
             task=fields["task"],
             exception_type=fields["exception_type"],
             occurred_at__gte=window_start,
-        )
-        mailed = similar.filter(notified=True).count()
-        notify = mailed < settings.FAILURE_NOTIFY_LIMIT
-        unmailed = similar.filter(notified=False).count() if notify else 0
-        record = FailureRecord.objects.create(
+            notified=True,
+        ).count()
+        return FailureRecord.objects.create(
             occurred_at=now,
-            notified=notify,
+            notified=mailed < settings.FAILURE_NOTIFY_LIMIT,
             task=fields["task"],
             args=fields["args"],
             kwargs=fields["kwargs"],
@@ -160,18 +171,74 @@ def _store(**fields) -> tuple[FailureRecord, int]:
             traceback=fields["traceback_text"],
             order=fields["order"],
         )
-    return record, unmailed
 
 
-def _notify(record_id: int, similar_unmailed: int) -> None:
-    try:
-        record = FailureRecord.objects.select_related("order").get(pk=record_id)
+# The failure mailer -------------------------------------------------------------
+
+
+def failures_mail_pending() -> int:
+    """Mail the admins about every record that is to be mailed and has not been
+    yet, oldest first; returns how many mails were tried.
+
+    Each record is taken with a conditional UPDATE before its mail is sent, so
+    the mailers of several qclusters never send one twice. A mail that fails is
+    logged and not tried again: at most one mail per record.
+    """
+    pending = (
+        FailureRecord.objects.filter(notified=True, mailed_at__isnull=True)
+        .order_by("id")
+        .values_list("pk", flat=True)[:MAIL_BATCH]
+    )
+    tried = 0
+    for pk in list(pending):
+        taken = FailureRecord.objects.filter(pk=pk, mailed_at__isnull=True).update(
+            mailed_at=timezone.now()
+        )
+        if not taken:
+            continue
+        record = FailureRecord.objects.select_related("order").get(pk=pk)
         _send_mail(
             subject=f"{record.task} failed: {record.exception_type}: {record.message}",
-            body=failure_mail_body(record, similar_unmailed),
+            body=failure_mail_body(record, _similar_unmailed(record)),
         )
-    except Exception:
-        logger.exception("could not notify the admins of failure #%s", record_id)
+        tried += 1
+    return tried
+
+
+def run_failure_mailer(
+    stop: threading.Event, *, interval: float = MAIL_POLL_SECONDS
+) -> None:
+    """Send due failure mails every `interval` seconds until `stop` is set.
+
+    A thread of its own, beside the dispatcher: a mail server that hangs (SMTP
+    waits up to EMAIL_TIMEOUT) then delays only other mails, never a worker, a
+    retry or a lease.
+    """
+    logger.info("failure mailer started (every %.1f s)", interval)
+    while not stop.is_set():
+        try:
+            failures_mail_pending()
+        except Exception:
+            logger.exception("sending failure mails failed; trying again")
+            close_old_connections()
+        stop.wait(interval)
+    logger.info("failure mailer stopped")
+
+
+def _similar_unmailed(record: FailureRecord) -> int:
+    """Failures like this one recorded without a mail in the window before it."""
+    window = timedelta(seconds=settings.FAILURE_NOTIFY_WINDOW_SECONDS)
+    return (
+        FailureRecord.objects.filter(
+            task=record.task,
+            exception_type=record.exception_type,
+            notified=False,
+            occurred_at__gte=record.occurred_at - window,
+            occurred_at__lte=record.occurred_at,
+        )
+        .exclude(pk=record.pk)
+        .count()
+    )
 
 
 def failure_mail_body(record: FailureRecord, similar_unmailed: int = 0) -> str:
@@ -238,9 +305,13 @@ class _InProcessLimiter:
 _fallback_limiter = _InProcessLimiter()
 
 
-# django-q2 hook ----------------------------------------------------------------
-# Signals sent by django_q.worker.worker around every task, in the worker
-# process. Hooks (`hook=`) would run in the monitor process instead and are
+# django-q2 hooks ---------------------------------------------------------------
+# django-q2 sends post_execute_in_worker in the worker holding the worker's timer
+# lock, which the sentinel's guard takes for every worker in turn on each of its
+# cycles (django_q/worker.py, django_q/cluster.py): a database write or a mail
+# there would freeze the guard, so nothing in the worker's hook waits on I/O. The
+# record is written by the monitor process on post_execute, which django-q2 sends
+# after saving each result, holding no worker's lock. Hooks (`hook=`) would be
 # skipped when save_limit is -1, so the signals are the reliable place.
 
 
@@ -249,42 +320,63 @@ def on_task_started(sender, task=None, **kwargs) -> None:
 
 
 def on_task_executed(sender, task=None, func=None, **kwargs) -> None:
-    """Record a task that raised, whether or not anyone wrapped it."""
+    """Worker side: note what the task recorded itself on its result package for
+    the monitor; in sync mode (no lock held, no monitor for a failed task) record
+    the live exception here."""
     try:
         if task is None:
             return
         # With sync=True the signal is sent inside the worker's `except` block,
         # before `success` is set: the exception itself is at hand.
         live = sys.exc_info()[1]
-        if live is None and task.get("success", True):
+        if live is None:
+            task[RECORDED_IN_TASK_KEY] = sorted(_recorded_in_task)
             return
-        from django_q.utils import get_func_repr
+        args, task_kwargs = _task_arguments(task)
+        record_failure(
+            task=_task_name(task),
+            args=args,
+            kwargs=task_kwargs,
+            error=live,
+            order=_order_for_task(args, task_kwargs),
+        )
+    except Exception:  # a failing handler must not kill the worker
+        logger.exception("the django-q2 failure hook failed")
 
-        name = get_func_repr(task.get("func"))
-        args = list(task.get("args") or ())
-        task_kwargs = dict(task.get("kwargs") or {})
-        order = _order_for_task(args, task_kwargs)
-        if live is not None:
-            record_failure(
-                task=name, args=args, kwargs=task_kwargs, error=live, order=order
-            )
+
+def on_task_saved(sender, task=None, **kwargs) -> None:
+    """Monitor side: record a task that raised, whether or not anyone wrapped it."""
+    try:
+        if task is None or task.get("success", True):
             return
         exception_type, message, traceback_text = parse_task_result(
             str(task.get("result", ""))
         )
-        if (exception_type, message) in _recorded_in_task:
+        recorded = {tuple(pair) for pair in task.get(RECORDED_IN_TASK_KEY, ())}
+        if (exception_type, message) in recorded:
             return
+        args, task_kwargs = _task_arguments(task)
         _record(
-            task=name,
+            task=_task_name(task),
             args=args,
             kwargs=task_kwargs,
             exception_type=exception_type,
             message=message,
             traceback_text=traceback_text,
-            order=order,
+            order=_order_for_task(args, task_kwargs),
         )
-    except Exception:  # a failing handler must not kill the worker
+    except Exception:  # a failing handler must not kill the monitor
         logger.exception("the django-q2 failure hook failed")
+
+
+def _task_name(task: dict) -> str:
+    from django_q.utils import get_func_repr
+
+    return get_func_repr(task.get("func"))
+
+
+def _task_arguments(task: dict) -> tuple[list, dict]:
+    return list(task.get("args") or ()), dict(task.get("kwargs") or {})
 
 
 def parse_task_result(result: str) -> tuple[str, str, str]:

@@ -177,9 +177,12 @@ class FailureRecord(models.Model):
         related_name="failures",
     )
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
-    # Whether the admins were mailed about this one (notifications are
+    # Whether the admins are mailed about this one (notifications are
     # rate-limited per task and exception type; see FAILURE_NOTIFY_LIMIT).
     notified = models.BooleanField(default=False)
+    # When the failure mailer (a qcluster thread) took this record's mail; null
+    # while it is due. Never sent by the process that failed: see failures.py.
+    mailed_at = models.DateTimeField(null=True, blank=True)
     resolved = models.BooleanField(default=False, db_index=True)
     resolved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -194,6 +197,12 @@ class FailureRecord(models.Model):
         ordering = ["-occurred_at", "-id"]
         indexes = [
             models.Index(fields=["task", "exception_type", "notified", "occurred_at"]),
+            # The mailer's question, every second: only the due records are in it.
+            models.Index(
+                fields=["id"],
+                condition=models.Q(notified=True, mailed_at__isnull=True),
+                name="orders_failure_mail_due",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .exceptions import (
@@ -77,10 +78,17 @@ def order_place(
             )
             order_enqueue_on_commit(order)
     except IntegrityError:
-        # Two requests raced with the same key: the other one won.
+        # Two requests raced with the same key (a double click) and the other one
+        # won. The failed INSERT was inside its own atomic block (a savepoint when
+        # nested), so the connection is usable for the lookup, on PostgreSQL too.
         if idempotency_key:
             existing = _order_for_idempotency_key(idempotency_key, data)
             if existing:
+                logger.info(
+                    "Idempotency-Key %r: a concurrent request placed %s first",
+                    idempotency_key,
+                    existing.order_id,
+                )
                 return existing, False
         raise
     return order, True
@@ -402,6 +410,14 @@ def delivery_complete(*, code: str) -> tuple[Delivery, bool]:
         if not completed_now:
             delivery.refresh_from_db()
             return delivery, False
+        # The status document shows delivery.completed_at, so the order's version
+        # (its ETag) moves with it, or a poller keeps getting 304 for stale data.
+        # No event here: delivery.completed is the listener's to write once it
+        # has run.
+        Order.objects.filter(pk=delivery.order_id).update(
+            version=F("version") + 1, updated_at=now
+        )
+        delivery.order.refresh_from_db(fields=["version", "updated_at"])
         delivery.completed_at = now
         order_id = delivery.order.order_id
         transaction.on_commit(

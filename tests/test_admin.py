@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
+from django.forms.models import model_to_dict
 from django.test import Client
 from django.utils import timezone
 from django_q.conf import Conf
@@ -171,6 +172,85 @@ def test_an_orders_status_cannot_be_edited_by_hand(operator):
     assert 'name="status"' not in page.content.decode()
     order.refresh_from_db()
     assert order.status == Status.FAILED
+
+
+def rendered_form_data(response) -> dict:
+    """What a browser posts back from an admin change page, as the GET rendered
+    it: the main form and every inline's management form and rows."""
+    forms = []
+    if "adminform" in response.context:
+        forms.append(response.context["adminform"].form)
+    for inline in response.context.get("inline_admin_formsets", []):
+        forms.append(inline.formset.management_form)
+        forms.extend(inline.formset.forms)
+    return {
+        bound.html_name: bound.value()
+        for form in forms
+        for bound in form
+        if bound.value() is not None
+    }
+
+
+def test_saving_an_order_page_never_reverts_a_workers_transition(operator, monkeypatch):
+    """A worker completes the order between the admin's read of it and the admin's
+    save. On PostgreSQL nothing locks the row in between; here the POST is handed
+    the copy it would have read before the worker committed. The admin must not
+    write that copy (PENDING, no attempt) back over the worker's COMPLETED."""
+    from orders.admin import OrderAdmin
+
+    order = place()
+    url = f"{ORDERS}{order.pk}/change/"
+    page = operator.get(url)
+    read_before_the_worker = Order.objects.get(pk=order.pk)
+    services.order_process(order_id=order.order_id)  # claimed and completed
+    moved = Order.objects.get(pk=order.pk)
+    monkeypatch.setattr(
+        OrderAdmin, "get_object", lambda *args, **kwargs: read_before_the_worker
+    )
+
+    operator.post(url, {**rendered_form_data(page), "_save": "Save"})
+
+    order.refresh_from_db()
+    assert page.status_code == 200
+    assert moved.status == Status.COMPLETED
+    assert (order.status, order.version, order.attempts) == (
+        Status.COMPLETED,
+        moved.version,
+        1,
+    )
+    assert order.updated_at == moved.updated_at
+    assert list(order.events.values_list("type", flat=True)) == [
+        "order.created",
+        "order.processing",
+        "order.completed",
+    ]
+
+
+@pytest.mark.parametrize("url", [ORDERS, FAILURES, DELIVERIES])
+def test_record_pages_offer_no_form_and_refuse_a_post(operator, url):
+    order = completed_order()
+    record = {
+        ORDERS: order,
+        FAILURES: failure_for(order),
+        DELIVERIES: order.delivery,
+    }[url]
+    before = model_to_dict(type(record).objects.get(pk=record.pk))
+
+    page = operator.get(f"{url}{record.pk}/change/")
+    response = operator.post(
+        f"{url}{record.pk}/change/",
+        {
+            **rendered_form_data(page),
+            "customer_email": "changed@example.com",
+            "resolved": "on",
+            "_save": "Save",
+        },
+    )
+
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
+    assert response.status_code == 403
+    assert model_to_dict(type(record).objects.get(pk=record.pk)) == before
 
 
 def test_retry_selected_failed_orders_sends_only_failed_ones_back(

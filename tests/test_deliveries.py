@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django_q.conf import Conf
 
-from orders import exceptions, selectors, services
+from orders import exceptions, failures, selectors, services
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
 from tests.factories import place, processed
 
@@ -120,6 +120,7 @@ def test_listener_failure_keeps_delivery_completed_and_records_failure(
 
     with django_capture_on_commit_callbacks(execute=True):
         services.delivery_complete(code=order.delivery.code)
+    failures.failures_mail_pending()  # the mailer's step, in qcluster
 
     order.refresh_from_db()
     assert order.delivery.completed_at is not None
@@ -231,6 +232,31 @@ def test_staff_complete_a_delivery_over_the_api(
     again = staff_client.post(complete_url(code))
     assert again.status_code == 200
     assert again.json()["completed_now"] is False
+
+
+def test_a_poller_holding_the_etag_sees_the_delivery_completed(staff_client):
+    """Completing a delivery changes the status document, so an If-None-Match
+    poller gets a 200 with the completion, not a 304."""
+    order = completed_order()
+    url = f"/api/orders/{order.order_id}"
+    before = staff_client.get(url)
+    assert before.json()["delivery"]["completed_at"] is None
+    etag = before.headers["ETag"]
+
+    # The listener is not run (no on_commit callbacks): only the completion moved.
+    response = staff_client.post(complete_url(order.delivery.code))
+    assert response.status_code == 200
+
+    after = staff_client.get(url, headers={"If-None-Match": etag})
+    assert after.status_code == 200
+    assert after.headers["ETag"] != etag
+    document = after.json()
+    assert document["delivery"]["completed_at"] == response.json()["completed_at"]
+    assert document["version"] == before.json()["version"] + 1
+    assert document["delivered_at"] is None
+    # Nothing else moved: the status is untouched and no event was written.
+    assert document["status"] == "COMPLETED"
+    assert document["events"] == before.json()["events"]
 
 
 def test_an_unknown_delivery_code_answers_404_in_json(staff_client):

@@ -1,11 +1,14 @@
 """The global failure handler: records, notifications and the django-q2 hook."""
 
+import threading
 import uuid
 from datetime import timedelta
 from decimal import Decimal
 from multiprocessing import Value
 
 import pytest
+from django.core.mail.backends import locmem
+from django.db.models.signals import pre_save
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.queues import Queue
@@ -15,6 +18,7 @@ from orders import failures, services
 from orders.failures import parse_task_result, record_failure
 from orders.models import FailureRecord, Order
 from orders.validation import LineInput, OrderInput
+from tests.stack import free_port, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -37,10 +41,11 @@ def recording_then_raising_task(order_id: str) -> None:
     raise error
 
 
-def run_in_worker(func, *args, **kwargs) -> dict:
+def run_in_worker(func, *args, timer=None, **kwargs) -> dict:
     """Run one task through django-q2's own worker loop in this process, exactly
-    as a cluster's worker does (not its sync mode), and return the result package
-    the worker hands to the monitor."""
+    as a cluster's worker does (not its sync mode), then its result package
+    through the monitor's loop, and return that package."""
+    from django_q.monitor import monitor
     from django_q.worker import worker
 
     task_queue, result_queue = Queue(), Queue()
@@ -55,15 +60,50 @@ def run_in_worker(func, *args, **kwargs) -> dict:
         }
     )
     task_queue.put("STOP")
-    worker(task_queue, result_queue, Value("f", -1))
-    return result_queue.get(timeout=5)
+    worker(task_queue, result_queue, timer or Value("f", -1))
+    package = result_queue.get(timeout=5)
+    monitored = Queue()
+    monitored.put(package)
+    monitored.put("STOP")
+    monitor(monitored)
+    return package
+
+
+def held_elsewhere(timer) -> bool:
+    """Whether the worker's timer lock is taken, as the sentinel's guard (another
+    thread of control) would find it."""
+    found = []
+
+    def probe():
+        lock = timer.get_lock()
+        acquired = lock.acquire(block=False)
+        if acquired:
+            lock.release()
+        found.append(not acquired)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return found[0]
+
+
+class LockWatchingBackend(locmem.EmailBackend):
+    """The test mail backend, telling the test when a mail is sent."""
+
+    on_send = None
+
+    def send_messages(self, messages):
+        if LockWatchingBackend.on_send:
+            LockWatchingBackend.on_send()
+        return super().send_messages(messages)
 
 
 @pytest.fixture
 def keep_test_connection(monkeypatch):
-    # A real worker closes stale connections before each task; here that would
-    # close the test's own transaction.
+    # A real worker and monitor close stale connections before each task and
+    # result; here that would close the test's own transaction.
     monkeypatch.setattr("django_q.worker.close_old_django_connections", lambda: None)
+    monkeypatch.setattr("django_q.monitor.close_old_django_connections", lambda: None)
 
 
 @pytest.fixture
@@ -84,17 +124,21 @@ def raised(error: BaseException) -> BaseException:
         return caught
 
 
-def test_record_failure_stores_every_detail_and_mails_the_admins(
-    order, mailoutbox, django_capture_on_commit_callbacks, settings
+def test_record_failure_stores_every_detail_and_the_mailer_mails_the_admins(
+    order, mailoutbox, settings
 ):
     settings.ADMINS = [("Ops", "ops@example.com")]
-    with django_capture_on_commit_callbacks(execute=True):
-        record = record_failure(
-            task="orders.tasks.process_order",
-            args=[order.order_id],
-            error=raised(InventoryOutOfSync("stock is negative")),
-            order=order,
-        )
+    record = record_failure(
+        task="orders.tasks.process_order",
+        args=[order.order_id],
+        error=raised(InventoryOutOfSync("stock is negative")),
+        order=order,
+    )
+    # Stored at once; the mail is the mailer's, later.
+    assert mailoutbox == []
+    assert FailureRecord.objects.get().mailed_at is None
+
+    assert failures.failures_mail_pending() == 1
 
     stored = FailureRecord.objects.get()
     assert stored == record
@@ -112,6 +156,7 @@ def test_record_failure_stores_every_detail_and_mails_the_admins(
         None,
     )
     assert stored.notified is True
+    assert stored.mailed_at is not None
     assert len(mailoutbox) == 1
     mail = mailoutbox[0]
     assert mail.to == ["ops@example.com"]
@@ -134,35 +179,36 @@ def test_record_failure_never_raises_when_the_database_refuses(
 
     assert result is None
     assert "could not store the failure" in caplog.text
-    # The mail is then the only trace, so it still goes out.
+    # The mail is then the only trace, so it still goes out (from a thread: the
+    # caller does not wait for it).
+    wait_until(lambda: mailoutbox, timeout=5, what="the unstored failure's mail")
     assert len(mailoutbox) == 1
     assert "not stored" in mailoutbox[0].body
 
 
-def test_record_failure_never_raises_when_mailing_fails(
-    monkeypatch, django_capture_on_commit_callbacks, caplog
-):
-    def broken_mail(*args, **kwargs):
-        raise OSError("connection refused")
+def test_a_mail_that_fails_is_logged_and_not_sent_twice(monkeypatch, settings, caplog):
+    # A mail server that refuses connections, for real.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()
+    record = record_failure(task="orders.tasks.x", error=raised(ValueError("b")))
 
-    monkeypatch.setattr(failures, "mail_admins", broken_mail)
-    with django_capture_on_commit_callbacks(execute=True):
-        record = record_failure(task="orders.tasks.x", error=raised(ValueError("b")))
+    assert failures.failures_mail_pending() == 1
+    assert failures.failures_mail_pending() == 0
 
     assert FailureRecord.objects.filter(pk=record.pk).exists()
     assert "could not mail the admins" in caplog.text
 
 
 def test_a_burst_of_identical_failures_sends_a_handful_of_mails_and_keeps_every_record(
-    mailoutbox, django_capture_on_commit_callbacks, settings
+    mailoutbox, settings
 ):
     settings.FAILURE_NOTIFY_LIMIT = 5
-    with django_capture_on_commit_callbacks(execute=True):
-        for number in range(1000):
-            record_failure(
-                task="orders.tasks.process_order",
-                error=raised(ConnectionError(f"gateway down ({number})")),
-            )
+    for number in range(1000):
+        record_failure(
+            task="orders.tasks.process_order",
+            error=raised(ConnectionError(f"gateway down ({number})")),
+        )
+    failures.failures_mail_pending()
 
     assert FailureRecord.objects.count() == 1000
     assert FailureRecord.objects.filter(notified=True).count() == 5
@@ -170,13 +216,13 @@ def test_a_burst_of_identical_failures_sends_a_handful_of_mails_and_keeps_every_
 
 
 def test_the_mail_limit_counts_each_task_and_exception_type_separately(
-    mailoutbox, django_capture_on_commit_callbacks, settings
+    mailoutbox, settings
 ):
     settings.FAILURE_NOTIFY_LIMIT = 1
-    with django_capture_on_commit_callbacks(execute=True):
-        for task in ["orders.tasks.a", "orders.tasks.b"]:
-            for error in [ValueError("x"), KeyError("y"), ValueError("z")]:
-                record_failure(task=task, error=raised(error))
+    for task in ["orders.tasks.a", "orders.tasks.b"]:
+        for error in [ValueError("x"), KeyError("y"), ValueError("z")]:
+            record_failure(task=task, error=raised(error))
+    failures.failures_mail_pending()
 
     subjects = [mail.subject for mail in mailoutbox]
     assert len(subjects) == 4
@@ -186,34 +232,32 @@ def test_the_mail_limit_counts_each_task_and_exception_type_separately(
 
 
 def test_mails_resume_after_the_window_and_say_how_many_were_held_back(
-    mailoutbox, django_capture_on_commit_callbacks, settings
+    mailoutbox, settings
 ):
     settings.FAILURE_NOTIFY_LIMIT = 1
     settings.FAILURE_NOTIFY_WINDOW_SECONDS = 60
-    with django_capture_on_commit_callbacks(execute=True):
-        for _ in range(3):
-            record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    for _ in range(3):
+        record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    failures.failures_mail_pending()
     FailureRecord.objects.update(occurred_at=timezone.now() - timedelta(seconds=61))
-    with django_capture_on_commit_callbacks(execute=True):
-        record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
-        record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    failures.failures_mail_pending()
 
     assert len(mailoutbox) == 2
     assert FailureRecord.objects.count() == 5
 
 
-def test_the_mail_mentions_similar_failures_that_were_not_mailed(
-    mailoutbox, django_capture_on_commit_callbacks, settings
-):
+def test_the_mail_mentions_similar_failures_that_were_not_mailed(mailoutbox, settings):
     settings.FAILURE_NOTIFY_LIMIT = 1
-    with django_capture_on_commit_callbacks(execute=True):
-        for _ in range(3):
-            record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    for _ in range(3):
+        record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    failures.failures_mail_pending()
     FailureRecord.objects.filter(notified=True).update(
         occurred_at=timezone.now() - timedelta(days=1)
     )
-    with django_capture_on_commit_callbacks(execute=True):
-        record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    failures.failures_mail_pending()
 
     assert "2 similar failure(s)" in mailoutbox[-1].body
 
@@ -230,12 +274,12 @@ def test_an_exception_already_recorded_is_not_recorded_again():
 
 
 def test_a_task_raising_in_a_worker_is_recorded_by_the_django_q_hook(
-    order, keep_test_connection, django_capture_on_commit_callbacks, mailoutbox
+    order, keep_test_connection, mailoutbox
 ):
-    with django_capture_on_commit_callbacks(execute=True):
-        result = run_in_worker(
-            "tests.test_failures.exploding_task", order_id=order.order_id
-        )
+    result = run_in_worker(
+        "tests.test_failures.exploding_task", order_id=order.order_id
+    )
+    failures.failures_mail_pending()
 
     assert result["success"] is False
     record = FailureRecord.objects.get()
@@ -246,6 +290,35 @@ def test_a_task_raising_in_a_worker_is_recorded_by_the_django_q_hook(
     assert "in exploding_task" in record.traceback
     assert record.order == order
     assert len(mailoutbox) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_hook_neither_writes_nor_mails_while_the_worker_holds_its_timer_lock(
+    settings, mailoutbox
+):
+    """django-q2 sends post_execute_in_worker holding the worker's timer lock,
+    which the sentinel's guard takes for every worker in turn: a slow database
+    or SMTP server there would freeze the guard for the whole cluster."""
+    settings.EMAIL_BACKEND = "tests.test_failures.LockWatchingBackend"
+    timer = Value("f", -1)
+    seen = []
+
+    def on_record_saved(sender, **kwargs):
+        seen.append(("record stored", held_elsewhere(timer)))
+
+    LockWatchingBackend.on_send = lambda: seen.append(
+        ("mail sent", held_elsewhere(timer))
+    )
+    pre_save.connect(on_record_saved, sender=FailureRecord, weak=False)
+    try:
+        run_in_worker("tests.test_failures.exploding_task", "ord_x", timer=timer)
+        failures.failures_mail_pending()
+    finally:
+        pre_save.disconnect(on_record_saved, sender=FailureRecord)
+        LockWatchingBackend.on_send = None
+
+    assert seen == [("record stored", False), ("mail sent", False)]
+    assert FailureRecord.objects.get().exception_type.endswith("InventoryOutOfSync")
 
 
 def test_a_task_passed_as_a_function_is_recorded_under_its_dotted_name(

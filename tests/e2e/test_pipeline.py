@@ -155,7 +155,7 @@ def test_a_waiting_retry_does_not_hold_the_only_worker(fresh_stack):
 
 
 def test_killing_the_whole_cluster_mid_order_still_ends_the_order(fresh_stack):
-    stack = fresh_stack(ORDER_LEASE_SECONDS="4")
+    stack = fresh_stack()
     placed = stack.place(delay_ms=2000)
     stack.wait_for_status(placed["order_id"], {"PROCESSING"}, timeout=20)
     stack.kill_cluster()
@@ -171,7 +171,7 @@ def test_killing_the_whole_cluster_mid_order_still_ends_the_order(fresh_stack):
 def test_killing_the_busy_worker_mid_order_is_recovered_by_the_cluster(
     fresh_stack,
 ):
-    stack = fresh_stack(ORDER_LEASE_SECONDS="4")
+    stack = fresh_stack()
     placed = stack.place(delay_ms=2000)
     stack.wait_for_status(placed["order_id"], {"PROCESSING"}, timeout=20)
     victims = wait_until(stack.busy_worker_pids, timeout=5, what="a busy worker")

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.e2e.test_idempotency_e2e import assert_double_clicks_make_one_order
 from tests.stack import make_stack, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +56,6 @@ def scaled_stack(tmp_path_factory):
         REDIS_URL=REDIS_URL,
         # Its own queue in the shared Redis, so parallel runs cannot take its tasks.
         Q_CLUSTER_NAME=database,
-        ORDER_LEASE_SECONDS="4",
     )
     try:
         yield stack.start()
@@ -95,3 +95,9 @@ def test_staff_stream_on_postgresql_misses_no_event_of_concurrent_writers(
     received = [event_id for event_id, order_id in seen if order_id in order_ids]
     assert sorted(received) == scaled_stack.event_ids_of(order_ids)
     assert [event_id for event_id, _ in seen] == sorted({i for i, _ in seen})
+
+
+def test_a_double_click_on_postgresql_places_one_order_and_both_answers_name_it(
+    scaled_stack,
+):
+    assert_double_clicks_make_one_order(scaled_stack, rounds=5, clicks=8)

@@ -11,6 +11,7 @@ from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
 from orders.dispatcher import run_dispatcher
+from orders.failures import run_failure_mailer
 from orders.watchdog import (
     ClusterWatch,
     can_watch,
@@ -27,7 +28,8 @@ class Command(QClusterCommand):
     help = (
         "Starts a django-q2 cluster and, in the same process, the order dispatcher "
         "that hands due retries to the queue and takes back orders whose worker "
-        "died. Stop it with SIGTERM or SIGINT to this process only."
+        "died, and the failure mailer. Stop it with SIGTERM or SIGINT to this "
+        "process only."
     )
 
     def add_arguments(self, parser):
@@ -35,7 +37,8 @@ class Command(QClusterCommand):
         parser.add_argument(
             "--no-dispatcher",
             action="store_true",
-            help="Run only the workers (another process runs the dispatcher).",
+            help="Run only the workers (another process runs the dispatcher and "
+            "the failure mailer).",
         )
 
     def handle(self, *args, **options):
@@ -54,6 +57,12 @@ class Command(QClusterCommand):
             target=self._dispatch, args=(stop,), name="order-dispatcher", daemon=True
         )
         dispatcher.start()
+        # The admins' failure mails, apart from the workers and the dispatcher:
+        # a mail server that hangs holds up nothing else (orders/failures.py).
+        mailer = threading.Thread(
+            target=self._mail, args=(stop,), name="failure-mailer", daemon=True
+        )
+        mailer.start()
         watch = ClusterWatch() if can_watch() else None
         if watch is None:
             logger.warning(
@@ -71,6 +80,7 @@ class Command(QClusterCommand):
         finally:
             stop.set()
             dispatcher.join(timeout=10)
+            mailer.join(timeout=10)
 
     @staticmethod
     def _needs_restart(cluster: Cluster, watch: ClusterWatch) -> bool:
@@ -106,5 +116,12 @@ class Command(QClusterCommand):
     def _dispatch(stop: threading.Event) -> None:
         try:
             run_dispatcher(stop)
+        finally:
+            connections.close_all()
+
+    @staticmethod
+    def _mail(stop: threading.Event) -> None:
+        try:
+            run_failure_mailer(stop)
         finally:
             connections.close_all()
