@@ -292,7 +292,7 @@ def test_stock_failing_once_completes_with_one_payment_and_two_stock_attempts(st
 def test_a_worker_killed_right_after_the_payment_checkpoint_resumes_at_stock(
     fresh_stack,
 ):
-    stack = fresh_stack(ORDER_LEASE_SECONDS="4")
+    stack = fresh_stack()
     placed = stack.place(delay_step="stock", delay_ms=3000)
     order_id = placed["order_id"]
     wait_until(
@@ -315,7 +315,7 @@ def test_a_worker_killed_inside_the_payment_call_is_not_charged_twice(fresh_stac
     """Killed after the gateway charged and before the checkpoint: the next
     attempt calls payment with the same idempotency key and the gateway answers
     with the first charge."""
-    stack = fresh_stack(ORDER_LEASE_SECONDS="4")
+    stack = fresh_stack()
     placed = stack.place(delay_when="after", delay_ms=3000)
     order_id = placed["order_id"]
     key = f"{order_id}:payment"

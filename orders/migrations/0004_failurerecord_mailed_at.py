@@ -16,7 +16,7 @@ def mark_earlier_mails_sent(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orders', '0002_delivery_failurerecord'),
+        ('orders', '0003_order_steps'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
