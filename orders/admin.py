@@ -112,6 +112,7 @@ class OrderAdmin(admin.ModelAdmin):
         "next_attempt_at",
         "lease_expires_at",
         "dispatch_due_at",
+        "queued_at",
         "failure_reason",
         "amount",
         "currency",
