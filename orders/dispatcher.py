@@ -17,7 +17,9 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from .failures import record_failure
@@ -171,12 +173,35 @@ def _due_orders(now) -> list[tuple]:
 
 
 def _postpone_still_queued(oldest: datetime, now) -> int:
-    """One UPDATE for every due order whose task still waits in the broker."""
-    return Order.objects.filter(
-        dispatch_due_at__lte=now,
-        status__in=OPEN,
-        queued_at__gte=oldest - ENQUEUE_CLOCK_SLACK,
-    ).update(dispatch_due_at=now + _seconds(settings.ORDER_REDISPATCH_SECONDS))
+    """One UPDATE for every due order whose task still waits in the broker.
+
+    The oldest task has waited `now - oldest`; an order enqueued later is looked
+    at again when it has waited as long (when the queue should have reached it),
+    and never sooner than ORDER_REDISPATCH_SECONDS. So a long backlog costs each
+    waiting order one or two of these updates, not one per period.
+    """
+    redispatch_at = now + _seconds(settings.ORDER_REDISPATCH_SECONDS)
+    reached_at = ExpressionWrapper(
+        F("queued_at") + Value(now - oldest), output_field=DateTimeField()
+    )
+    with transaction.atomic():
+        # Rows another dispatcher is updating are its to postpone; skipping them
+        # also keeps two such bulk UPDATEs from deadlocking on PostgreSQL.
+        waiting = (
+            Order.objects.select_for_update(skip_locked=True)
+            .filter(
+                dispatch_due_at__lte=now,
+                status__in=OPEN,
+                queued_at__gte=oldest - ENQUEUE_CLOCK_SLACK,
+            )
+            .order_by()
+            .values("pk")
+        )
+        return Order.objects.filter(pk__in=waiting).update(
+            dispatch_due_at=Greatest(
+                Value(redispatch_at, output_field=DateTimeField()), reached_at
+            )
+        )
 
 
 def _await_claim(pk: int, due_at: datetime, now) -> None:

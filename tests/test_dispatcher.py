@@ -102,6 +102,29 @@ def test_due_orders_whose_tasks_still_wait_in_the_queue_get_no_second_task(
 
 
 @pytest.mark.django_db
+def test_an_order_far_back_in_the_queue_is_looked_at_again_when_the_queue_nears_it(
+    django_capture_on_commit_callbacks, settings
+):
+    head = placed_with_task(django_capture_on_commit_callbacks)
+    behind = placed_with_task(django_capture_on_commit_callbacks)
+    # Enqueued 30 s after the head, and a minute later the head still waits.
+    make_due(head)
+    make_due(behind, queued_at=behind.queued_at + 30 * SECOND)
+    oldest = dispatcher.oldest_queued_at()
+    now = oldest + 60 * SECOND
+
+    assert dispatch_due_orders(now=now) == []
+
+    redispatch = timedelta(seconds=settings.ORDER_REDISPATCH_SECONDS)
+    assert reread(head).dispatch_due_at == now + redispatch
+    behind = reread(behind)
+    expected = behind.queued_at + (now - oldest)
+    assert abs(behind.dispatch_due_at - expected) < timedelta(milliseconds=1)
+    assert behind.dispatch_due_at > now + redispatch
+    assert queued_order_ids() == [head.order_id, behind.order_id]
+
+
+@pytest.mark.django_db
 def test_a_pending_order_whose_enqueue_failed_is_enqueued_by_the_sweep_after_a_grace(
     django_capture_on_commit_callbacks, monkeypatch, settings
 ):
