@@ -167,8 +167,9 @@ ORDER_RETRY_MAX_SECONDS = env_number("ORDER_RETRY_MAX_SECONDS", 60, minimum=0)
 # Fraction of each delay that is randomised (0.2: a delay lands in [80%, 100%]).
 ORDER_RETRY_JITTER = env_number("ORDER_RETRY_JITTER", 0.2, minimum=0)
 ORDER_LEASE_SECONDS = env_number("ORDER_LEASE_SECONDS", 60, minimum=1)
-# A PENDING or due RETRYING order that no worker has claimed this long after it was
-# handed to the queue is handed over again (the queue may have lost the task).
+# How long after an order was handed to the queue the dispatcher first checks on
+# it: a task still waiting in the broker is left alone; one that left the broker
+# without a worker claiming the order is taken for lost and handed over again.
 ORDER_REDISPATCH_SECONDS = env_number("ORDER_REDISPATCH_SECONDS", 15, minimum=1)
 # How often the dispatcher inside each qcluster looks for due work.
 ORDER_DISPATCH_INTERVAL_SECONDS = env_number(

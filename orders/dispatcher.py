@@ -4,7 +4,10 @@ whose worker vanished.
 The database is the truth and the queue only a hint: a queued task can be lost or
 delivered twice. So every order that should be moving but is not is found here, by
 its dispatch_due_at or an expired lease, and every step is a conditional UPDATE, so
-any number of dispatchers (one per qcluster) can run side by side.
+any number of dispatchers (one per qcluster) can run side by side. A task that is
+merely waiting behind a long queue is told apart from a lost one by the broker's
+oldest task, so a backlog never gains extra tasks. A row whose handling raises is
+recorded and backed off; the rest of the sweep goes on.
 """
 
 import functools
@@ -119,8 +122,8 @@ def dispatch_due_orders(*, now=None) -> list[str]:
     At an order's dispatch_due_at:
     - no task of it is known to be queued (queued_at null: a due retry, or the
       grace below is over): enqueue it;
-    - its task is still in the broker (task_still_queued): look again in
-      ORDER_REDISPATCH_SECONDS, enqueue nothing;
+    - its task is still in the broker (task_still_queued): enqueue nothing, and
+      look again when the queue should have reached it (_postpone_still_queued);
     - the queue has moved past its task, or is empty: the task may have just left
       for a worker, so look again in LEFT_QUEUE_GRACE_SECONDS with queued_at
       cleared; unclaimed by then, it was lost and is enqueued.
