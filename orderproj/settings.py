@@ -198,8 +198,9 @@ def attempt_timeout(lease: float) -> int:
 
 
 ORDER_ATTEMPT_TIMEOUT_SECONDS = attempt_timeout(ORDER_LEASE_SECONDS)
-# A PENDING or due RETRYING order that no worker has claimed this long after it was
-# handed to the queue is handed over again (the queue may have lost the task).
+# How long after an order was handed to the queue the dispatcher first checks on
+# it: a task still waiting in the broker is left alone; one that left the broker
+# without a worker claiming the order is taken for lost and handed over again.
 ORDER_REDISPATCH_SECONDS = env_number("ORDER_REDISPATCH_SECONDS", 15, minimum=1)
 # How often the dispatcher inside each qcluster looks for due work.
 ORDER_DISPATCH_INTERVAL_SECONDS = env_number(

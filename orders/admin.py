@@ -133,6 +133,7 @@ class OrderAdmin(ViewOnlyRecordAdmin):
         "next_attempt_at",
         "lease_expires_at",
         "dispatch_due_at",
+        "queued_at",
         "failure_reason",
         "simulate",
         "idempotency_key",

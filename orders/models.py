@@ -44,6 +44,10 @@ class Order(models.Model):
     # When the dispatcher should (re)hand this order to the queue; null while a
     # worker holds it or once it is terminal.
     dispatch_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # When this order's task was last handed to the queue, as the enqueuing
+    # process saw it; null when no task of it is known to wait there (a retry
+    # not yet due), so the dispatcher enqueues one at dispatch_due_at.
+    queued_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
     # The steps done so far, by name: {"payment": {"reference": ..., "attempt": 1,
     # "at": ...}}. Written with the step's order.step_completed event; a later

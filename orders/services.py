@@ -51,6 +51,7 @@ def order_place(
             return existing, False
     try:
         with _one_writer_per_process(), transaction.atomic():
+            now = timezone.now()
             order = Order.objects.create(
                 customer_email=data.customer_email,
                 amount=data.amount,
@@ -59,7 +60,10 @@ def order_place(
                 simulate=data.simulate,
                 idempotency_key=idempotency_key,
                 request_fingerprint=data.fingerprint,
-                dispatch_due_at=_redispatch_time(),
+                # Enqueued on commit, milliseconds from now: the dispatcher
+                # compares this with the queue's oldest task (dispatcher.py).
+                queued_at=now,
+                dispatch_due_at=_redispatch_time(now),
             )
             OrderLine.objects.bulk_create(
                 OrderLine(
@@ -304,7 +308,9 @@ def order_schedule_retry(
         ),
         changes={
             "next_attempt_at": due,
+            # No task of it is in the queue: the dispatcher enqueues one at `due`.
             "dispatch_due_at": due,
+            "queued_at": None,
             "lease_expires_at": None,
         },
         preceding=preceding,
@@ -337,6 +343,7 @@ def order_retry(*, order: Order) -> Order:
     """
     with transaction.atomic():
         previous_reason = order.failure_reason
+        now = timezone.now()
         moved = transition(
             order,
             Status.PENDING,
@@ -348,8 +355,10 @@ def order_retry(*, order: Order) -> Order:
                 "max_attempts": settings.ORDER_MAX_ATTEMPTS,
                 "failure_reason": "",
                 "next_attempt_at": None,
-                "dispatch_due_at": _redispatch_time(),
+                "queued_at": now,
+                "dispatch_due_at": _redispatch_time(now),
             },
+            now=now,
         )
         if moved:
             order_enqueue_on_commit(order)
@@ -377,8 +386,10 @@ def order_expire_lease(*, order: Order) -> bool:
     return order_schedule_retry(order, message=message, preceding=[failed])
 
 
-def _redispatch_time():
-    return timezone.now() + timedelta(seconds=settings.ORDER_REDISPATCH_SECONDS)
+def _redispatch_time(now=None):
+    """When the dispatcher next looks at work just handed to the queue."""
+    now = now or timezone.now()
+    return now + timedelta(seconds=settings.ORDER_REDISPATCH_SECONDS)
 
 
 def _elapsed_ms(started: float) -> int:

@@ -6,7 +6,9 @@ poke at them."""
 import json
 import os
 import signal
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -15,9 +17,11 @@ from httpx_sse import connect_sse
 from orders.gateways import SimulatedLedger
 from orders.processes import (
     LocalService,
+    cluster_command,
     free_port,
     local_env,
     simulated_gateway_dir,
+    spawn,
     stop,
     wait_until,
 )
@@ -46,7 +50,11 @@ DEFAULT_ENV = {
 }
 
 
+@dataclass
 class Stack(LocalService):
+    # More qcluster processes (workers + dispatcher each), as on other machines.
+    other_clusters: list[subprocess.Popen] = field(default_factory=list)
+
     def start(self) -> "Stack":
         super().start()
         self.manage(
@@ -84,6 +92,26 @@ class Stack(LocalService):
 
     def stop_cluster(self) -> None:
         stop(self.cluster, timeout=30)
+
+    def start_other_cluster(self) -> Path:
+        """One more qcluster on the same database and queue; returns its log."""
+        log = self.workdir / f"other-cluster-{len(self.other_clusters) + 1}.log"
+        process = spawn(cluster_command(), env=self.env, log=log)
+        self.other_clusters.append(process)
+
+        def running():
+            if process.poll() is not None:
+                raise RuntimeError(f"qcluster exited:\n{log.read_text()}")
+            text = log.read_text()
+            return "dispatcher started" in text and "running." in text
+
+        wait_until(running, timeout=30, what="another qcluster to start")
+        return log
+
+    def stop(self) -> None:
+        for process in self.other_clusters:
+            stop(process, timeout=30)
+        super().stop()
 
     # HTTP helpers -----------------------------------------------------------------
     def client(self) -> httpx.Client:

@@ -209,8 +209,9 @@ def test_reap_stuck_expires_leases_and_redispatches(monkeypatch):
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
     forgotten = place()
+    # Due, and no task of it known to be queued (its enqueue failed a while ago).
     Order.objects.filter(pk=forgotten.pk).update(
-        dispatch_due_at=timezone.now() - timedelta(seconds=1)
+        dispatch_due_at=timezone.now() - timedelta(seconds=1), queued_at=None
     )
 
     output = run("reap_stuck")

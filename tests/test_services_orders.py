@@ -160,18 +160,6 @@ def test_expired_lease_on_the_last_attempt_fails_the_order(place_order, settings
 
 
 @pytest.mark.django_db
-def test_sweep_redispatches_a_pending_order_the_queue_lost(place_order):
-    order = place_order()
-    OrmQ.objects.all().delete()
-    Order.objects.filter(pk=order.pk).update(
-        dispatch_due_at=timezone.now() - timedelta(seconds=1)
-    )
-    assert sweep().dispatched == [order.order_id]
-    assert OrmQ.objects.count() == 1
-    assert sweep().dispatched == []
-
-
-@pytest.mark.django_db
 def test_operator_retry_resets_attempts_and_requeues(place_order):
     order = process_until_terminal(place_order(simulate={"failure": "permanent"}))
     order = order_retry(order=order)

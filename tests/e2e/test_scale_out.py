@@ -2,9 +2,13 @@
 Redis (REDIS_URL: django-q2's Redis broker). Skipped, with the reason, where the
 services are missing, unless REQUIRE_SERVICES=1 (as .ci/run sets)."""
 
+import json
 import os
+import re
 import secrets
 import signal
+from collections import Counter
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -18,6 +22,37 @@ POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# One line per dispatcher enqueue (orders/dispatcher.py) and per task a worker
+# starts (django_q/worker.py).
+ENQUEUED = re.compile(r" enqueued (ord_\w+) \(due (\S+)\): (.*)$", re.MULTILINE)
+TASK_STARTED = re.compile(r" processing \S+ 'orders\.tasks\.process_order'")
+# Run in a stack's `manage.py shell`: takes the tasks of three orders (the first,
+# a middle and the last placed) out of the Redis queue, as if lost.
+LOSE_THREE_TASKS = """
+import json
+from django_q.brokers import get_broker
+from django_q.signing import SignedPackage
+from orders.models import Order
+broker = get_broker()
+ids = list(Order.objects.order_by("pk").values_list("order_id", flat=True))
+lost = {ids[0], ids[len(ids) // 2], ids[-1]}
+removed = 0
+for raw in broker.connection.lrange(broker.list_key, 0, -1):
+    if SignedPackage.loads(raw)["args"][0] in lost:
+        removed += broker.connection.lrem(broker.list_key, 1, raw)
+assert removed == 3, removed
+print(json.dumps(sorted(lost)))
+"""
+COUNTS = """
+import json
+from django_q.brokers import get_broker
+from orders.models import Order, OrderEvent
+print(json.dumps({
+    "queued": get_broker().queue_size(),
+    "attempts": OrderEvent.objects.filter(type="order.processing").count(),
+    "open": Order.objects.exclude(status__in=["COMPLETED", "FAILED"]).count(),
+}))
+"""
 
 
 def services_missing() -> str | None:
@@ -36,13 +71,19 @@ def services_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def scaled_stack(tmp_path_factory):
+def require_services() -> None:
     missing = services_missing()
     if missing:
         if os.environ.get("REQUIRE_SERVICES") == "1":
             pytest.fail(f"REQUIRE_SERVICES=1 but {missing}")
         pytest.skip(missing)
+
+
+@contextmanager
+def scaled(workdir, **overrides):
+    """A stack (not started) on a throwaway PostgreSQL database and its own queue
+    in Redis; both are gone afterwards."""
+    require_services()
     import psycopg
 
     database = f"orderproj_e2e_{secrets.token_hex(4)}"
@@ -51,18 +92,28 @@ def scaled_stack(tmp_path_factory):
     parts = urlsplit(POSTGRES_URL)
     database_url = urlunsplit(parts._replace(path=f"/{database}"))
     stack = make_stack(
-        tmp_path_factory.mktemp("scaled"),
+        workdir,
         DATABASE_URL=database_url,
         REDIS_URL=REDIS_URL,
         # Its own queue in the shared Redis, so parallel runs cannot take its tasks.
         Q_CLUSTER_NAME=database,
+        **overrides,
     )
     try:
-        yield stack.start()
+        yield stack
     finally:
         stack.stop()
+        import redis
+
+        redis.from_url(REDIS_URL).delete(f"django_q:{database}:q")
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def scaled_stack(tmp_path_factory):
+    with scaled(tmp_path_factory.mktemp("scaled")) as stack:
+        yield stack.start()
 
 
 def test_orders_complete_and_retry_on_postgresql_and_redis(scaled_stack):
@@ -101,3 +152,105 @@ def test_a_double_click_on_postgresql_places_one_order_and_both_answers_name_it(
     scaled_stack,
 ):
     assert_double_clicks_make_one_order(scaled_stack, rounds=5, clicks=8)
+
+
+def shell(stack, code: str):
+    """What `code`, run in the stack's `manage.py shell`, prints last, as JSON."""
+    return json.loads(stack.manage("shell", "-c", code).stdout.splitlines()[-1])
+
+
+def settled(stack) -> dict:
+    """Once every order is COMPLETED or FAILED and the queue is empty."""
+    return wait_until(
+        lambda: (
+            (counts := shell(stack, COUNTS))["open"] == counts["queued"] == 0 and counts
+        ),
+        timeout=180,
+        interval=1,
+        what="every order to finish and the queue to empty",
+    )
+
+
+def placed_before_the_workers_start(stack, *args: str) -> None:
+    """`place_orders` with the stack's qcluster stopped: every task waits in Redis."""
+    stack.start()
+    stack.stop_cluster()
+    stack.manage("place_orders", *args, timeout=300)
+
+
+def test_orders_whose_tasks_vanished_from_the_redis_queue_complete_once(tmp_path):
+    with scaled(tmp_path, ORDER_REDISPATCH_SECONDS="2") as stack:
+        placed_before_the_workers_start(stack, "--count", "300")
+        lost = shell(stack, LOSE_THREE_TASKS)
+        stack.start_cluster()
+
+        for order_id in lost:
+            document = stack.wait_for_terminal(order_id, timeout=60)
+            assert (document["status"], document["attempts"]) == ("COMPLETED", 1)
+        counts = settled(stack)
+        log = stack.cluster_log().read_text()
+        assert sorted(order for order, _, _ in ENQUEUED.findall(log)) == lost
+        assert len(TASK_STARTED.findall(log)) == counts["attempts"] == 300
+
+
+def test_a_qcluster_killed_while_pulling_a_backlog_loses_no_order(tmp_path):
+    """SIGKILL to every process of the qcluster: the tasks its pusher had pulled
+    ahead are gone from Redis, and the orders being worked on keep their lease."""
+    with scaled(tmp_path, ORDER_REDISPATCH_SECONDS="2") as stack:
+        placed_before_the_workers_start(stack, "--count", "1000")
+        stack.start_cluster()
+        staff = stack.staff_client()
+        try:
+            wait_until(
+                lambda: (
+                    staff.get("/api/dashboard/stats").json()["counts"]["COMPLETED"]
+                    >= 200
+                ),
+                timeout=120,
+                what="200 orders to complete",
+            )
+        finally:
+            staff.close()
+        stack.kill_cluster()
+        stack.start_cluster()
+
+        counts = settled(stack)
+        log = stack.cluster_log().read_text()
+        not_completed = shell(
+            stack,
+            "from orders.models import Order\n"
+            "print(Order.objects.exclude(status='COMPLETED').count())",
+        )
+        assert not_completed == 0
+        # The orders of the pulled-ahead tasks were found and enqueued again.
+        lost = [why for _, _, why in ENQUEUED.findall(log) if "lost" in why]
+        assert lost, "the kill lost no queued task: nothing was proven"
+        assert counts["attempts"] >= 1000
+
+
+def test_two_dispatchers_enqueue_no_order_twice_for_one_due_time_and_lose_none(
+    tmp_path,
+):
+    """Two qclusters (workers and dispatcher each) on one PostgreSQL and one Redis
+    queue: retries and lost tasks are each handed to the queue by one of them."""
+    with scaled(tmp_path, ORDER_REDISPATCH_SECONDS="2") as stack:
+        placed_before_the_workers_start(
+            stack, "--count", "400", "--fail-rate", "0.3", "--seed", "7"
+        )
+        lost = shell(stack, LOSE_THREE_TASKS)
+        stack.start_cluster()
+        other_log = stack.start_other_cluster()
+
+        counts = settled(stack)
+        logs = [stack.cluster_log().read_text(), other_log.read_text()]
+        enqueues = [ENQUEUED.findall(log) for log in logs]
+        per_due_time = Counter(
+            (order, due) for found in enqueues for order, due, _ in found
+        )
+        assert per_due_time, "no dispatcher enqueued anything"
+        assert max(per_due_time.values()) == 1, per_due_time.most_common(3)
+        assert all(enqueues), "one of the two dispatchers never enqueued"
+        assert not [log for log in logs if "dispatcher sweep failed" in log]
+        assert set(lost) <= {order for order, _ in per_due_time}
+        tasks = sum(len(TASK_STARTED.findall(log)) for log in logs)
+        assert tasks <= counts["attempts"] * 1.05, (tasks, counts)

@@ -1,0 +1,73 @@
+"""A queue backlog far longer than ORDER_REDISPATCH_SECONDS, drained by real
+django-q2 workers: the dispatcher must not take waiting tasks for lost ones."""
+
+import json
+import re
+import time
+
+import pytest
+
+from tests.stack import wait_until
+
+pytestmark = pytest.mark.e2e
+
+BACKLOG = 5000
+# django-q2 logs this line for every task a worker starts (django_q/worker.py).
+TASK_STARTED = re.compile(r" processing \S+ 'orders\.tasks\.process_order'")
+
+
+def shell(stack, code: str):
+    """What `code`, run in `manage.py shell` against the stack, prints last."""
+    return json.loads(stack.manage("shell", "-c", code).stdout.splitlines()[-1])
+
+
+def queue_counts(stack) -> dict:
+    """Tasks in the broker (waiting or pulled but not acknowledged) and attempts
+    made (each writes one order.processing event)."""
+    return shell(
+        stack,
+        "import json\n"
+        "from django_q.models import OrmQ\n"
+        "from orders.models import OrderEvent\n"
+        "print(json.dumps({'queued': OrmQ.objects.count(), 'attempts': "
+        "OrderEvent.objects.filter(type='order.processing').count()}))",
+    )
+
+
+def test_a_backlog_far_longer_than_the_redispatch_period_runs_one_task_per_attempt(
+    fresh_stack,
+):
+    """5,000 orders wait in the embedded broker (SQLite, ORM) for 2 workers, with
+    ORDER_REDISPATCH_SECONDS=2: the backlog lasts a minute or more, and every
+    waiting order is due again and again meanwhile."""
+    stack = fresh_stack(ORDER_REDISPATCH_SECONDS="2")
+    # Every task is in the real broker before a worker can take one.
+    stack.stop_cluster()
+    stack.manage("place_orders", "--count", str(BACKLOG), timeout=600)
+    started = time.monotonic()
+    stack.start_cluster()
+    staff = stack.staff_client()
+
+    def drained():
+        counts = staff.get("/api/dashboard/stats").json()["counts"]
+        return counts if counts["COMPLETED"] == BACKLOG else None
+
+    try:
+        wait_until(
+            drained, timeout=900, interval=2, what=f"{BACKLOG} orders to complete"
+        )
+    finally:
+        staff.close()
+    drained_in = time.monotonic() - started
+    # Extra tasks wait behind the originals: let the workers run them too.
+    counts = wait_until(
+        lambda: (counts := queue_counts(stack))["queued"] == 0 and counts,
+        timeout=600,
+        interval=1,
+        what="the broker to empty",
+    )
+    stack.stop_cluster()
+    tasks = len(TASK_STARTED.findall(stack.cluster_log().read_text()))
+    print(f"drained {BACKLOG} orders in {drained_in:.0f} s; {tasks} tasks, {counts}")
+    assert counts["attempts"] == BACKLOG
+    assert tasks / counts["attempts"] <= 1.05, (tasks, counts)
