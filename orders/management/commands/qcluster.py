@@ -41,8 +41,8 @@ class Command(QClusterCommand):
         else:
             cluster_class = django_q_cluster.Cluster
             logger.warning(
-                "cluster watch off: its locks need Linux (/proc/self/fd, "
-                "O_TMPFILE); a worker killed while idle can stall this cluster"
+                "cluster watch off: its locks need Linux's /proc/self/fd; a "
+                "worker killed while idle can stall this cluster"
             )
         # The sentinel is forked from this process: hand it no open connection.
         connections.close_all()
