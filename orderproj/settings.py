@@ -223,9 +223,13 @@ if ORDER_RETRY_JITTER > 1:
 # Queue (django-q2) --------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 Q_WORKERS = env_number("Q_WORKERS", 2, cast=int, minimum=1)
+# A worker exits after this many tasks and the sentinel starts a fresh one
+# (django-q2's default, 500), which bounds what a leaking task can hold.
+Q_RECYCLE = env_number("Q_RECYCLE", 500, cast=int, minimum=1)
 Q_CLUSTER = {
     "name": "orderproj",
     "workers": Q_WORKERS,
+    "recycle": Q_RECYCLE,
     # Shorter than the lease by a margin (see attempt_timeout): a worker that
     # overruns is gone before its lease expires and a retry can be claimed, so
     # two attempts of one order never run side by side.

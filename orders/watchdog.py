@@ -1,88 +1,122 @@
-"""Notices the one failure a django-q2 cluster cannot recover from by itself.
+"""The cluster watch: django-q2's sentinel, told what a dead process leaves behind.
 
-django-q2's workers share one multiprocessing queue, and an idle worker waits for
-its next task inside `Queue.get()` while holding the queue's reader lock. A worker
-killed while it waits (the OOM killer picks processes, not moments) takes the lock
-with it: the sentinel starts a replacement, but no worker can read a task again and
-the cluster looks alive while it does nothing. Measured: after SIGKILL of one idle
-worker, no order was processed for as long as the cluster ran.
-
-The watch runs in the qcluster main process. It reads each worker's state from the
-process title django-q2 sets (`qcluster <name> idle` / `... processing ...`), and
-calls for a restart when an idle worker vanished, no worker has started a task
-since, and orders have been waiting for a worker for a while. A worker that starts
-a task after the loss proves the queue readable, and the suspicion is dropped (a
-worker recycled by django-q2 exits idle too, without holding the lock).
+The sentinel already notices every dead child within a guard cycle and starts a
+replacement. With the queues of orders/taskqueue.py no dead process holds a lock,
+so a replacement is all a death needs, except one: a process that died in the
+middle of a message left the queue's byte stream unreadable. Only then, and only
+on that evidence (the queue's own record names the dead process), does this
+sentinel SIGKILL the cluster's processes and start them again on new queues;
+orders they held come back through their leases and the dispatcher.
 """
 
-import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
+import logging
 from pathlib import Path
 
-from django.db.models import Q
-from django.utils import timezone
+from django_q import cluster as django_q_cluster
+from django_q.conf import Conf
+from django_q.worker import worker
 
-from .models import Order
+from .taskqueue import ClusterQueue, robust_value
+
+logger = logging.getLogger(__name__)
+
+RESTART_MESSAGE = "restarting every process of the cluster on new queues"
+# How long a worker that django-q2 terminated for overrunning its timeout gets
+# to die before its queues are checked.
+TERMINATED_WORKER_WAIT_SECONDS = 5
+
+
+def new_queues() -> tuple[ClusterQueue, ClusterQueue]:
+    """The task queue (pusher -> workers) and the result queue (workers ->
+    monitor), bounded as django-q2 bounds them."""
+    return (
+        ClusterQueue(maxsize=Conf.QUEUE_LIMIT or 0, name="task"),
+        ClusterQueue(name="result"),
+    )
+
+
+class Sentinel(django_q_cluster.Sentinel):
+    def __init__(
+        self, stop_event, start_event, cluster_id, broker=None, timeout=None, start=True
+    ):
+        super().__init__(
+            stop_event, start_event, cluster_id, broker, timeout, start=False
+        )
+        self.task_queue, self.result_queue = new_queues()
+        if start:
+            self.start()
+
+    def spawn_worker(self):
+        # The guard takes each worker's timer lock every cycle: a plain one
+        # held by a dead worker would stop the guard for good.
+        self.spawn_process(
+            worker,
+            self.task_queue,
+            self.result_queue,
+            robust_value("f", -1),
+            self.timeout,
+        )
+
+    def reincarnate(self, process):
+        if (
+            process not in self.pool
+            and process is not self.monitor
+            and process is not self.pusher
+        ):
+            return  # of the generation a restart has replaced
+        timed_out = process.is_alive()
+        if not timed_out and self.restart_if_broken(process):
+            return
+        super().reincarnate(process)
+        if timed_out:
+            # django-q2 has just sent it SIGTERM; it may die mid-message too.
+            process.join(TERMINATED_WORKER_WAIT_SECONDS)
+            if not process.is_alive():
+                self.restart_if_broken(process)
+
+    def restart_if_broken(self, dead) -> bool:
+        for queue in (self.task_queue, self.result_queue):
+            if queue.died_mid_transfer(dead.pid):
+                logger.error(
+                    "process %d died in the middle of a message on the %s queue, "
+                    "which may now be misread: %s",
+                    dead.pid,
+                    queue.name,
+                    RESTART_MESSAGE,
+                )
+                self.restart()
+                return True
+        return False
+
+    def restart(self) -> None:
+        processes = [*self.pool, self.monitor, self.pusher]
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.join()
+        self.task_queue, self.result_queue = new_queues()
+        self.reincarnations += 1
+        self.spawn_cluster()
+
+
+class Cluster(django_q_cluster.Cluster):
+    def start(self) -> int:
+        # Cluster.start() forks `Sentinel`, looked up in django_q.cluster at
+        # that moment, and has no parameter for it; swapping the module global
+        # for the call is the alternative to copying its 40 lines.
+        original = django_q_cluster.Sentinel
+        django_q_cluster.Sentinel = Sentinel
+        try:
+            return super().start()
+        finally:
+            django_q_cluster.Sentinel = original
+
+
+# Reading a cluster's processes from /proc: the end-to-end tests tell busy from
+# idle workers by the titles django-q2 gives them (with setproctitle installed).
 
 IDLE = "idle"
 PROCESSING = "processing"
-
-
-@dataclass
-class ClusterWatch:
-    """Decides, from successive snapshots of worker states, when to restart."""
-
-    confirm_seconds: float = 3.0
-    workers: dict[int, str] = field(default_factory=dict)
-    # Workers that were busy when an idle one vanished: their task started
-    # before the loss, so their finishing it proves nothing.
-    busy_at_loss: set[int] = field(default_factory=set)
-    lost_idle_worker: bool = False
-    waiting_since: float | None = None
-
-    def observe(
-        self, workers: dict[int, str], now: float, work_waiting: Callable[[], bool]
-    ) -> bool:
-        """Record a snapshot (pid -> state); True means: restart the cluster."""
-        for pid, state in self.workers.items():
-            if pid not in workers and state == IDLE and not self.lost_idle_worker:
-                self.lost_idle_worker = True
-                self.busy_at_loss = {
-                    other for other, s in workers.items() if s == PROCESSING
-                }
-        self.busy_at_loss &= {p for p, s in workers.items() if s == PROCESSING}
-        self.workers = dict(workers)
-        if not self.lost_idle_worker:
-            return False
-        started_since = any(
-            state == PROCESSING and pid not in self.busy_at_loss
-            for pid, state in workers.items()
-        )
-        if started_since:
-            self.reset()
-            return False
-        if not work_waiting():
-            self.waiting_since = None
-            return False
-        if self.waiting_since is None:
-            self.waiting_since = now
-        return now - self.waiting_since >= self.confirm_seconds
-
-    def reset(self) -> None:
-        self.lost_idle_worker = False
-        self.busy_at_loss = set()
-        self.waiting_since = None
-
-
-def orders_waiting(*, older_than_seconds: float = 5.0) -> bool:
-    """Some order has been ready for a worker longer than a healthy queue takes."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    return Order.objects.filter(
-        Q(status=Order.Status.PENDING, updated_at__lt=cutoff)
-        | Q(status=Order.Status.RETRYING, next_attempt_at__lt=cutoff)
-    ).exists()
 
 
 def children_of(pid: int) -> list[int]:
@@ -102,27 +136,28 @@ def descendants_of(pid: int) -> list[int]:
     return found
 
 
+def process_title(pid: int) -> list[str]:
+    """The words of a process's title; [] once it has gone."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return []
+    return title.replace("\0", " ").split()
+
+
 def worker_states(main_pid: int) -> dict[int, str]:
     """pid -> idle|processing for every django-q2 worker below `main_pid`."""
     states = {}
     for pid in descendants_of(main_pid):
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        words = title.replace("\0", " ").split()
-        if len(words) >= 3 and words[0] == "qcluster":
-            if words[2] == IDLE:
-                states[pid] = IDLE
-            elif words[2] == PROCESSING:
-                states[pid] = PROCESSING
+        words = process_title(pid)
+        if (
+            len(words) >= 3
+            and words[0] == "qcluster"
+            and words[2]
+            in {
+                IDLE,
+                PROCESSING,
+            }
+        ):
+            states[pid] = words[2]
     return states
-
-
-def can_watch() -> bool:
-    """Titles are readable: Linux /proc and setproctitle installed."""
-    try:
-        import setproctitle  # noqa: F401
-    except ImportError:
-        return False
-    return Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists()
