@@ -17,6 +17,15 @@ def simulated_gateway_dir(settings, tmp_path):
 
 
 @pytest.fixture
+def immediate_retries(settings):
+    """Retries due at once, three attempts: a test processes an order to its end
+    by calling the worker's service in a loop."""
+    settings.ORDER_RETRY_BASE_SECONDS = 0
+    settings.ORDER_RETRY_JITTER = 0
+    settings.ORDER_MAX_ATTEMPTS = 3
+
+
+@pytest.fixture
 def place_order():
     """Place an order through the service, as the API would."""
     import json

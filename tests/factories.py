@@ -24,3 +24,13 @@ def processed(**simulate) -> Order:
     services.order_process(order_id=order.order_id)
     order.refresh_from_db()
     return order
+
+
+def process_until_terminal(order: Order, limit: int = 10) -> Order:
+    """Run attempts as a worker would (retries due at once: the
+    immediate_retries fixture) until the order is COMPLETED or FAILED."""
+    for _ in range(limit):
+        order = services.order_process(order_id=order.order_id)
+        if order.is_terminal:
+            return order
+    raise AssertionError(f"{order} still {order.status} after {limit} attempts")

@@ -10,15 +10,12 @@ from orders.dispatcher import sweep
 from orders.models import Order, OrderEvent
 from orders.services import order_claim, order_process, order_retry
 from tests.expected import FAIL_TWICE_EVENTS
+from tests.factories import process_until_terminal
 
 Status = Order.Status
 
 
-@pytest.fixture(autouse=True)
-def immediate_retries(settings):
-    settings.ORDER_RETRY_BASE_SECONDS = 0
-    settings.ORDER_RETRY_JITTER = 0
-    settings.ORDER_MAX_ATTEMPTS = 3
+pytestmark = pytest.mark.usefixtures("immediate_retries")
 
 
 def event_types(order) -> list[str]:
@@ -27,14 +24,6 @@ def event_types(order) -> list[str]:
         .order_by("id")
         .values_list("type", flat=True)
     )
-
-
-def process_until_terminal(order, limit=10):
-    for _ in range(limit):
-        order = order_process(order_id=order.order_id)
-        if order.is_terminal:
-            return order
-    raise AssertionError(f"{order} still {order.status} after {limit} attempts")
 
 
 @pytest.mark.django_db(transaction=True)

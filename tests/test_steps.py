@@ -8,30 +8,19 @@ from orders.dispatcher import expire_leases
 from orders.gateways import SimulatedLedger, simulated_ledger, step_idempotency_key
 from orders.models import Order, OrderEvent
 from orders.selectors import order_document
-from orders.services import order_claim, order_process, order_retry
+from orders.services import order_claim, order_retry
 from tests.expected import STOCK_FAILS_ONCE_EVENTS
+from tests.factories import process_until_terminal
 
 Status = Order.Status
 
 
-@pytest.fixture(autouse=True)
-def immediate_retries(settings):
-    settings.ORDER_RETRY_BASE_SECONDS = 0
-    settings.ORDER_RETRY_JITTER = 0
-    settings.ORDER_MAX_ATTEMPTS = 3
+pytestmark = pytest.mark.usefixtures("immediate_retries")
 
 
 def events(order, event_type=None) -> list[OrderEvent]:
     found = OrderEvent.objects.filter(order=order).order_by("id")
     return list(found.filter(type=event_type) if event_type else found)
-
-
-def process_until_terminal(order, limit=10):
-    for _ in range(limit):
-        order = order_process(order_id=order.order_id)
-        if order.is_terminal:
-            return order
-    raise AssertionError(f"{order} still {order.status} after {limit} attempts")
 
 
 def count_gateway_calls(monkeypatch) -> list[tuple[str, int]]:
