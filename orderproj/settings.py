@@ -177,6 +177,10 @@ ORDER_DISPATCH_INTERVAL_SECONDS = env_number(
 ORDER_FAILURE_RATE = env_number("ORDER_FAILURE_RATE", 0, minimum=0)
 ORDER_SIMULATION_ENABLED = env_bool("ORDER_SIMULATION_ENABLED", DEBUG)
 ORDER_CURRENCY = env_str("ORDER_CURRENCY", "USD")
+# Routes POST /api/bench/baseline, the minimal view `manage.py bench placing`
+# compares placing with (orders/bench/views.py). Off: it writes rows no worker
+# processes.
+ORDER_BENCH_BASELINE = env_bool("ORDER_BENCH_BASELINE", False)
 if ORDER_FAILURE_RATE > 1:
     raise ImproperlyConfigured("ORDER_FAILURE_RATE must be between 0 and 1")
 if ORDER_RETRY_JITTER > 1:
