@@ -56,6 +56,12 @@ class PipelineReport:
     orders_completed: int = 0
     orders_failed: int = 0
     ratio: float = 0.0
+    # CPU time the whole qcluster (every process) spent per task while draining;
+    # their ratio is the throughput ratio the CPU alone would allow. None where
+    # /proc cannot be read.
+    noop_cpu_ms: float | None = None
+    order_cpu_ms: float | None = None
+    cpu_ratio: float | None = None
     pickup_ms: Figures = field(default_factory=Figures)
 
     def as_dict(self) -> dict:
@@ -96,11 +102,12 @@ class PipelineBench:
             self.measure_pickup()
         finally:
             self.stop_cluster()
-        if self.report.noop_rate_per_s:
-            self.report.ratio = (
-                self.report.orders_rate_per_s / self.report.noop_rate_per_s
-            )
-        return self.report
+        report = self.report
+        if report.noop_rate_per_s:
+            report.ratio = report.orders_rate_per_s / report.noop_rate_per_s
+        if report.noop_cpu_ms and report.order_cpu_ms:
+            report.cpu_ratio = report.noop_cpu_ms / report.order_cpu_ms
+        return report
 
     # The cluster ----------------------------------------------------------------
     def start_cluster(self) -> None:
@@ -115,6 +122,9 @@ class PipelineBench:
 
         stop(self.service.cluster, timeout=30)
         self.service.cluster = None
+
+    def cluster_cpu(self) -> float | None:
+        return cpu_seconds(self.service.cluster.pid)
 
     def check_deadline(self, what: str) -> None:
         if time.monotonic() > self.deadline:
@@ -150,9 +160,9 @@ class PipelineBench:
         first = last = None
         while last is None:
             if first is None and queue_size(broker) <= count:
-                first = time.perf_counter()
+                first, cpu_first = time.perf_counter(), self.cluster_cpu()
             if first is not None and done.exists():
-                last = time.perf_counter()
+                last, cpu_last = time.perf_counter(), self.cluster_cpu()
             else:
                 self.check_deadline("draining the no-op tasks")
                 time.sleep(self.POLL_SECONDS)
@@ -160,15 +170,25 @@ class PipelineBench:
         span = last - first
         self.report.noop_drain_s = span
         self.report.noop_rate_per_s = count / span if span > 0 else 0.0
+        if cpu_first is not None:
+            self.report.noop_cpu_ms = (cpu_last - cpu_first) * 1000 / count
 
     # 2. Orders ------------------------------------------------------------------
     def measure_orders(self) -> None:
         from orders.models import Order, OrderEvent
 
         order_ids = [self.place(index) for index in range(self.plan.orders)]
-        self.start_cluster()
-        self.wait_until_finished(order_ids, "draining the orders")
         orders = Order.objects.filter(order_id__in=order_ids)
+        waiting = orders.filter(status=Order.Status.PENDING)
+        self.start_cluster()
+        while waiting.count() == len(order_ids):
+            self.check_deadline("the first order")
+            time.sleep(self.POLL_SECONDS)
+        cpu_first = self.cluster_cpu()
+        self.wait_until_finished(order_ids, "draining the orders")
+        cpu_last = self.cluster_cpu()
+        if cpu_first is not None:
+            self.report.order_cpu_ms = (cpu_last - cpu_first) * 1000 / len(order_ids)
         self.report.orders_completed = orders.filter(
             status=Order.Status.COMPLETED
         ).count()
@@ -242,6 +262,26 @@ def queue_size(broker) -> int:
     if Conf.ORM:
         return OrmQ.objects.using(Conf.ORM).filter(key=broker.list_key).count()
     return broker.queue_size()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time used so far by process `pid` and every process below it: each
+    one's own, plus what it has reaped of its children's (Linux /proc)."""
+    from orders.watchdog import descendants_of
+
+    total = 0
+    for process in [pid, *descendants_of(pid)]:
+        try:
+            stat = Path(f"/proc/{process}/stat").read_text()
+        except OSError:
+            if process == pid:
+                return None
+            continue
+        # After the command name: state is field 3; utime, stime, cutime and
+        # cstime are fields 14 to 17.
+        fields = stat.rsplit(")", 1)[1].split()
+        total += sum(int(value) for value in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str]) -> None:

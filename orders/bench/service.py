@@ -365,7 +365,18 @@ def format_pipeline(pipeline: dict) -> list[str]:
         f"({pipeline['orders_completed']} completed, "
         f"{pipeline['orders_failed']} failed, in {pipeline['orders_drain_s']:.2f} s)",
         f"{'orders/s ÷ no-op tasks/s':<32} {pipeline['ratio']:.2f}",
+        cpu_line(pipeline),
         Figures.from_dict(pipeline["pickup_ms"]).line(
             "pickup (created→processing)", "ms"
         ),
     ]
+
+
+def cpu_line(pipeline: dict) -> str:
+    if pipeline["cpu_ratio"] is None:
+        return f"{'cluster CPU per task':<32} (not measured: no /proc)"
+    return (
+        f"{'cluster CPU per task':<32} no-op {pipeline['noop_cpu_ms']:.2f} ms, "
+        f"order {pipeline['order_cpu_ms']:.2f} ms "
+        f"(ratio {pipeline['cpu_ratio']:.2f})"
+    )
