@@ -69,7 +69,7 @@ def transition(
         raise InvalidTransition(from_status, to_status)
     now = now or timezone.now()
     values = {"status": to_status, "updated_at": now, **(changes or {})}
-    with transaction.atomic():
+    with _atomic():
         moved = _update_order(order, values, status=from_status, version=order.version)
         if moved is None:
             return False
@@ -100,13 +100,20 @@ def append_event(
     delivery.completed, ...), bumping the version because the document changed."""
     now = timezone.now()
     values = {"updated_at": now, **(changes or {})}
-    with transaction.atomic():
+    with _atomic():
         current = _update_order(order, values)
         for name, value in {**values, **current}.items():
             setattr(order, name, value)
         event = _event(order, event_type, detail, now)
         _insert_events([event])
     return event
+
+
+def _atomic():
+    """A transaction, or, inside a caller's, no savepoint: an error here always
+    propagates and dooms the caller's transaction anyway, and a savepoint costs
+    two more statements (round trips on PostgreSQL) per move."""
+    return transaction.atomic(savepoint=False)
 
 
 # The order's UPDATE and the events' INSERT are written out rather than built by
