@@ -5,6 +5,7 @@ services are missing, unless REQUIRE_SERVICES=1 (as .ci/run sets)."""
 import os
 import secrets
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -95,3 +96,34 @@ def test_staff_stream_on_postgresql_misses_no_event_of_concurrent_writers(
     received = [event_id for event_id, order_id in seen if order_id in order_ids]
     assert sorted(received) == scaled_stack.event_ids_of(order_ids)
     assert [event_id for event_id, _ in seen] == sorted({i for i, _ in seen})
+
+
+def test_web_process_serves_many_requests_on_a_few_database_connections(
+    scaled_stack,
+):
+    """Each request runs in a thread of its own under daphne: without the pool,
+    every one opened a PostgreSQL session and left it open until garbage
+    collection, until PostgreSQL refused more clients."""
+    import psycopg
+
+    database = urlsplit(scaled_stack.env["DATABASE_URL"]).path.lstrip("/")
+
+    def sessions_opened() -> int:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            return admin.execute(
+                "SELECT sessions FROM pg_stat_database WHERE datname = %s",
+                [database],
+            ).fetchone()[0]
+
+    order_id = scaled_stack.place()["order_id"]
+    before = sessions_opened()
+    with scaled_stack.client() as client, ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(
+            pool.map(
+                lambda _: client.get(f"/api/orders/{order_id}").status_code,
+                range(60),
+            )
+        )
+    assert statuses == [200] * 60
+    # The pool holds at most 10; the workers and dispatcher keep their own.
+    assert sessions_opened() - before <= 10
