@@ -6,12 +6,14 @@ This module runs in a process of its own whose environment is the benchmark's
 the bench command. It starts and stops `manage.py qcluster` itself, so the
 backlogs are in place before any worker runs:
 
-1. no-op tasks: N calls of `noop` enqueued with the cluster stopped, then the
+1. no-op tasks: N/2 calls of `noop` enqueued with the cluster stopped, then the
    cluster started; the rate is read off the queue as it empties;
 2. orders: N orders placed (`order_place`, as the API does) with the cluster
    stopped, then the cluster started; the rate is read off their
    `order.completed` events;
-3. pickup: with the cluster running and idle, orders placed one at a time at
+3. the other N/2 no-op tasks, as in 1, so that a machine whose speed drifts
+   moves both sides of the ratio alike;
+4. pickup: with the cluster running and idle, orders placed one at a time at
    irregular intervals; the latency is from `order.created` to
    `order.processing` on each order's timeline.
 """
@@ -81,6 +83,7 @@ class PipelineBench:
         self.plan = plan
         self.progress = progress
         self.deadline = time.monotonic() + plan.timeout
+        self.noop_cpu_s: float | None = None
         self.service = LocalService(workdir=workdir, env=dict(os.environ))
         self.report = PipelineReport(
             plan=plan,
@@ -93,10 +96,20 @@ class PipelineBench:
 
         self.report.database = connection.vendor
         self.report.broker = get_broker().info()
-        self.progress(f"{self.plan.noop_tasks} no-op tasks")
-        self.measure_noops()
+        # Half the no-op tasks before the orders and half after, so that a
+        # machine whose speed drifts (other work on it) moves both sides alike.
+        first_half = self.plan.noop_tasks // 2
+        self.progress(f"{first_half} no-op tasks")
+        self.measure_noops(first_half)
         self.progress(f"{self.plan.orders} orders")
         self.measure_orders()
+        second_half = self.plan.noop_tasks - first_half
+        self.progress(f"{second_half} no-op tasks")
+        self.measure_noops(second_half)
+        self.report.noop_rate_per_s = self.plan.noop_tasks / self.report.noop_drain_s
+        if self.noop_cpu_s is not None:
+            self.report.noop_cpu_ms = self.noop_cpu_s * 1000 / self.plan.noop_tasks
+        self.start_cluster()
         self.progress(f"pickup latency of {self.plan.pickups} orders")
         try:
             self.measure_pickup()
@@ -131,7 +144,7 @@ class PipelineBench:
             raise TimeoutError(f"{what}: not done after {self.plan.timeout} s")
 
     # 1. No-op tasks -------------------------------------------------------------
-    def measure_noops(self) -> None:
+    def measure_noops(self, count: int) -> None:
         """django-q2's own speed: `noop` enqueued with the options of the order
         task (`save=False`), so the only difference is what the function does.
 
@@ -145,10 +158,9 @@ class PipelineBench:
         from django_q.tasks import async_task
 
         broker = get_broker()
-        count = self.plan.noop_tasks
         for index in range(count):
             async_task(NOOP_TASK, index, save=False, broker=broker)
-        marker = f"bench-noop-last-{os.getpid()}"
+        marker = f"bench-noop-last-{os.getpid()}-{time.monotonic_ns()}"
         async_task(NOOP_TASK, count, task_name=marker, save=True, broker=broker)
         if queue_size(broker) != count + 1:
             raise RuntimeError(
@@ -167,11 +179,9 @@ class PipelineBench:
                 self.check_deadline("draining the no-op tasks")
                 time.sleep(self.POLL_SECONDS)
         self.stop_cluster()
-        span = last - first
-        self.report.noop_drain_s = span
-        self.report.noop_rate_per_s = count / span if span > 0 else 0.0
+        self.report.noop_drain_s += last - first
         if cpu_first is not None:
-            self.report.noop_cpu_ms = (cpu_last - cpu_first) * 1000 / count
+            self.noop_cpu_s = (self.noop_cpu_s or 0.0) + cpu_last - cpu_first
 
     # 2. Orders ------------------------------------------------------------------
     def measure_orders(self) -> None:
@@ -187,6 +197,7 @@ class PipelineBench:
         cpu_first = self.cluster_cpu()
         self.wait_until_finished(order_ids, "draining the orders")
         cpu_last = self.cluster_cpu()
+        self.stop_cluster()
         if cpu_first is not None:
             self.report.order_cpu_ms = (cpu_last - cpu_first) * 1000 / len(order_ids)
         self.report.orders_completed = orders.filter(
