@@ -212,7 +212,10 @@ Q_CLUSTER = {
     # The ORM broker redelivers an unacknowledged task after `retry` seconds; it
     # must exceed `timeout` or a merely slow task is run twice.
     "retry": max(1, int(ORDER_LEASE_SECONDS)) + 60,
-    "poll": 0.1,
+    # How long the ORM broker's pusher sleeps when the queue is empty: an order
+    # placed into an idle cluster waits half of it on average (bench pipeline:
+    # pickup p50 55 ms at 0.1, 31 ms at 0.05), for 1.2 % more of a core while idle.
+    "poll": 0.05,
     "guard_cycle": 0.5,
     # Tasks of this project catch their own errors; a task that still raises is
     # recorded by the global failure handler, so it is acknowledged, not looped.
