@@ -11,7 +11,7 @@ class OrdersConfig(AppConfig):
         # failure handler, whether or not the task catches its own errors.
         from django_q.signals import post_execute, post_execute_in_worker, pre_execute
 
-        from . import failures
+        from . import checks, failures  # noqa: F401 - checks registers itself
 
         pre_execute.connect(
             failures.on_task_started, dispatch_uid="orders.failures.started"

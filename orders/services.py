@@ -4,6 +4,7 @@ Views, tasks, admin actions and commands parse their input and call these.
 """
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -134,7 +135,21 @@ def order_enqueue(order_id: str) -> None:
     from django_q.tasks import async_task
 
     # Successful results are not kept: the order's own timeline records them.
-    async_task(PROCESS_ORDER_TASK, order_id, group="orders", save=False)
+    async_task(
+        PROCESS_ORDER_TASK, order_id, group="orders", save=False, broker=queue_broker()
+    )
+
+
+@functools.cache
+def queue_broker():
+    """This process's django-q2 broker. Without one, async_task() makes a new
+    broker per call, and the Redis broker a new Redis connection with it (a
+    connect and two CLIENT SETINFO round trips before the RPUSH). Shared by
+    threads: redis-py's connection pool is thread-safe, and the ORM broker
+    keeps nothing but a queryset."""
+    from django_q.brokers import get_broker
+
+    return get_broker()
 
 
 def order_claim(order: Order) -> bool:
@@ -444,7 +459,13 @@ def delivery_listener_enqueue(*, order_id: str, code: str) -> None:
     from django_q.tasks import async_task
 
     try:
-        async_task(DELIVERY_LISTENER_TASK, order_id, code, group="listeners")
+        async_task(
+            DELIVERY_LISTENER_TASK,
+            order_id,
+            code,
+            group="listeners",
+            broker=queue_broker(),
+        )
     except Exception as error:  # noqa: BLE001 - recorded, never lost
         from .failures import record_failure
 
@@ -558,7 +579,7 @@ def failure_rerun(*, failure: FailureRecord) -> FailureRecord:
     def enqueue():
         from django_q.tasks import async_task
 
-        async_task(task, *args, **kwargs, group="reruns")
+        async_task(task, *args, **kwargs, group="reruns", broker=queue_broker())
 
     transaction.on_commit(enqueue)
     logger.info("re-running %s%s from failure #%s", task, tuple(args), failure.pk)

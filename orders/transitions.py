@@ -5,8 +5,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 from .exceptions import InvalidTransition
@@ -70,7 +69,7 @@ def transition(
     if not is_allowed(from_status, to_status):
         raise InvalidTransition(from_status, to_status)
     now = now or timezone.now()
-    with transaction.atomic():
+    with _atomic():
         if not _update_held(order, to_status, changes or {}, now):
             return False
         events = [
@@ -93,7 +92,7 @@ def transition(
                 duration_ms=duration_ms,
             )
         )
-        OrderEvent.objects.bulk_create(events)
+        _insert_events(events)
     return True
 
 
@@ -107,26 +106,25 @@ def record_step(
     if order.status != Status.PROCESSING:
         raise InvalidTransition(order.status, order.status)
     now = now or timezone.now()
-    with transaction.atomic():
+    with _atomic():
         if not _update_held(order, order.status, changes, now):
             return False
-        _event(order, EventType.STEP_COMPLETED, detail, now, step=step).save()
+        _insert_events(
+            [_event(order, EventType.STEP_COMPLETED, detail, now, step=step)]
+        )
     return True
 
 
 def _update_held(order: Order, to_status: str, changes: dict, now: datetime) -> bool:
     """The conditional UPDATE both writers share: it matches only the status and
     version this object was read with, so of two racing writers one wins."""
-    moved = Order.objects.filter(
-        pk=order.pk, status=order.status, version=order.version
-    ).update(status=to_status, version=F("version") + 1, updated_at=now, **changes)
-    if not moved:
+    values = {"status": to_status, "updated_at": now, **changes}
+    moved = _update_order(order, values, status=order.status, version=order.version)
+    if moved is None:
         return False
-    for name, value in changes.items():
+    for name, value in values.items():
         setattr(order, name, value)
-    order.status = to_status
-    order.version += 1
-    order.updated_at = now
+    order.version = moved["version"]
     return True
 
 
@@ -136,15 +134,102 @@ def append_event(
     """Write an event that does not change the status (order.created,
     delivery.completed, ...), bumping the version because the document changed."""
     now = timezone.now()
-    changes = dict(changes or {})
-    with transaction.atomic():
-        Order.objects.filter(pk=order.pk).update(
-            version=F("version") + 1, updated_at=now, **changes
-        )
-        order.refresh_from_db()
+    values = {"updated_at": now, **(changes or {})}
+    with _atomic():
+        current = _update_order(order, values)
+        for name, value in {**values, **current}.items():
+            setattr(order, name, value)
         event = _event(order, event_type, detail, now)
-        event.save()
+        _insert_events([event])
     return event
+
+
+def _atomic():
+    """A transaction, or, inside a caller's, no savepoint: an error here always
+    propagates and dooms the caller's transaction anyway, and a savepoint costs
+    two more statements (round trips on PostgreSQL) per move."""
+    return transaction.atomic(savepoint=False)
+
+
+# The order's UPDATE and the events' INSERT are written out rather than built by
+# QuerySet.update() and Model.save(): profiled on the 2-core development machine,
+# building each took the ORM 0.2-0.5 ms of CPU against ~0.05 ms for the database
+# to run it, and every order makes these writes several times. The values still
+# go through each field's own get_db_prep_save().
+
+# What the UPDATE returns: what an event reads of the order, fresh from the row.
+RETURNED = ("version", "status", "attempts", "next_attempt_at")
+
+
+def _update_order(order: Order, values: dict, **where) -> dict | None:
+    """UPDATE the order's row: version + 1 and `values`, if it still matches
+    `where` (field: value). Returns the fields of RETURNED as the row now has
+    them, or None if no row matched."""
+    connection = connections[router.db_for_write(Order)]
+    quote = connection.ops.quote_name
+    meta = Order._meta
+    version = quote(meta.get_field("version").column)
+    assignments, params = [f"{version} = {version} + 1"], []
+    for name, value in values.items():
+        field = meta.get_field(name)
+        assignments.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    conditions, where_params = [f"{quote(meta.pk.column)} = %s"], [order.pk]
+    for name, value in where.items():
+        conditions.append(f"{quote(meta.get_field(name).column)} = %s")
+        where_params.append(value)
+    returned = [meta.get_field(name) for name in RETURNED]
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
+        f"WHERE {' AND '.join(conditions)} "
+        f"RETURNING {', '.join(quote(field.column) for field in returned)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *where_params])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return {
+        field.name: _from_db(field, value, connection)
+        for field, value in zip(returned, row, strict=True)
+    }
+
+
+def _from_db(field, value, connection):
+    """What the ORM makes of a column's raw value (datetimes on SQLite, ...)."""
+    column = field.get_col(field.model._meta.db_table)
+    converters = connection.ops.get_db_converters(column)
+    for converter in converters + column.get_db_converters(connection):
+        value = converter(value, column, connection)
+    return value
+
+
+def _insert_events(events: list[OrderEvent]) -> None:
+    connection = connections[router.db_for_write(OrderEvent)]
+    quote = connection.ops.quote_name
+    meta = OrderEvent._meta
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} "
+        f"({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES {', '.join([row] * len(events))} "
+        f"RETURNING {quote(meta.pk.column)}"
+    )
+    params = [
+        field.get_db_prep_save(field.pre_save(event, add=True), connection)
+        for event in events
+        for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        # Ids grow in the order the rows were inserted, whatever the order
+        # RETURNING hands them back in.
+        ids = sorted(row[0] for row in cursor.fetchall())
+    for event, pk in zip(events, ids, strict=True):
+        event.pk = pk
+        event._state.adding = False
+        event._state.db = connection.alias
 
 
 def _event(

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView
@@ -23,3 +24,8 @@ urlpatterns = [
     # Browsers ask for it on every page, the admin's included.
     path("favicon.ico", RedirectView.as_view(url=static("orders/favicon.svg"))),
 ]
+
+if settings.ORDER_BENCH_BASELINE:
+    from .bench.views import baseline_place
+
+    urlpatterns.append(path("api/bench/baseline", baseline_place))

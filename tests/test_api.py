@@ -267,3 +267,12 @@ def test_health_reports_database_and_queue(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "queue": "ok"}
+
+
+@pytest.mark.django_db
+def test_the_benchmark_baseline_view_is_not_routed_unless_enabled(client):
+    response = client.post(
+        "/api/bench/baseline", json.dumps(VALID), content_type="application/json"
+    )
+    assert response.status_code == 404
+    assert Order.objects.count() == 0

@@ -2,7 +2,13 @@ import pytest
 
 from orders.exceptions import InvalidTransition
 from orders.models import Order, OrderEvent
-from orders.transitions import TRANSITIONS, PrecedingEvent, is_allowed, transition
+from orders.transitions import (
+    TRANSITIONS,
+    PrecedingEvent,
+    append_event,
+    is_allowed,
+    transition,
+)
 
 Status = Order.Status
 
@@ -89,3 +95,37 @@ def test_preceding_events_are_written_before_the_move_event():
     ]
     failed = OrderEvent.objects.get(type="order.attempt_failed")
     assert (failed.attempt, failed.duration_ms) == (1, 12)
+
+
+@pytest.mark.django_db
+def test_an_event_appended_through_a_stale_copy_reads_the_order_as_its_row_is():
+    order = make_order()
+    stale_copy = Order.objects.get(pk=order.pk)
+    transition(order, Status.PROCESSING, changes={"attempts": 1})
+    event = append_event(stale_copy, "delivery.completed", detail="late news")
+    assert (event.status, event.attempt) == ("PROCESSING", 1)
+    assert (stale_copy.status, stale_copy.attempts, stale_copy.version) == (
+        "PROCESSING",
+        1,
+        3,
+    )
+    assert OrderEvent.objects.get(pk=event.pk).detail == "late news"
+
+
+@pytest.mark.django_db
+def test_events_written_by_a_move_carry_their_row_ids_in_order():
+    order = make_order()
+    transition(order, Status.PROCESSING, changes={"attempts": 1})
+    transition(
+        order,
+        Status.RETRYING,
+        preceding=[PrecedingEvent("order.attempt_failed", "boom")],
+        changes={"next_attempt_at": order.created_at},
+    )
+    rows = list(OrderEvent.objects.filter(order=order).order_by("id"))
+    assert [row.type for row in rows][-2:] == [
+        "order.attempt_failed",
+        "order.retry_scheduled",
+    ]
+    assert rows[-1].next_attempt_at == order.created_at
+    assert Order.objects.get(pk=order.pk).next_attempt_at == order.created_at

@@ -8,6 +8,7 @@ import re
 import secrets
 import signal
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -254,3 +255,34 @@ def test_two_dispatchers_enqueue_no_order_twice_for_one_due_time_and_lose_none(
         assert set(lost) <= {order for order, _ in per_due_time}
         tasks = sum(len(TASK_STARTED.findall(log)) for log in logs)
         assert tasks <= counts["attempts"] * 1.05, (tasks, counts)
+
+
+def test_web_process_serves_many_requests_on_a_few_database_connections(
+    scaled_stack,
+):
+    """Each request runs in a thread of its own under daphne: without the pool,
+    every one opened a PostgreSQL session and left it open until garbage
+    collection, until PostgreSQL refused more clients."""
+    import psycopg
+
+    database = urlsplit(scaled_stack.env["DATABASE_URL"]).path.lstrip("/")
+
+    def sessions_opened() -> int:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            return admin.execute(
+                "SELECT sessions FROM pg_stat_database WHERE datname = %s",
+                [database],
+            ).fetchone()[0]
+
+    order_id = scaled_stack.place()["order_id"]
+    before = sessions_opened()
+    with scaled_stack.client() as client, ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(
+            pool.map(
+                lambda _: client.get(f"/api/orders/{order_id}").status_code,
+                range(60),
+            )
+        )
+    assert statuses == [200] * 60
+    # The pool holds at most 10; the workers and dispatcher keep their own.
+    assert sessions_opened() - before <= 10

@@ -1,84 +1,213 @@
 import json
 import logging
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from orders.bench import Bench, BenchPlan, format_report
-from orders.processes import LocalService, local_env
+from orders.bench.environment import bench_environment, describe
+from orders.bench.pipeline import PipelinePlan
+from orders.bench.service import (
+    SERVICE_SCENARIOS,
+    Bench,
+    BenchPlan,
+    BenchReport,
+    format_report,
+)
+from orders.processes import LocalService
+
+SCENARIOS = (*SERVICE_SCENARIOS, "pipeline")
+GROUPS = {"service": SERVICE_SCENARIOS, "all": SCENARIOS}
+
+# (full size, --quick size) of every plan option.
+SIZES = {
+    "orders": (BenchPlan.orders, 100),
+    "concurrency": (BenchPlan.concurrency, BenchPlan.concurrency),
+    "retry_orders": (BenchPlan.retry_orders, 10),
+    "streams": (BenchPlan.streams, 20),
+    "noop_tasks": (PipelinePlan.noop_tasks, 500),
+    "pipeline_orders": (PipelinePlan.orders, 300),
+    "pickups": (PipelinePlan.pickups, 15),
+}
 
 
 class Command(BaseCommand):
     help = (
-        "Measures the service end to end over HTTP: placing latency and rate, time "
-        "to complete, retry lateness, stream opening and event latency. By default "
-        "it starts its own web server and qcluster on 127.0.0.1 with a temporary "
-        "SQLite database (the embedded default) and stops them afterwards."
+        "Measures the service. Scenarios: placing (POST /api/orders latency and "
+        "rate beside a minimal-view baseline, time to complete, drain rate), "
+        "retries (retry lateness), streams (opening SSE streams, event latency), "
+        "pipeline (orders/s drained against django-q2 no-op tasks/s on the same "
+        "cluster, pickup latency); service = placing retries streams; all "
+        "(the default) = every one. Each run gets a throwaway database and queue: "
+        "SQLite and the ORM broker, or a new PostgreSQL database and its own Redis "
+        "queue when DATABASE_URL / REDIS_URL say so."
     )
 
     def add_arguments(self, parser):
-        defaults = BenchPlan()
-        parser.add_argument("--orders", type=int, default=defaults.orders)
-        parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
-        parser.add_argument("--retry-orders", type=int, default=defaults.retry_orders)
-        parser.add_argument("--streams", type=int, default=defaults.streams)
+        parser.add_argument(
+            "scenarios",
+            nargs="*",
+            metavar="scenario",
+            help="placing, retries, streams, pipeline, service or all (default).",
+        )
+        parser.add_argument(
+            "--quick", action="store_true", help="Small sizes: about a minute."
+        )
+        for name, (full, quick) in SIZES.items():
+            parser.add_argument(
+                f"--{name.replace('_', '-')}",
+                type=int,
+                help=f"default {full} ({quick} with --quick)",
+            )
         parser.add_argument(
             "--timeout",
             type=float,
-            default=defaults.timeout,
-            help="Give up after this many seconds (default %(default)s).",
+            default=300.0,
+            help="Give up on a scenario after this many seconds (default %(default)s).",
         )
         parser.add_argument(
             "--workers", default="2", help="Q_WORKERS of the service it starts."
         )
         parser.add_argument(
             "--url",
-            help="Measure a running service on 127.0.0.1 instead (its simulation "
-            "must be enabled).",
+            help="Run the service scenarios against a running service on "
+            "127.0.0.1 instead (its simulation must be enabled; ORDER_BENCH_BASELINE "
+            "on it adds the baseline).",
         )
         parser.add_argument("--json", action="store_true", help="Print JSON.")
 
     def handle(self, *args, **options):
         # One line per request would bury the report.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        plan = BenchPlan(
-            orders=options["orders"],
-            concurrency=options["concurrency"],
-            retry_orders=options["retry_orders"],
-            streams=options["streams"],
-            timeout=options["timeout"],
-        )
-        for name in ("orders", "concurrency", "retry_orders", "streams"):
-            if getattr(plan, name) < 1:
+        scenarios = self._scenarios(options["scenarios"] or ["all"])
+        sizes = {
+            name: options[name]
+            if options[name] is not None
+            else sizes[1 if options["quick"] else 0]
+            for name, sizes in SIZES.items()
+        }
+        for name, value in sizes.items():
+            if value < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1.")
         url = options["url"]
         if url and urlsplit(url).hostname not in {"127.0.0.1", "localhost", "::1"}:
             raise CommandError("--url must be a service on this machine (127.0.0.1).")
+        if url and "pipeline" in scenarios:
+            if options["scenarios"] and "all" not in options["scenarios"]:
+                raise CommandError(
+                    "pipeline starts and stops its own workers; it cannot run "
+                    "against --url."
+                )
+            scenarios = [name for name in scenarios if name != "pipeline"]
+        plan = BenchPlan(
+            orders=sizes["orders"],
+            concurrency=sizes["concurrency"],
+            retry_orders=sizes["retry_orders"],
+            streams=sizes["streams"],
+            timeout=options["timeout"],
+            scenarios=tuple(name for name in scenarios if name in SERVICE_SCENARIOS),
+        )
+        pipeline_plan = PipelinePlan(
+            noop_tasks=sizes["noop_tasks"],
+            orders=sizes["pipeline_orders"],
+            pickups=sizes["pickups"],
+            timeout=options["timeout"],
+        )
         progress = (lambda line: None) if options["json"] else self._progress
-        if url:
-            report = Bench(url, plan, progress=progress).run()
-        else:
-            report = self._run_own_service(plan, options["workers"], progress)
+        report = BenchReport(plan=plan)
+        if plan.scenarios:
+            if url:
+                report = Bench(url, plan, progress=progress).run()
+            else:
+                report = self._run_service(plan, options["workers"], progress)
+        if "pipeline" in scenarios:
+            report.pipeline = self._run_pipeline(
+                pipeline_plan, options["workers"], progress, quiet=options["json"]
+            )
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
         else:
             self.stdout.write(format_report(report))
 
+    @staticmethod
+    def _scenarios(names: list[str]) -> list[str]:
+        # Checked here: argparse rejects an empty list when `choices` is given.
+        unknown = [name for name in names if name not in {*SCENARIOS, *GROUPS}]
+        if unknown:
+            raise CommandError(
+                f"unknown scenario {unknown[0]!r}: choose from "
+                f"{', '.join([*SCENARIOS, *GROUPS])}."
+            )
+        chosen = set()
+        for name in names:
+            chosen.update(GROUPS.get(name, (name,)))
+        return [name for name in SCENARIOS if name in chosen]
+
     def _progress(self, line: str) -> None:
         self.stderr.write(f"… {line}")
 
-    def _run_own_service(self, plan: BenchPlan, workers: str, progress):
-        with tempfile.TemporaryDirectory(prefix="orderproj-bench-") as folder:
-            workdir = Path(folder)
-            env = local_env(
-                workdir, DEBUG="1", ORDER_SIMULATION_ENABLED="1", Q_WORKERS=workers
+    def _run_service(self, plan: BenchPlan, workers: str, progress) -> BenchReport:
+        with (
+            tempfile.TemporaryDirectory(prefix="orderproj-bench-") as folder,
+            bench_environment(
+                Path(folder),
+                DEBUG="1",
+                ORDER_SIMULATION_ENABLED="1",
+                ORDER_BENCH_BASELINE="1",
+                Q_WORKERS=workers,
+            ) as env,
+        ):
+            service = LocalService(workdir=Path(folder), env=env)
+            progress(
+                f"starting a service on {service.base_url} ({workers} workers; "
+                f"{describe(env)})"
             )
-            service = LocalService(workdir=workdir, env=env)
-            progress(f"starting a service on {service.base_url} ({workers} workers)")
             try:
                 service.start()
                 return Bench(service.base_url, plan, progress=progress).run()
             finally:
                 service.stop()
+
+    def _run_pipeline(
+        self, plan: PipelinePlan, workers: str, progress, *, quiet: bool
+    ) -> dict:
+        with (
+            tempfile.TemporaryDirectory(prefix="orderproj-bench-") as folder,
+            bench_environment(Path(folder), DEBUG="1", Q_WORKERS=workers) as env,
+        ):
+            progress(f"pipeline: {workers} workers; {describe(env)}")
+            LocalService(workdir=Path(folder), env=env).manage("migrate", "--noinput")
+            # A process of its own, so that its Django and django-q2 use the
+            # throwaway database and queue (orders/bench/pipeline.py).
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "orders.bench.pipeline",
+                    f"--workdir={folder}",
+                    f"--noop-tasks={plan.noop_tasks}",
+                    f"--orders={plan.orders}",
+                    f"--pickups={plan.pickups}",
+                    f"--timeout={plan.timeout}",
+                ],
+                cwd=settings.BASE_DIR,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if quiet else None,
+                text=True,
+                timeout=plan.timeout + 120,
+            )
+            if result.returncode:
+                logs = "\n".join(
+                    path.read_text(errors="replace")[-3000:]
+                    for path in sorted(Path(folder).glob("*.log"))
+                )
+                raise CommandError(
+                    f"the pipeline bench exited {result.returncode}:\n"
+                    f"{result.stderr or ''}\n{logs}"
+                )
+            return json.loads(result.stdout.strip().splitlines()[-1])

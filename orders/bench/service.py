@@ -1,17 +1,17 @@
-"""The benchmark behind `manage.py bench`: real HTTP against a real service on
+"""The service scenarios of `manage.py bench`: real HTTP against a real service on
 127.0.0.1, every loop bounded in count and time.
 
-It measures what DESIGN.md promises and leaves to the benchmark to report:
-- placing: POST /api/orders latency and rate under concurrency;
-- completing: time from placing to COMPLETED, and how fast the workers drain;
-- retry lateness: how long after its due time a retry's attempt starts;
+- placing: POST /api/orders latency and rate under concurrency, beside the
+  baseline (a minimal Django view under the same daphne that inserts one row and
+  enqueues one task, routed when ORDER_BENCH_BASELINE is on), and then the time
+  from placing to COMPLETED and how fast the workers drain;
+- retries: how long after its due time a retry's attempt starts;
 - streams: time to open N SSE streams, and how long an event takes from its
   commit to a connected client.
 """
 
 import asyncio
 import json
-import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +20,11 @@ from datetime import UTC, datetime
 
 import httpx
 
+from .figures import Figures
+
 TERMINAL = {"COMPLETED", "FAILED"}
+BASELINE_PATH = "/api/bench/baseline"
+SERVICE_SCENARIOS = ("placing", "retries", "streams")
 
 
 @dataclass(frozen=True)
@@ -30,34 +34,7 @@ class BenchPlan:
     retry_orders: int = 30
     streams: int = 100
     timeout: float = 300.0
-
-
-@dataclass
-class Figures:
-    """Percentiles of one measurement, in the unit its name says."""
-
-    count: int = 0
-    p50: float | None = None
-    p95: float | None = None
-    p99: float | None = None
-    max: float | None = None
-
-    @classmethod
-    def of(cls, values: list[float]) -> "Figures":
-        if not values:
-            return cls()
-        ordered = sorted(values)
-
-        def at(fraction: float) -> float:
-            return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-        return cls(
-            count=len(ordered),
-            p50=statistics.median(ordered),
-            p95=at(0.95),
-            p99=at(0.99),
-            max=ordered[-1],
-        )
+    scenarios: tuple[str, ...] = SERVICE_SCENARIOS
 
 
 @dataclass
@@ -65,6 +42,10 @@ class BenchReport:
     plan: BenchPlan
     place_latency_ms: Figures = field(default_factory=Figures)
     place_rate_per_s: float = 0.0
+    # None when the service has no baseline route (ORDER_BENCH_BASELINE off).
+    baseline_latency_ms: Figures | None = None
+    baseline_rate_per_s: float | None = None
+    place_vs_baseline: float | None = None
     completed: int = 0
     failed: int = 0
     time_to_complete_s: Figures = field(default_factory=Figures)
@@ -73,9 +54,36 @@ class BenchReport:
     streams_opened: int = 0
     streams_open_s: float = 0.0
     event_latency_s: Figures = field(default_factory=Figures)
+    # `manage.py bench pipeline`'s report (orders/bench/pipeline.py), if it ran.
+    pipeline: dict | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Only the figures of the scenarios that ran."""
+        report = asdict(self)
+        for scenario, names in SCENARIO_FIELDS.items():
+            if scenario not in self.plan.scenarios:
+                for name in names:
+                    del report[name]
+        if self.pipeline is None:
+            del report["pipeline"]
+        return report
+
+
+SCENARIO_FIELDS = {
+    "placing": [
+        "place_latency_ms",
+        "place_rate_per_s",
+        "baseline_latency_ms",
+        "baseline_rate_per_s",
+        "place_vs_baseline",
+        "completed",
+        "failed",
+        "time_to_complete_s",
+        "drain_rate_per_s",
+    ],
+    "retries": ["retry_lateness_s"],
+    "streams": ["streams_opened", "streams_open_s", "event_latency_s"],
+}
 
 
 def parse_time(value: str) -> datetime:
@@ -107,15 +115,43 @@ class Bench:
         self.report = BenchReport(plan=plan)
 
     def run(self) -> BenchReport:
-        self.progress(f"placing {self.plan.orders} orders")
-        order_ids = self.place_orders()
+        scenarios = self.plan.scenarios
+        if "placing" in scenarios:
+            self.measure_placing()
+        if "retries" in scenarios:
+            self.progress(f"{self.plan.retry_orders} orders that fail once, then retry")
+            self.measure_retry_lateness()
+        if "streams" in scenarios:
+            self.progress(f"{self.plan.streams} live streams")
+            asyncio.run(self.measure_streams())
+        return self.report
+
+    def measure_placing(self) -> None:
+        """The baseline first, then the orders: at the same concurrency, against
+        the same processes, with the same client."""
+        with self.client() as client:
+            baseline = self.has_baseline(client)
+            # Both routes once per client thread before anything is timed: the
+            # first requests pay for imports, connections and threads.
+            self.post_many(client, "/api/orders", self.plan.concurrency)
+            if baseline:
+                self.post_many(client, BASELINE_PATH, self.plan.concurrency)
+                self.progress(f"baseline: {self.plan.orders} minimal inserts")
+                latencies, rate, _ids = self.post_many(
+                    client, BASELINE_PATH, self.plan.orders
+                )
+                self.report.baseline_latency_ms = Figures.of(latencies)
+                self.report.baseline_rate_per_s = rate
+            self.progress(f"placing {self.plan.orders} orders")
+            latencies, rate, order_ids = self.post_many(
+                client, "/api/orders", self.plan.orders
+            )
+        self.report.place_latency_ms = Figures.of(latencies)
+        self.report.place_rate_per_s = rate
+        if baseline:
+            self.report.place_vs_baseline = rate / self.report.baseline_rate_per_s
         self.progress("waiting for every order to finish")
         self.measure_completion(order_ids)
-        self.progress(f"{self.plan.retry_orders} orders that fail once, then retry")
-        self.measure_retry_lateness()
-        self.progress(f"{self.plan.streams} live streams")
-        asyncio.run(self.measure_streams())
-        return self.report
 
     # Placing and completing -------------------------------------------------------
     def _place(self, client: httpx.Client, index: int, simulate=None) -> str:
@@ -126,28 +162,38 @@ class Bench:
             )
         return response.json()["order_id"]
 
-    def place_orders(self) -> list[str]:
-        latencies: list[float] = []
-
+    def client(self) -> httpx.Client:
         # One client (a pool of keep-alive connections) shared by the threads,
         # so the load generator spends its CPU on requests, not on setting up.
         limits = httpx.Limits(max_connections=self.plan.concurrency)
-        client = httpx.Client(base_url=self.base_url, timeout=30, limits=limits)
+        return httpx.Client(base_url=self.base_url, timeout=30, limits=limits)
 
-        def place(index: int) -> str:
+    def has_baseline(self, client: httpx.Client) -> bool:
+        """The baseline route answers (anything but 404)."""
+        return client.post(BASELINE_PATH, json=order_body(0)).status_code != 404
+
+    def post_many(
+        self, client: httpx.Client, path: str, count: int
+    ) -> tuple[list[float], float, list[str]]:
+        """POST `count` order bodies to `path` from `concurrency` threads: the
+        latencies (ms), the rate (per s) and the order ids answered."""
+        latencies: list[float] = []
+
+        def post(index: int) -> str:
             started = time.perf_counter()
-            order_id = self._place(client, index)
+            response = client.post(path, json=order_body(index))
             latencies.append((time.perf_counter() - started) * 1000)
-            return order_id
+            if response.status_code != 202:
+                raise RuntimeError(
+                    f"POST {path} answered {response.status_code}: {response.text}"
+                )
+            return response.json()["order_id"]
 
         started = time.perf_counter()
-        with client, ThreadPoolExecutor(max_workers=self.plan.concurrency) as pool:
-            order_ids = list(pool.map(place, range(self.plan.orders)))
+        with ThreadPoolExecutor(max_workers=self.plan.concurrency) as pool:
+            order_ids = list(pool.map(post, range(count)))
         elapsed = time.perf_counter() - started
-        self.report.place_latency_ms = Figures.of(latencies)
-        self.report.place_rate_per_s = self.plan.orders / elapsed
-        self.placed_at = started
-        return order_ids
+        return latencies, count / elapsed, order_ids
 
     def wait_for_documents(self, order_ids: list[str]) -> list[dict]:
         """The status documents of `order_ids` once every one is terminal."""
@@ -267,33 +313,70 @@ class Bench:
 
 
 def format_report(report: BenchReport) -> str:
-    def figures(name: str, value: Figures, unit: str, scale: float = 1.0) -> str:
-        if not value.count:
-            return f"{name:<32} (no samples)"
-        parts = [
-            f"p50 {value.p50 * scale:.{precision(unit)}f}",
-            f"p95 {value.p95 * scale:.{precision(unit)}f}",
-            f"p99 {value.p99 * scale:.{precision(unit)}f}",
-            f"max {value.max * scale:.{precision(unit)}f} {unit}",
-        ]
-        return f"{name:<32} " + "  ".join(parts) + f"  (n={value.count})"
-
-    def precision(unit: str) -> int:
-        return 1 if unit == "ms" else 3
-
     plan = report.plan
-    lines = [
-        f"orderproj bench: {plan.orders} orders at concurrency {plan.concurrency}, "
-        f"{plan.retry_orders} retried orders, {plan.streams} streams",
-        "",
-        figures("place latency", report.place_latency_ms, "ms"),
-        f"{'place rate':<32} {report.place_rate_per_s:.0f} orders/s",
-        f"{'finished':<32} {report.completed} completed, {report.failed} failed",
-        figures("time to complete", report.time_to_complete_s, "s"),
-        f"{'drain rate':<32} {report.drain_rate_per_s:.1f} orders/s",
-        figures("retry lateness", report.retry_lateness_s, "s"),
-        f"{'streams opened':<32} {report.streams_opened} in "
-        f"{report.streams_open_s:.2f} s",
-        figures("event latency (commit→client)", report.event_latency_s, "s"),
+    lines = []
+    if "placing" in plan.scenarios:
+        lines += [
+            f"placing: {plan.orders} orders at concurrency {plan.concurrency}",
+            report.place_latency_ms.line("place latency", "ms"),
+            f"{'place rate':<32} {report.place_rate_per_s:.0f} orders/s",
+        ]
+        if report.baseline_rate_per_s is None:
+            lines.append(f"{'baseline':<32} (not routed: ORDER_BENCH_BASELINE off)")
+        else:
+            lines += [
+                report.baseline_latency_ms.line("baseline latency", "ms"),
+                f"{'baseline rate':<32} {report.baseline_rate_per_s:.0f} requests/s",
+                f"{'place rate / baseline rate':<32} {report.place_vs_baseline:.2f}",
+            ]
+        lines += [
+            f"{'finished':<32} {report.completed} completed, {report.failed} failed",
+            report.time_to_complete_s.line("time to complete", "s"),
+            f"{'drain rate':<32} {report.drain_rate_per_s:.1f} orders/s",
+            "",
+        ]
+    if "retries" in plan.scenarios:
+        lines += [
+            f"retries: {plan.retry_orders} orders that fail once",
+            report.retry_lateness_s.line("retry lateness", "s"),
+            "",
+        ]
+    if "streams" in plan.scenarios:
+        lines += [
+            f"streams: {plan.streams}",
+            f"{'streams opened':<32} {report.streams_opened} in "
+            f"{report.streams_open_s:.2f} s",
+            report.event_latency_s.line("event latency (commit→client)", "s"),
+            "",
+        ]
+    if report.pipeline is not None:
+        lines += format_pipeline(report.pipeline)
+    return "\n".join(lines).rstrip()
+
+
+def format_pipeline(pipeline: dict) -> list[str]:
+    plan = pipeline["plan"]
+    return [
+        f"pipeline: {pipeline['database']}, {pipeline['broker']}, "
+        f"{pipeline['workers']} workers",
+        f"{'no-op tasks drained':<32} {pipeline['noop_rate_per_s']:.0f} tasks/s "
+        f"({plan['noop_tasks']} in {pipeline['noop_drain_s']:.2f} s)",
+        f"{'orders drained':<32} {pipeline['orders_rate_per_s']:.0f} orders/s "
+        f"({pipeline['orders_completed']} completed, "
+        f"{pipeline['orders_failed']} failed, in {pipeline['orders_drain_s']:.2f} s)",
+        f"{'orders/s ÷ no-op tasks/s':<32} {pipeline['ratio']:.2f}",
+        cpu_line(pipeline),
+        Figures.from_dict(pipeline["pickup_ms"]).line(
+            "pickup (created→processing)", "ms"
+        ),
     ]
-    return "\n".join(lines)
+
+
+def cpu_line(pipeline: dict) -> str:
+    if pipeline["cpu_ratio"] is None:
+        return f"{'cluster CPU per task':<32} (not measured: no /proc)"
+    return (
+        f"{'cluster CPU per task':<32} no-op {pipeline['noop_cpu_ms']:.2f} ms, "
+        f"order {pipeline['order_cpu_ms']:.2f} ms "
+        f"(ratio {pipeline['cpu_ratio']:.2f})"
+    )
