@@ -94,8 +94,8 @@ def step_error(step: str, kind: str):
 
 class SimulatedLedger:
     """What the simulated gateways have done, keyed by idempotency key, shared by
-    every worker process: one file per key under ORDER_SIMULATED_GATEWAY_DIR,
-    linked into place so two callers with one key cannot both act.
+    every worker process: one entry per key under ORDER_SIMULATED_GATEWAY_DIR,
+    created atomically so two callers with one key cannot both act.
 
     A file, not a table: the gateway stands for another company's system, so its
     bookkeeping takes no part in this service's database transactions or locks.
@@ -111,19 +111,18 @@ class SimulatedLedger:
     def record(self, key: str, reference: str) -> StepResult:
         """Keep `reference` for `key`, or return the one kept before.
 
-        The file is written aside and linked into place: a link cannot replace an
-        existing name, so the first caller wins whole and no reader sees a
-        half-written reference.
+        The reference is the target of a symbolic link named after the key:
+        creating it is one system call that fails if the name exists, so the
+        first caller wins whole and no reader sees a half-written reference.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
-        draft = self.directory / f".{secrets.token_hex(8)}"
-        draft.write_text(reference)
+        path = self._path(key)
         try:
-            os.link(draft, self._path(key))
+            os.symlink(reference, path)
+        except FileNotFoundError:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            return self.record(key, reference)
         except FileExistsError:
-            return StepResult(reference=self._path(key).read_text(), replayed=True)
-        finally:
-            draft.unlink()
+            return StepResult(reference=os.readlink(path), replayed=True)
         return StepResult(reference=reference)
 
     def references(self, prefix: str = "") -> dict[str, str]:
@@ -132,9 +131,9 @@ class SimulatedLedger:
         if not self.directory.exists():
             return {}
         return {
-            path.name: path.read_text()
+            path.name: os.readlink(path)
             for path in sorted(self.directory.iterdir())
-            if path.name.startswith(prefix) and not path.name.startswith(".")
+            if path.name.startswith(prefix)
         }
 
 

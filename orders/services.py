@@ -196,7 +196,8 @@ def order_process(*, order_id: str) -> Order | None:
     Never raises for a step failure: it decides retry or fail itself, so the queue
     never redelivers an attempt that already counted.
     """
-    order = Order.objects.filter(order_id=order_id).first()
+    # Unordered: the model's default ordering would only cost the query compiler.
+    order = Order.objects.filter(order_id=order_id).order_by().first()
     if order is None:
         logger.warning("process_order: no order %s", order_id)
         return None
