@@ -26,7 +26,13 @@ from .exceptions import (
 from .gateways import STEPS, StepResult, order_steps, step_idempotency_key
 from .models import Delivery, FailureRecord, Order, OrderEvent, OrderLine
 from .retry import backoff_delay_from_settings
-from .transitions import PrecedingEvent, append_event, record_step, transition
+from .transitions import (
+    PrecedingEvent,
+    append_event,
+    claim,
+    record_step,
+    transition,
+)
 from .validation import OrderInput
 
 logger = logging.getLogger(__name__)
@@ -153,35 +159,42 @@ def queue_broker():
 
 
 def order_claim(order: Order) -> bool:
-    """PENDING|RETRYING (and due) -> PROCESSING, counting one attempt.
+    """PENDING|RETRYING (and due) -> PROCESSING, counting one attempt; `order` is
+    updated in place. False, changing nothing, for a duplicate delivery or a
+    racing worker."""
+    claimed = order_claim_by_id(order.order_id)
+    if claimed is None:
+        return False
+    order.__dict__.update(
+        {
+            field.attname: getattr(claimed, field.attname)
+            for field in Order._meta.concrete_fields
+        }
+    )
+    return True
 
-    Conditional, so a duplicate delivery or a racing worker claims nothing. The
-    event says where the attempt starts when earlier ones completed steps.
-    """
+
+def order_claim_by_id(order_id: str) -> Order | None:
+    """Claim the order with this id if it may be claimed now; the claim reads it
+    (transitions.claim). The event says where the attempt starts when earlier
+    ones completed steps."""
     now = timezone.now()
-    if order.status not in {Status.PENDING, Status.RETRYING}:
-        return False
-    if order.next_attempt_at and order.next_attempt_at > now:
-        return False
-    attempt = order.attempts + 1
-    detail = f"attempt {attempt} of {order.max_attempts}"
+    return claim(
+        order_id,
+        lease_expires_at=now + timedelta(seconds=settings.ORDER_LEASE_SECONDS),
+        describe=_attempt_detail,
+        now=now,
+    )
+
+
+def _attempt_detail(order: Order) -> str:
+    detail = f"attempt {order.attempts} of {order.max_attempts}"
     done = [name for name in STEPS if name in order.steps]
     if done:
         remaining = [name for name in STEPS if name not in order.steps]
         resume = f"resuming at {remaining[0]}" if remaining else "every step done"
         detail += f"; {resume} ({', '.join(done)} done)"
-    return transition(
-        order,
-        Status.PROCESSING,
-        detail=detail,
-        changes={
-            "attempts": attempt,
-            "lease_expires_at": now + timedelta(seconds=settings.ORDER_LEASE_SECONDS),
-            "next_attempt_at": None,
-            "dispatch_due_at": None,
-        },
-        now=now,
-    )
+    return detail
 
 
 def order_process(*, order_id: str) -> Order | None:
@@ -196,12 +209,12 @@ def order_process(*, order_id: str) -> Order | None:
     Never raises for a step failure: it decides retry or fail itself, so the queue
     never redelivers an attempt that already counted.
     """
-    # Unordered: the model's default ordering would only cost the query compiler.
-    order = Order.objects.filter(order_id=order_id).order_by().first()
+    order = order_claim_by_id(order_id)
     if order is None:
-        logger.warning("process_order: no order %s", order_id)
-        return None
-    if not order_claim(order):
+        # A duplicate delivery, a retry not due yet, or no such order.
+        order = Order.objects.filter(order_id=order_id).order_by().first()
+        if order is None:
+            logger.warning("process_order: no order %s", order_id)
         return order
     started = time.monotonic()
     pending = [step for step in order_steps() if step.name not in order.steps]

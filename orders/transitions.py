@@ -1,7 +1,7 @@
 """The order state machine: the table of allowed moves and the one function that
 makes them. No other code writes Order.status."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -113,6 +113,76 @@ def record_step(
             [_event(order, EventType.STEP_COMPLETED, detail, now, step=step)]
         )
     return True
+
+
+def claim(
+    order_id: str,
+    *,
+    lease_expires_at: datetime,
+    describe: Callable[[Order], str],
+    now: datetime | None = None,
+) -> Order | None:
+    """Move the order with this id to PROCESSING if it may be claimed now (a
+    status the table lets move there, and no retry due later), counting one
+    attempt, and write its order.processing event (`describe(order)` is the
+    detail) in the same transaction.
+
+    The claim is the order's read too: one UPDATE … RETURNING, conditional on the
+    status in the row, so a duplicate delivery or a racing worker gets None and
+    the database is unchanged. Returns the claimed order, fresh from the row.
+    """
+    now = now or timezone.now()
+    sources = [
+        status for status in TRANSITIONS if is_allowed(status, Status.PROCESSING)
+    ]
+    connection = connections[router.db_for_write(Order)]
+    quote = connection.ops.quote_name
+    meta = Order._meta
+    fields = meta.concrete_fields
+
+    def column(name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    def prepared(name: str, value):
+        return meta.get_field(name).get_db_prep_save(value, connection)
+
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET "
+        f"{column('version')} = {column('version')} + 1, "
+        f"{column('attempts')} = {column('attempts')} + 1, "
+        f"{column('status')} = %s, {column('updated_at')} = %s, "
+        f"{column('lease_expires_at')} = %s, {column('next_attempt_at')} = NULL, "
+        f"{column('dispatch_due_at')} = NULL "
+        f"WHERE {column('order_id')} = %s "
+        f"AND {column('status')} IN ({', '.join(['%s'] * len(sources))}) "
+        f"AND ({column('next_attempt_at')} IS NULL "
+        f"OR {column('next_attempt_at')} <= %s) "
+        f"RETURNING {', '.join(quote(field.column) for field in fields)}"
+    )
+    params = [
+        Status.PROCESSING,
+        prepared("updated_at", now),
+        prepared("lease_expires_at", lease_expires_at),
+        order_id,
+        *sources,
+        prepared("next_attempt_at", now),
+    ]
+    with _atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        order = Order.from_db(
+            connection.alias,
+            [field.attname for field in fields],
+            [
+                _from_db(field, value, connection)
+                for field, value in zip(fields, row, strict=True)
+            ],
+        )
+        _insert_events([_event(order, EventType.PROCESSING, describe(order), now)])
+    return order
 
 
 def _update_held(order: Order, to_status: str, changes: dict, now: datetime) -> bool:
