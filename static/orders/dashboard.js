@@ -1,6 +1,6 @@
 // The operators' dashboard: a live feed from the staff stream; counts, chart,
 // rates and the failed list refetched (at most every 1.5 s) when events arrive.
-import { el, eventItem, liveStream, localizeTimes, showConnection } from "./live.js";
+import { el, eventItem, liveStream, localizeTimes, showConnection, timeNode } from "./live.js";
 
 const root = document.querySelector('[data-role="dashboard"]');
 const connection = root.querySelector('[data-role="connection"]');
@@ -95,17 +95,19 @@ let lastRefresh = 0;
 async function refreshStats() {
   refreshTimer = null;
   lastRefresh = Date.now();
-  try {
-    const response = await fetch(root.dataset.statsUrl, { cache: "no-store", credentials: "same-origin" });
-    if (!response.ok) return;
-    const stats = await response.json();
-    renderCounts(stats.counts);
-    renderChart(stats.series);
-    renderRates(stats.rates);
-    renderFailed(stats.failed_orders);
-  } catch {
-    // The next event or the periodic refresh tries again.
-  }
+  // fetch() rejects only when no answer came: the next event or the periodic
+  // refresh tries again. Errors in rendering are bugs and propagate.
+  const response = await fetch(root.dataset.statsUrl, { cache: "no-store", credentials: "same-origin" })
+    .catch((error) => {
+      console.warn(`dashboard refresh got no answer: ${error.message}`);
+      return null;
+    });
+  if (!response || !response.ok) return;
+  const stats = await response.json();
+  renderCounts(stats.counts);
+  renderChart(stats.series);
+  renderRates(stats.rates);
+  renderFailed(stats.failed_orders);
 }
 
 function scheduleRefresh() {

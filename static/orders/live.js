@@ -144,17 +144,18 @@ export function statusPoller(url, onDocument, intervalMs = 3000) {
   let timer = null;
 
   async function poll() {
-    try {
-      const response = await fetch(url, {
-        headers: etag ? { "If-None-Match": etag, Accept: "application/json" } : { Accept: "application/json" },
-        cache: "no-store",
-      });
-      if (response.status === 200) {
-        etag = response.headers.get("ETag");
-        onDocument(await response.json());
-      }
-    } catch {
-      // Offline or server down: the next tick tries again.
+    // fetch() rejects only when no answer came (offline, server down): the next
+    // tick tries again. Errors in handling an answer are bugs and propagate.
+    const response = await fetch(url, {
+      headers: etag ? { "If-None-Match": etag, Accept: "application/json" } : { Accept: "application/json" },
+      cache: "no-store",
+    }).catch((error) => {
+      console.warn(`status poll got no answer: ${error.message}`);
+      return null;
+    });
+    if (response && response.status === 200) {
+      etag = response.headers.get("ETag");
+      onDocument(await response.json());
     }
     if (timer !== null) timer = setTimeout(poll, intervalMs);
   }

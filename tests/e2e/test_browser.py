@@ -116,3 +116,17 @@ def test_operator_retries_a_failed_order_from_the_dashboard(stack, page):
     )
     types = [event["type"] for event in stack.status(placed["order_id"])["events"]]
     assert types.count("order.retry_requested") == 1
+
+
+def test_a_new_failure_appears_live_in_the_dashboards_failed_orders_table(stack, page):
+    page.goto(stack.base_url + "/dashboard/")
+    page.fill("#id_username", STAFF_USER)
+    page.fill("#id_password", STAFF_PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/dashboard/")
+    page.wait_for_selector("[data-connection=live]")
+    placed = stack.place(failure="permanent")
+    row = f"[data-role=retry][data-order-id='{placed['order_id']}']"
+    page.wait_for_selector(row, timeout=15_000)
+    page.wait_for_timeout(500)  # a later refresh must not fail either
+    assert page.problems == []
