@@ -184,6 +184,12 @@ def order_claim_by_id(order_id: str) -> Order | None:
         lease_expires_at=now + timedelta(seconds=settings.ORDER_LEASE_SECONDS),
         describe=_attempt_detail,
         now=now,
+        # Most claims are an order's first attempt, as order_place left it.
+        likely={
+            "attempts": 0,
+            "max_attempts": settings.ORDER_MAX_ATTEMPTS,
+            "steps": {},
+        },
     )
 
 
@@ -282,17 +288,15 @@ def _order_complete(
                 EventType.STEP_COMPLETED, checkpoint["detail"], step=checkpoint["step"]
             )
         )
-    with transaction.atomic():
-        moved = transition(
-            order,
-            Status.COMPLETED,
-            detail=f"{', '.join(STEPS)} done",
-            changes=changes,
-            preceding=preceding,
-            duration_ms=_elapsed_ms(started),
-        )
-        if moved:
-            Delivery.objects.create(order=order)
+    moved = transition(
+        order,
+        Status.COMPLETED,
+        detail=f"{', '.join(STEPS)} done",
+        changes=changes,
+        preceding=preceding,
+        duration_ms=_elapsed_ms(started),
+        creates=[Delivery(order=order)],
+    )
     if not moved:
         logger.warning(
             "order %s finished after its lease was taken over", order.order_id

@@ -15,7 +15,25 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.e2e.test_idempotency_e2e import assert_double_clicks_make_one_order
+from tests.expected import (
+    CLEAN_RUN_EVENTS,
+    FAIL_TWICE_EVENTS,
+    STOCK_FAILS_ONCE_EVENTS,
+)
 from tests.stack import make_stack, wait_until
+
+
+def timeline(document: dict) -> list[tuple[str, int]]:
+    return [(event["type"], event["attempt"]) for event in document["events"]]
+
+
+def processing_details(document: dict) -> list[str]:
+    return [
+        event["detail"]
+        for event in document["events"]
+        if event["type"] == "order.processing"
+    ]
+
 
 pytestmark = pytest.mark.e2e
 
@@ -118,11 +136,35 @@ def scaled_stack(tmp_path_factory):
 
 
 def test_orders_complete_and_retry_on_postgresql_and_redis(scaled_stack):
+    """On PostgreSQL each move is one statement (transitions._move, and the
+    claim of a first attempt); the timelines are the same as on SQLite."""
     plain = scaled_stack.place()["order_id"]
     flaky = scaled_stack.place(fail_times=2)["order_id"]
-    assert scaled_stack.wait_for_terminal(plain)["status"] == "COMPLETED"
+    resumed = scaled_stack.place(step="stock", fail_times=1)["order_id"]
+    document = scaled_stack.wait_for_terminal(plain)
+    assert document["status"] == "COMPLETED"
+    assert timeline(document) == list(
+        zip(CLEAN_RUN_EVENTS, [0, 1, 1, 1, 1], strict=True)
+    )
+    assert processing_details(document) == ["attempt 1 of 3"]
     document = scaled_stack.wait_for_terminal(flaky)
     assert (document["status"], document["attempts"]) == ("COMPLETED", 3)
+    assert [kind for kind, _attempt in timeline(document)] == FAIL_TWICE_EVENTS
+    assert processing_details(document) == [
+        "attempt 1 of 3",
+        "attempt 2 of 3",
+        "attempt 3 of 3",
+    ]
+    document = scaled_stack.wait_for_terminal(resumed)
+    assert [kind for kind, _attempt in timeline(document)] == STOCK_FAILS_ONCE_EVENTS
+    assert processing_details(document) == [
+        "attempt 1 of 3",
+        "attempt 2 of 3; resuming at stock (payment done)",
+    ]
+    for order_id in (plain, flaky, resumed):
+        document = scaled_stack.status(order_id)
+        assert {step["state"] for step in document["steps"]} == {"done"}
+        assert document["delivery"] is not None
     health = scaled_stack.client().get("/healthz").json()
     assert health == {"status": "ok", "database": "ok", "queue": "ok"}
 

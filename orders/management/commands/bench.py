@@ -1,5 +1,6 @@
 import json
 import logging
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -177,7 +178,14 @@ class Command(BaseCommand):
     ) -> dict:
         with (
             tempfile.TemporaryDirectory(prefix="orderproj-bench-") as folder,
-            bench_environment(Path(folder), DEBUG="1", Q_WORKERS=workers) as env,
+            bench_environment(
+                Path(folder),
+                # The cluster as it runs in production: with DEBUG on, Django
+                # also logs every query it runs (CursorDebugWrapper).
+                DEBUG="0",
+                SECRET_KEY=secrets.token_urlsafe(50),
+                Q_WORKERS=workers,
+            ) as env,
         ):
             progress(f"pipeline: {workers} workers; {describe(env)}")
             LocalService(workdir=Path(folder), env=env).manage("migrate", "--noinput")
