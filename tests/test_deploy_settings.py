@@ -9,8 +9,9 @@ import sys
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
-from orderproj.settings import proxy_ssl_header
+from orderproj.settings import proxy_ssl_header, rate_limit
 
 
 def production_environment(**overrides: str) -> dict[str, str]:
@@ -139,7 +140,47 @@ def test_plain_http_is_redirected_except_the_health_check_and_https_gets_hsts(
     "raw", ["X-Forwarded-Proto: https", "HTTP_X_FORWARDED_PROTO", "HTTP_X,https,x"]
 )
 def test_a_malformed_proxy_ssl_header_is_refused_at_start(raw):
-    from django.core.exceptions import ImproperlyConfigured
-
     with pytest.raises(ImproperlyConfigured, match="SECURE_PROXY_SSL_HEADER"):
         proxy_ssl_header(raw)
+
+
+def debug_in(**environment: str) -> subprocess.CompletedProcess:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DEBUG", "SECRET_KEY"}
+    }
+    env.update(DJANGO_SETTINGS_MODULE="orderproj.settings", **environment)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.DEBUG, settings.SESSION_COOKIE_SECURE)",
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_machine_without_a_secret_key_gets_the_development_settings():
+    result = debug_in()
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False"]
+
+
+def test_debug_off_without_a_secret_key_refuses_to_start():
+    result = debug_in(DEBUG="0")
+
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+@pytest.mark.parametrize("raw", ["120", "120/minute", "-1/m", "0/m", "ten/m"])
+def test_a_malformed_rate_limit_is_refused_at_start(raw):
+    with pytest.raises(ImproperlyConfigured, match="ORDER_PLACE_RATE_LIMIT"):
+        rate_limit(raw)
