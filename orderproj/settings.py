@@ -32,6 +32,10 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
 
 
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
 def env_number(name: str, default: float, cast=float, minimum: float | None = None):
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -45,17 +49,18 @@ def env_number(name: str, default: float, cast=float, minimum: float | None = No
     return value
 
 
-DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = env_str("SECRET_KEY") or (
-    "django-insecure-development-key-only-for-local-runs" if DEBUG else ""
-)
+# DEBUG is on by default only where SECRET_KEY is unset: a deployment must set a
+# key of its own (DEBUG off refuses to start without one), so setting it is what
+# makes a machine a server, and a server that forgets DEBUG=0 still runs with it
+# off. `make run`, `manage.py` by hand and the tests set neither and get the
+# development settings. README.md, "Deploying".
+SECRET_KEY = env_str("SECRET_KEY")
+DEBUG = env_bool("DEBUG", not SECRET_KEY)
 if not SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-ALLOWED_HOSTS = [
-    host.strip()
-    for host in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
-    if host.strip()
-]
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "django-insecure-development-key-only-for-local-runs"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 PORT = env_number("PORT", 8000, cast=int, minimum=1)
 
 INSTALLED_APPS = [
@@ -71,10 +76,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_q",
+    "csp",
+    "django_ratelimit",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -82,6 +91,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "orders.middleware.OrderPlaceRateLimit",
     # Last on purpose: see its docstring.
     "orders.middleware.SyncChainBoundary",
 ]
@@ -172,6 +182,69 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 
 LOGIN_URL = "/admin/login/"
+
+# Security (README.md, "Deploying") ------------------------------------------------
+# Each of these is on when DEBUG is off, and each can be set either way: a TLS
+# proxy in front tells Django the request was HTTPS with SECURE_PROXY_SSL_HEADER
+# (or daphne's --proxy-headers), and CSRF_TRUSTED_ORIGINS lists the origins that
+# may POST when the proxy's host differs from the one Django sees.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# A load balancer's health check often comes over plain HTTP and takes a
+# redirect for a failure.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_number(
+    "SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600, cast=int, minimum=0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+# Only consent: a domain is preloaded once its owner submits it to the list.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+
+
+def proxy_ssl_header(raw: str) -> tuple[str, str] | None:
+    """SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https": the request META
+    key the proxy sets, and the value that means HTTPS."""
+    if not raw.strip():
+        return None
+    parts = [part.strip() for part in raw.split(",")]
+    if len(parts) != 2 or not parts[0].startswith("HTTP_") or not parts[1]:
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={raw!r} is not 'HTTP_<HEADER>,<value>' "
+            "(e.g. HTTP_X_FORWARDED_PROTO,https)"
+        )
+    return parts[0], parts[1]
+
+
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header(env_str("SECURE_PROXY_SSL_HEADER"))
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+SECURE_REFERRER_POLICY = env_str("SECURE_REFERRER_POLICY", "same-origin")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# The debug page masks every setting and variable that carries a URL with a
+# password (DATABASE_URL, REDIS_URL, EMAIL_URL and what is parsed from them).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "orders.reporting.CredentialMaskingFilter"
+DEFAULT_EXCEPTION_REPORTER = "orders.reporting.CredentialMaskingReporter"
+
+# No inline script or style anywhere: the pages load their scripts and styles
+# from static/, pass data in data- attributes and json_script blocks (not run),
+# and Django's admin needs no inline code either (tests/e2e/test_browser.py
+# visits it under this policy). django-csp leaves the policy off Django's own
+# debug pages (404, 500 while DEBUG is on), which are inline.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "font-src": ["'self'"],
+        # fetch() and the EventSource streams.
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # Orders -------------------------------------------------------------------------
 ORDER_MAX_ATTEMPTS = env_number("ORDER_MAX_ATTEMPTS", 3, cast=int, minimum=1)
@@ -275,6 +348,56 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# Order placement rate limit ---------------------------------------------------
+# POST /api/orders per client address (orders/middleware.py): "<count>/<period>"
+# with a period of s, m, h or d (optionally a multiple: "100/5m"); "0" turns it
+# off. Counted in the "ratelimit" cache, which every web process shares: Redis
+# when REDIS_URL is set, else files in ORDER_RATE_LIMIT_DIR (every process on
+# the machine; see orders/ratelimit.py for why not the database).
+ORDER_PLACE_RATE_LIMIT = env_str("ORDER_PLACE_RATE_LIMIT", "120/m").strip()
+
+
+def rate_limit(raw: str) -> str:
+    import re
+
+    if raw == "0" or re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", raw):
+        return raw
+    raise ImproperlyConfigured(
+        f"ORDER_PLACE_RATE_LIMIT={raw!r} is not '<count>/<period>' (e.g. 120/m, "
+        "1000/h) or 0"
+    )
+
+
+ORDER_PLACE_RATE_LIMIT = rate_limit(ORDER_PLACE_RATE_LIMIT)
+ORDER_RATE_LIMIT_DIR = Path(
+    env_str("ORDER_RATE_LIMIT_DIR", str(BASE_DIR / "var" / "ratelimit"))
+)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "ratelimit": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "orderproj",
+            # A Redis that hangs delays an order by this much, not forever.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+        if REDIS_URL
+        else {
+            "BACKEND": "orders.ratelimit.LockedFileBasedCache",
+            "LOCATION": str(ORDER_RATE_LIMIT_DIR),
+            "OPTIONS": {"MAX_ENTRIES": 10000},
+        }
+    ),
+}
+RATELIMIT_USE_CACHE = "ratelimit"
+# A count the cache could not keep lets the order through (orders/ratelimit.py).
+RATELIMIT_FAIL_OPEN = True
+# django_ratelimit.W001 says a backend is "not officially supported" when it is
+# not memcached or django-redis by name. Both used here count atomically: Django's
+# RedisCache increments with INCR, LockedFileBasedCache under a file lock.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+
 CHANNEL_LAYERS = (
     {
         "default": {
@@ -297,6 +420,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own config mails the admins on every 500 (its mail_admins
+        # handler); here the root's console logs them, and the failure handler
+        # mails them under FAILURE_NOTIFY_LIMIT (orders/failures.py).
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django_q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }

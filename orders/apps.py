@@ -9,6 +9,7 @@ class OrdersConfig(AppConfig):
     def ready(self):
         # Wiring, not logic: any django-q2 task that raises reaches the global
         # failure handler, whether or not the task catches its own errors.
+        from django.core.signals import got_request_exception
         from django_q.signals import post_execute, post_execute_in_worker, pre_execute
 
         from . import checks, failures  # noqa: F401 - checks registers itself
@@ -21,4 +22,8 @@ class OrdersConfig(AppConfig):
         )
         post_execute.connect(
             failures.on_task_saved, dispatch_uid="orders.failures.saved"
+        )
+        # And a request that raises: its mail goes through the same limit.
+        got_request_exception.connect(
+            failures.on_request_failed, dispatch_uid="orders.failures.request"
         )

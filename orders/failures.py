@@ -8,6 +8,10 @@ mail to the ADMINS (at most FAILURE_NOTIFY_LIMIT per task and exception type in 
 FAILURE_NOTIFY_WINDOW_SECONDS; every record is kept either way) is sent later by
 the failure mailer, a thread of each qcluster (run_failure_mailer): no worker ever
 waits on a mail server, and an attempt's outcome is never behind a mail.
+
+A request that raises (a 500) is recorded the same way (on_request_failed), so
+its mail goes through the same limit: a flood of failing requests sends at most
+FAILURE_NOTIFY_LIMIT mails per view and exception type in the window.
 """
 
 import contextlib
@@ -105,16 +109,18 @@ def _record(
     message: str,
     traceback_text: str,
     order: Order | None,
+    log: bool = True,
 ) -> FailureRecord | None:
-    logger.error(
-        "async work %s%s failed%s: %s: %s\n%s",
-        task,
-        tuple(args),
-        f" (order {order.order_id})" if order else "",
-        exception_type,
-        message,
-        traceback_text.rstrip(),
-    )
+    if log:
+        logger.error(
+            "async work %s%s failed%s: %s: %s\n%s",
+            task,
+            tuple(args),
+            f" (order {order.order_id})" if order else "",
+            exception_type,
+            message,
+            traceback_text.rstrip(),
+        )
     try:
         record = _store(
             task=task,
@@ -303,6 +309,40 @@ class _InProcessLimiter:
 
 
 _fallback_limiter = _InProcessLimiter()
+
+
+# Requests ------------------------------------------------------------------------
+
+# How much of a request's path a record keeps (the path is the client's choice).
+REQUEST_PATH_CHARS = 200
+
+
+def on_request_failed(sender, request=None, **kwargs) -> None:
+    """Django's got_request_exception: a request raised and is answered 500.
+
+    Django has logged it already (logger django.request, with the traceback);
+    this stores it and leaves the mail to the failure mailer. The "task" is the
+    view's URL name, so the limit counts per view and exception type whatever
+    path or id the requests carried.
+    """
+    try:
+        error = sys.exc_info()[1]
+        if error is None or request is None:
+            return
+        match = getattr(request, "resolver_match", None)
+        view = match.view_name if match else "(unresolved)"
+        _record(
+            task=f"request {view}",
+            args=[request.method, request.path[:REQUEST_PATH_CHARS]],
+            kwargs={},
+            exception_type=exception_type_name(type(error)),
+            message=str(error),
+            traceback_text="".join(traceback.format_exception(error)),
+            order=_order_for_task([], dict(match.kwargs) if match else {}),
+            log=False,
+        )
+    except Exception:  # the 500 is answered whatever happens here
+        logger.exception("the failure handler failed for a request")
 
 
 # django-q2 hooks ---------------------------------------------------------------

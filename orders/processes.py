@@ -193,6 +193,8 @@ def local_env(workdir: Path, **overrides: str) -> dict:
     env["DJANGO_SETTINGS_MODULE"] = "orderproj.settings"
     env["DATABASE_URL"] = f"sqlite:///{workdir / 'db.sqlite3'}"
     env["ORDER_SIMULATED_GATEWAY_DIR"] = str(simulated_gateway_dir(workdir))
+    # The rate limit's counters (when it is on) belong to this service alone.
+    env["ORDER_RATE_LIMIT_DIR"] = str(workdir / "ratelimit")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
     return env

@@ -16,6 +16,13 @@ def simulated_gateway_dir(settings, tmp_path):
     return settings.ORDER_SIMULATED_GATEWAY_DIR
 
 
+@pytest.fixture(autouse=True)
+def no_rate_limit(settings):
+    """Tests place orders from one address faster than any customer; the rate
+    limit's own tests turn it on (tests/test_rate_limit.py)."""
+    settings.ORDER_PLACE_RATE_LIMIT = "0"
+
+
 @pytest.fixture
 def immediate_retries(settings):
     """Retries due at once, three attempts: a test processes an order to its end

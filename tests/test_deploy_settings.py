@@ -1,0 +1,186 @@
+"""Production settings: DEBUG off with a key and hosts of its own passes Django's
+deploy check, and each protection can be set for a TLS proxy in front."""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from orderproj.settings import proxy_ssl_header, rate_limit
+
+
+def production_environment(**overrides: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SECURE_", "SESSION_", "CSRF_"))
+        and key not in {"DATABASE_URL", "REDIS_URL", "DEBUG", "ALLOWED_HOSTS"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="orderproj.settings",
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="orders.example.com",
+    )
+    env.update(overrides)
+    return env
+
+
+def deploy_check(**overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "check",
+            "--deploy",
+            "--fail-level",
+            "WARNING",
+        ],
+        cwd=settings.BASE_DIR,
+        env=production_environment(**overrides),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_production_settings_pass_the_deploy_check_at_warning_level():
+    result = deploy_check()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_the_deploy_check_passes_with_redis_and_behind_a_tls_proxy():
+    result = deploy_check(
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https",
+        CSRF_TRUSTED_ORIGINS="https://orders.example.com",
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "warning"),
+    [
+        ("SESSION_COOKIE_SECURE", "security.W012"),
+        ("CSRF_COOKIE_SECURE", "security.W016"),
+        ("SECURE_SSL_REDIRECT", "security.W008"),
+    ],
+)
+def test_each_protection_turned_off_by_its_variable_fails_the_check(variable, warning):
+    result = deploy_check(**{variable: "0"})
+
+    assert result.returncode != 0
+    assert warning in result.stdout + result.stderr
+
+
+def test_debug_is_off_once_a_secret_key_is_set():
+    result = deploy_check(DEBUG="")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# What a client sees of the production settings, through Django's test client.
+REQUESTS = """
+import json
+import django
+django.setup()
+from django.test import Client
+client = Client(headers={"host": "orders.example.com"})
+answers = {}
+for name, path, headers in [
+    ("http", "/", {}),
+    ("healthz over http", "/healthz", {}),
+    ("https via the proxy", "/", {"x-forwarded-proto": "https"}),
+]:
+    response = client.get(path, headers=headers)
+    answers[name] = {
+        "status": response.status_code,
+        "location": response.get("Location"),
+        "hsts": response.get("Strict-Transport-Security"),
+    }
+print(json.dumps(answers))
+"""
+
+
+def test_plain_http_is_redirected_except_the_health_check_and_https_gets_hsts(
+    tmp_path,
+):
+    result = subprocess.run(
+        [sys.executable, "-c", REQUESTS],
+        cwd=settings.BASE_DIR,
+        env=production_environment(
+            SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https",
+            DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout.splitlines()[-1])
+
+    assert answers["http"]["status"] == 301
+    assert answers["http"]["location"] == "https://orders.example.com/"
+    assert answers["healthz over http"]["status"] in {200, 503}
+    assert answers["https via the proxy"]["status"] == 200
+    assert answers["https via the proxy"]["hsts"] == (
+        "max-age=31536000; includeSubDomains; preload"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw", ["X-Forwarded-Proto: https", "HTTP_X_FORWARDED_PROTO", "HTTP_X,https,x"]
+)
+def test_a_malformed_proxy_ssl_header_is_refused_at_start(raw):
+    with pytest.raises(ImproperlyConfigured, match="SECURE_PROXY_SSL_HEADER"):
+        proxy_ssl_header(raw)
+
+
+def debug_in(**environment: str) -> subprocess.CompletedProcess:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DEBUG", "SECRET_KEY"}
+    }
+    env.update(DJANGO_SETTINGS_MODULE="orderproj.settings", **environment)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.DEBUG, settings.SESSION_COOKIE_SECURE)",
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_machine_without_a_secret_key_gets_the_development_settings():
+    result = debug_in()
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False"]
+
+
+def test_debug_off_without_a_secret_key_refuses_to_start():
+    result = debug_in(DEBUG="0")
+
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+@pytest.mark.parametrize("raw", ["120", "120/minute", "-1/m", "0/m", "ten/m"])
+def test_a_malformed_rate_limit_is_refused_at_start(raw):
+    with pytest.raises(ImproperlyConfigured, match="ORDER_PLACE_RATE_LIMIT"):
+        rate_limit(raw)

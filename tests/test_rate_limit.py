@@ -1,0 +1,170 @@
+"""ORDER_PLACE_RATE_LIMIT: order placement per client address, counted in a
+cache every web process shares."""
+
+import json
+import os
+import pickle
+import secrets
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from orders.models import Order
+from orders.ratelimit import LockedFileBasedCache
+from tests.conftest import ORDER_BODY
+
+# A day's window: a test never straddles the window's end (it would reset the
+# count) unless it runs across one of the day's few boundaries.
+RATE = "3/d"
+
+
+@pytest.fixture
+def rate_limited(settings, tmp_path):
+    settings.ORDER_PLACE_RATE_LIMIT = RATE
+    settings.CACHES = {
+        **settings.CACHES,
+        "ratelimit": {
+            "BACKEND": "orders.ratelimit.LockedFileBasedCache",
+            "LOCATION": str(tmp_path / "ratelimit"),
+        },
+    }
+
+
+def place(client, address: str = "192.0.2.10", key: str | None = None):
+    headers = {"Idempotency-Key": key} if key else {}
+    return client.post(
+        "/api/orders",
+        json.dumps(ORDER_BODY),
+        content_type="application/json",
+        REMOTE_ADDR=address,
+        headers=headers,
+    )
+
+
+@pytest.mark.django_db
+def test_an_address_over_the_limit_gets_429_with_retry_after_and_nothing_is_placed(
+    client, rate_limited
+):
+    answers = [place(client, key=f"k-{n}") for n in range(4)]
+
+    assert [answer.status_code for answer in answers] == [202, 202, 202, 429]
+    refused = answers[3]
+    assert refused["Content-Type"] == "application/json"
+    assert refused.json()["error"] == "rate_limited"
+    assert "try again in" in refused.json()["detail"]
+    assert 1 <= int(refused["Retry-After"]) <= 24 * 3600
+    assert Order.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_each_client_address_has_a_limit_of_its_own(client, rate_limited):
+    for _ in range(3):
+        place(client, address="192.0.2.10")
+
+    assert place(client, address="192.0.2.10").status_code == 429
+    assert place(client, address="192.0.2.11").status_code == 202
+
+
+@pytest.mark.django_db
+def test_only_placing_counts_against_the_limit(client, rate_limited):
+    order_id = place(client).json()["order_id"]
+    for _ in range(5):
+        assert client.get(f"/api/orders/{order_id}").status_code == 200
+
+    assert place(client).status_code == 202
+
+
+@pytest.mark.django_db
+def test_a_limit_of_zero_turns_it_off(client, rate_limited, settings):
+    settings.ORDER_PLACE_RATE_LIMIT = "0"
+
+    assert [place(client).status_code for _ in range(5)] == [202] * 5
+
+
+def test_the_file_cache_counts_on_without_moving_the_entry_s_expiry(tmp_path):
+    cache = LockedFileBasedCache(str(tmp_path), {})
+    cache.add("counter", 1, timeout=500)
+    with open(cache._key_to_file("counter"), "rb") as file:
+        expiry = pickle.load(file)
+
+    assert cache.incr("counter") == 2
+    assert cache.incr("counter", 3) == 5
+
+    with open(cache._key_to_file("counter"), "rb") as file:
+        assert pickle.load(file) == pytest.approx(expiry, abs=0.01)
+    with pytest.raises(ValueError):
+        cache.incr("missing")
+
+
+# Counts 30 placements from one address against a limit of 40 a day, in a
+# process of its own, and prints which of them were refused.
+COUNT = """
+import json, sys
+import django
+django.setup()
+from django.test import RequestFactory
+from orders.ratelimit import place_retry_after
+request = RequestFactory().post("/api/orders", REMOTE_ADDR=sys.argv[1])
+print(json.dumps([place_retry_after(request) is not None for _ in range(30)]))
+"""
+
+
+def count_in_two_processes_at_once(**environment: str) -> list[bool]:
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in {"REDIS_URL"}},
+        "DJANGO_SETTINGS_MODULE": "orderproj.settings",
+        "ORDER_PLACE_RATE_LIMIT": "40/d",
+        **environment,
+    }
+    # Redis keeps a count for the day: each run counts for an address of its own.
+    address = (
+        f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(256)}"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", COUNT, address],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    refused = []
+    for process in processes:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        refused += json.loads(out)
+    return refused
+
+
+def test_web_processes_on_one_machine_share_the_count(tmp_path):
+    refused = count_in_two_processes_at_once(ORDER_RATE_LIMIT_DIR=str(tmp_path))
+
+    # 60 placements, 40 allowed: each process counted the other's.
+    assert refused.count(False) == 40
+    assert refused.count(True) == 20
+
+
+def test_web_processes_anywhere_share_the_count_in_redis(tmp_path):
+    redis_url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    import redis
+
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=2).ping()
+    except redis.ConnectionError:
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            raise
+        pytest.skip(f"no Redis at {redis_url}")
+
+    # A directory of its own too: the count must not be in it.
+    refused = count_in_two_processes_at_once(
+        REDIS_URL=redis_url, ORDER_RATE_LIMIT_DIR=str(tmp_path)
+    )
+
+    assert refused.count(False) == 40
+    assert refused.count(True) == 20
+    assert list(tmp_path.iterdir()) == []
