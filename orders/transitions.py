@@ -1,6 +1,7 @@
 """The order state machine: the table of allowed moves and the one function that
 makes them. No other code writes Order.status."""
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -398,10 +399,36 @@ def _insert_sql(connection, objs, *, only_if: str = "", columns: dict | None = N
     """The INSERT … RETURNING id of `objs`. `only_if` names a WITH query: rows
     are inserted only if it returned one. `columns` gives SQL for some fields
     (by name) instead of the objects' values."""
-    quote = connection.ops.quote_name
-    meta = type(objs[0])._meta
     columns = columns or {}
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    model = type(objs[0])
+    fields = _insert_fields(model)
+    sql = _insert_statement(
+        connection.alias, model, len(objs), only_if, tuple(sorted(columns.items()))
+    )
+    params = [
+        field.get_db_prep_save(field.pre_save(obj, add=True), connection)
+        for obj in objs
+        for field in fields
+        if field.name not in columns
+    ]
+    return sql, params
+
+
+def _insert_fields(model) -> list:
+    return [field for field in model._meta.concrete_fields if not field.primary_key]
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_statement(alias: str, model, rows: int, only_if: str, columns) -> str:
+    """The text of _insert_sql's statement: the same for every order, so built
+    once (the column types it spells out cost more than the database's work).
+    Keyed by the database's alias, not a thread's connection, which the cache
+    would keep open."""
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    meta = model._meta
+    columns = dict(columns)
+    fields = _insert_fields(model)
     if only_if:
         # In a SELECT, a parameter has no type of its own: the column's is given.
         slots = [
@@ -411,24 +438,17 @@ def _insert_sql(connection, objs, *, only_if: str = "", columns: dict | None = N
     else:
         slots = [columns.get(field.name) or "%s" for field in fields]
     row = "(" + ", ".join(slots) + ")"
-    values = f"VALUES {', '.join([row] * len(objs))}"
+    values = f"VALUES {', '.join([row] * rows)}"
     if only_if:
         values = (
             f"SELECT * FROM ({values}) AS new_rows "
             f"WHERE EXISTS (SELECT 1 FROM {only_if})"
         )
-    sql = (
+    return (
         f"INSERT INTO {quote(meta.db_table)} "
         f"({', '.join(quote(field.column) for field in fields)}) "
         f"{values} RETURNING {quote(meta.pk.column)}"
     )
-    params = [
-        field.get_db_prep_save(field.pre_save(obj, add=True), connection)
-        for obj in objs
-        for field in fields
-        if field.name not in columns
-    ]
-    return sql, params
 
 
 def _saved(obj: models.Model, pk, connection) -> None:
