@@ -424,7 +424,8 @@ LOGGING = {
         # handler); here the root's console logs them, and the failure handler
         # mails them under FAILURE_NOTIFY_LIMIT (orders/failures.py).
         "django": {"handlers": [], "level": "INFO", "propagate": True},
-        "django_q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # django-q2's logger is named "django-q" (django_q/conf.py).
+        "django-q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
 
