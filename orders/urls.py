@@ -1,21 +1,41 @@
 from django.conf import settings
 from django.templatetags.static import static
-from django.urls import path
+from django.urls import path, register_converter
 from django.views.generic import RedirectView
 
 from . import api, api_deliveries, views
+
+
+class PublicIdConverter:
+    """An order id or delivery code as a URL segment: at most 40 characters (the
+    column's length) and no control characters, so a lookup never sends the
+    database what it refuses (PostgreSQL: a NUL in text). Anything else is a
+    404 before any view runs."""
+
+    regex = r"[^/\x00-\x1f\x7f]{1,40}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(PublicIdConverter, "public_id")
 
 # The SSE streams are not Django views: orderproj/asgi.py routes them to
 # orders/streams.py ahead of Django.
 urlpatterns = [
     path("", views.storefront, name="storefront"),
-    path("orders/<str:order_id>", views.order_page, name="order-page"),
+    path("orders/<public_id:order_id>", views.order_page, name="order-page"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("api/orders", api.orders_collection, name="api-orders"),
-    path("api/orders/<str:order_id>", api.order_detail, name="api-order"),
-    path("api/orders/<str:order_id>/retry", api.order_retry, name="api-order-retry"),
+    path("api/orders/<public_id:order_id>", api.order_detail, name="api-order"),
     path(
-        "api/deliveries/<str:code>/complete",
+        "api/orders/<public_id:order_id>/retry", api.order_retry, name="api-order-retry"
+    ),
+    path(
+        "api/deliveries/<public_id:code>/complete",
         api_deliveries.delivery_complete,
         name="api-delivery-complete",
     ),

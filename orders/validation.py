@@ -167,9 +167,7 @@ def _positive(value: str) -> str:
 
 Email = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=MAX_EMAIL_LENGTH
-    ),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_EMAIL_LENGTH),
     AfterValidator(_valid_email),
     Field(json_schema_extra={"format": "email"}, examples=["ana@example.com"]),
 ]
@@ -198,7 +196,7 @@ Step = Literal[STEPS]
 # What a problem's `fields` entry says, where pydantic's own sentence would quote
 # a regular expression.
 PATTERN_HINTS = {
-    "unit_price": 'Write it as a decimal string with at most 2 decimal places, '
+    "unit_price": "Write it as a decimal string with at most 2 decimal places, "
     'less than 1,000,000, such as "19.99".',
     "sku": "No control characters.",
 }
