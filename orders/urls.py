@@ -3,7 +3,7 @@ from django.templatetags.static import static
 from django.urls import path, register_converter
 from django.views.generic import RedirectView
 
-from . import api, api_deliveries, views
+from . import api, api_deliveries, api_docs, views
 
 
 class PublicIdConverter:
@@ -29,6 +29,8 @@ urlpatterns = [
     path("", views.storefront, name="storefront"),
     path("orders/<public_id:order_id>", views.order_page, name="order-page"),
     path("dashboard/", views.dashboard, name="dashboard"),
+    path("api/openapi.json", api_docs.openapi_json, name="api-openapi"),
+    path("api/docs", api_docs.api_docs, name="api-docs"),
     path("api/orders", api.orders_collection, name="api-orders"),
     path("api/orders/<public_id:order_id>", api.order_detail, name="api-order"),
     path(
