@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.templatetags.static import static
-from django.urls import path, register_converter
+from django.urls import path, re_path, register_converter
 from django.views.generic import RedirectView
 
 from . import api, api_deliveries, api_docs, views
@@ -43,6 +43,8 @@ urlpatterns = [
     ),
     path("api/dashboard/stats", views.dashboard_stats, name="api-dashboard-stats"),
     path("healthz", api.healthz, name="healthz"),
+    # Any other /api/ URL: a JSON 404 (handler404 is not used while DEBUG is on).
+    re_path(r"^api/", api.api_not_found, name="api-not-found"),
     # Browsers ask for it on every page, the admin's included.
     path("favicon.ico", RedirectView.as_view(url=static("orders/favicon.svg"))),
 ]
@@ -50,4 +52,5 @@ urlpatterns = [
 if settings.ORDER_BENCH_BASELINE:
     from .bench.views import baseline_place
 
-    urlpatterns.append(path("api/bench/baseline", baseline_place))
+    # Ahead of the /api/ catch-all.
+    urlpatterns.insert(0, path("api/bench/baseline", baseline_place))

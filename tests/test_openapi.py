@@ -46,7 +46,9 @@ def test_every_json_api_route_is_in_the_document():
     routed = {
         "/" + re.sub(r"<[^>]+>", "<>", str(entry.pattern))
         for entry in get_resolver().url_patterns[1].url_patterns
-        if isinstance(entry, URLPattern) and str(entry.pattern).startswith("api/")
+        if isinstance(entry, URLPattern)
+        and str(entry.pattern).startswith("api/")
+        and entry.name != "api-not-found"
     }
     undocumented = routed - documented - {"/api/openapi.json", "/api/docs"}
     assert not undocumented
