@@ -2,23 +2,12 @@ from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
 
-from orders.api import api_not_found, error_response
+from orders.api import api_not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("orders.urls")),
 ]
-
-
-def handler400(request, exception=None):
-    """A request Django itself refuses (SuspiciousOperation: a bad Host header, a
-    body past DATA_UPLOAD_MAX_MEMORY_SIZE): JSON on the API like its other
-    errors."""
-    if request.path.startswith("/api/"):
-        return error_response(400, "bad_request", "The request was malformed.")
-    from django.views.defaults import bad_request
-
-    return bad_request(request, exception)
 
 
 def handler404(request, exception=None):

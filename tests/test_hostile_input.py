@@ -347,10 +347,22 @@ def test_hostile_headers_on_the_status_document_are_harmless(client):
         assert response.status_code in {200, 304}, value
 
 
+@pytest.mark.parametrize("debug", [True, False])
 @pytest.mark.django_db
-def test_a_bad_host_header_on_the_api_is_a_json_400(client):
+def test_a_bad_host_header_on_the_api_is_a_json_400_with_debug_on_or_off(
+    client, settings, debug
+):
+    # With DEBUG on, Django answers its technical (HTML) page, not handler400.
+    settings.DEBUG = debug
     response = client.get("/api/orders/ord_x", headers={"Host": "evil.example\x00"})
     assert_refused_in_json(response, 400, "bad_request")
+
+
+@pytest.mark.django_db
+def test_an_unknown_api_url_is_a_json_404_with_debug_on(client, settings):
+    settings.DEBUG = True
+    for path in ["/api/", "/api/nothing/here", "/api/orders/%00/retry/more"]:
+        assert_refused_in_json(client.post(path), 404, "not_found")
 
 
 @pytest.mark.django_db
