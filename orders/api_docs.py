@@ -2,8 +2,12 @@
 page rendered on the server from the same document (no script to load, so it
 works under any Content-Security-Policy)."""
 
+import re
+
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import render
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_http_methods
 
 from .api import json_errors
@@ -28,7 +32,7 @@ def api_docs(request: HttpRequest):
             "path": path,
             "anchor": operation["operationId"],
             "summary": operation["summary"],
-            "description": operation.get("description", ""),
+            "description": prose(operation.get("description", "")),
             "staff": "security" in operation,
             "parameters": [
                 {
@@ -36,7 +40,7 @@ def api_docs(request: HttpRequest):
                     "in": parameter["in"],
                     "required": parameter.get("required", False),
                     "type": describe(parameter["schema"]),
-                    "description": parameter.get("description", ""),
+                    "description": prose(parameter.get("description", "")),
                 }
                 for parameter in operation.get("parameters", [])
             ],
@@ -44,7 +48,7 @@ def api_docs(request: HttpRequest):
             "responses": [
                 {
                     "status": status,
-                    "description": response["description"],
+                    "description": prose(response["description"]),
                     "schema": _body_schema(response),
                 }
                 for status, response in operation["responses"].items()
@@ -58,12 +62,13 @@ def api_docs(request: HttpRequest):
         request,
         "orders/api_docs.html",
         {
-            "info": document["info"],
+            "title": document["info"]["title"],
+            "description": prose(document["info"]["description"]),
             "operations": operations,
             "schemas": [
                 {
                     "name": name,
-                    "description": schema.get("description", ""),
+                    "description": prose(schema.get("description", "")),
                     "fields": _fields(schema),
                     "type": "" if "properties" in schema else describe(schema),
                 }
@@ -71,6 +76,12 @@ def api_docs(request: HttpRequest):
             ],
         },
     )
+
+
+def prose(text: str) -> SafeString:
+    """The document's descriptions are Markdown-ish: `code` spans become <code>,
+    everything else is escaped."""
+    return mark_safe(re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text)))
 
 
 def _body_schema(part: dict | None) -> dict | None:
@@ -91,7 +102,7 @@ def _fields(schema: dict) -> list[dict]:
             "name": name,
             "type": describe(prop),
             "required": name in required,
-            "description": prop.get("description", ""),
+            "description": prose(prop.get("description", "")),
             "default": repr(prop["default"]).replace("'", '"')
             if "default" in prop and prop["default"] is not None
             else "",
