@@ -242,7 +242,9 @@ def _operations() -> dict:
                 ],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref(OrderIn)}},
+                    "content": {
+                        "application/json": {"schema": _ref(validation.OrderIn)}
+                    },
                 },
                 "responses": {
                     "202": _json(
@@ -378,9 +380,6 @@ def _operations() -> dict:
             }
         },
     }
-
-
-OrderIn = validation.OrderIn
 
 
 @cache
