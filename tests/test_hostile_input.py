@@ -399,3 +399,15 @@ def test_an_unterminated_string_of_escaped_quotes_is_refused_without_rescanning(
 def test_brackets_inside_strings_do_not_count_towards_the_nesting_limit(client):
     body = json.dumps({**VALID, "items": [{**LINE, "sku": "[{" * 20}]}).encode()
     assert post_raw(client, body).status_code == 202
+
+
+@pytest.mark.parametrize("token", ["", "x" * 5000, "\x00" * 32, "\u00e9" * 64])
+@pytest.mark.django_db
+def test_a_garbage_csrf_token_on_a_staff_endpoint_is_a_json_403(staff_user, token):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(staff_user)
+    strict.cookies["csrftoken"] = "\x00\u00ff"
+    response = strict.post("/api/orders/ord_nope/retry", headers={"X-CSRFToken": token})
+    assert_refused_in_json(response, 403, "csrf_failed")
