@@ -70,25 +70,35 @@ def fuzz_stack(tmp_path_factory):
     running.stop()
 
 
+def load_schema(stack):
+    config = schemathesis.Config()
+    # The staff session is fixed below; do not fuzz it away.
+    config.projects.get_default().generation.update(with_security_parameters=False)
+    return schemathesis.openapi.from_url(
+        f"{stack.base_url}/api/openapi.json", config=config, timeout=10
+    )
+
+
+def staff_session(stack) -> dict:
+    """A staff session's cookies and CSRF header, as as_strategy() takes them."""
+    client = stack.staff_client()
+    try:
+        return {
+            "cookies": dict(client.cookies),
+            "headers": {"X-CSRFToken": client.cookies["csrftoken"]},
+        }
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module")
 def api_schema(fuzz_stack):
-    config = schemathesis.Config()
-    # The staff session is sent as a cookie below; do not fuzz it away.
-    config.projects.get_default().generation.update(with_security_parameters=False)
-    schema = schemathesis.openapi.from_url(
-        f"{fuzz_stack.base_url}/api/openapi.json", config=config, timeout=10
-    )
-    return schema
+    return load_schema(fuzz_stack)
 
 
 @pytest.fixture(scope="module")
 def staff(fuzz_stack):
-    client = fuzz_stack.staff_client()
-    yield {
-        "cookies": dict(client.cookies),
-        "headers": {"X-CSRFToken": client.cookies["csrftoken"]},
-    }
-    client.close()
+    return staff_session(fuzz_stack)
 
 
 @pytest.fixture(scope="module")
@@ -131,21 +141,27 @@ def test_every_operation_but_the_streams_is_fuzzed(api_schema):
 def test_no_generated_request_breaks_the_api_or_the_schema(
     api_schema, staff, row_counts, operation_id, mode
 ):
+    fuzz(api_schema, operation_id, mode, staff=staff, row_counts=row_counts)
+
+
+def fuzz(api_schema, operation_id, mode, *, staff, row_counts, examples=EXAMPLES):
+    """Send `examples` generated requests of one operation, each checked."""
     # schemathesis's own pytest plugin (schema.parametrize) does not run under
-    # pytest 9; its Hypothesis strategies do.
-    # The staff session is fixed, not generated: the fuzzer reaches past the 403.
+    # pytest 9; its Hypothesis strategies do. The staff session is fixed, not
+    # generated, so the fuzzer reaches past the 403.
     strategy = operation(api_schema, operation_id).as_strategy(mode, **staff)
+    statuses = set()
 
     @given(case=strategy)
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=examples,
         deadline=None,
         database=None,
         # Shrinking a failure would keep sending requests; the first is reported.
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
-    def fuzz(case):
+    def send(case):
         before = row_counts()
         response = case.call_and_validate(timeout=10, checks=CHECKS)
         statuses.add(response.status_code)
@@ -155,6 +171,5 @@ def test_no_generated_request_breaks_the_api_or_the_schema(
                 f"{response.status_code} and wrote rows"
             )
 
-    statuses = set()
-    fuzz()
+    send()
     assert statuses - {403}, "the staff session should get past the 403"
