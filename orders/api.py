@@ -18,6 +18,7 @@ from .validation import (
     MAX_BODY_BYTES,
     body_too_large,
     parse_order_request,
+    validate_content_type,
     validate_idempotency_key,
 )
 
@@ -104,9 +105,12 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
     declared = request.META.get("CONTENT_LENGTH")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise body_too_large()
+    validate_content_type(request.content_type, request.content_params)
     key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
+    # At most one byte past the limit is read: enough to tell it was exceeded.
+    body = request.read(MAX_BODY_BYTES + 1)
     data = parse_order_request(
-        request.body, simulation_enabled=settings.ORDER_SIMULATION_ENABLED
+        body, simulation_enabled=settings.ORDER_SIMULATION_ENABLED
     )
     order, created = services.order_place(data=data, idempotency_key=key)
     body = {

@@ -61,3 +61,45 @@ class OrderPlaceRateLimit:
         )
         response["Retry-After"] = str(retry_after)
         return response
+
+
+class ApiErrorShape:
+    """Every 4xx under /api/ in the JSON error shape, whoever made it: Django's own
+    refusals (a bad Host header, a body past DATA_UPLOAD_MAX_MEMORY_SIZE: with
+    DEBUG on they are HTML debug pages, which handler400 never sees) as well as
+    the views'. First in MIDDLEWARE, so it sees what every other one answered."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            400 <= response.status_code < 500
+            and request.path.startswith("/api/")
+            and response.get("Content-Type", "").split(";")[0] != "application/json"
+        ):
+            status = response.status_code
+            shaped = error_response(
+                status,
+                ERRORS.get(status, f"http_{status}"),
+                f"{response.reason_phrase}.",
+            )
+            # The other headers (Allow, Retry-After, the security headers of the
+            # middleware inside this one) and cookies stay as they were.
+            for header, value in response.items():
+                if header.lower() not in {"content-type", "content-length"}:
+                    shaped[header] = value
+            shaped.cookies = response.cookies
+            return shaped
+        return response
+
+
+ERRORS = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    429: "rate_limited",
+}

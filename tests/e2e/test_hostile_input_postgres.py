@@ -1,0 +1,100 @@
+"""The hostile requests of tests/test_hostile_input.py, and a shorter run of the
+fuzzer (tests/e2e/test_api_fuzz.py), against a real daphne on PostgreSQL, which
+refuses a NUL in text that SQLite stores: each is still a 4xx in the JSON error
+shape and writes nothing. Skipped like the scale-out tests where PostgreSQL or
+Redis is missing, unless REQUIRE_SERVICES=1."""
+
+import pytest
+from schemathesis import GenerationMode
+
+from tests.e2e.test_api_fuzz import WITH_INPUT, fuzz, load_schema, staff_session
+from tests.e2e.test_scale_out import scaled
+from tests.test_hostile_input import HOSTILE_BODIES, HOSTILE_SEGMENTS
+
+pytestmark = pytest.mark.e2e
+
+TABLES = ["orders_order", "orders_orderline", "orders_orderevent", "orders_delivery"]
+NUL_BODIES = [
+    b'{"customer_email": "a@b.co", "items": [{"sku": "A\\u0000", "quantity": 1, '
+    b'"unit_price": "1.00"}]}',
+    b'{"customer_email": "a\\u0000@b.co", "items": [{"sku": "A", "quantity": 1, '
+    b'"unit_price": "1.00"}]}',
+    b'{"customer_email": "a@b.co", "items": [{"sku": "A", "quantity": 1, '
+    b'"unit_price": "1.00"}], "simulate": {"step": "pay\\u0000ment"}}',
+    b'{"\\u0000": 1}',
+]
+
+
+@pytest.fixture(scope="module")
+def pg_stack(tmp_path_factory):
+    with scaled(tmp_path_factory.mktemp("hostile-pg")) as stack:
+        stack.start()
+        # The web process alone writes: row counts move only with requests.
+        stack.stop_cluster()
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def row_counts(pg_stack):
+    import psycopg
+
+    connection = psycopg.connect(pg_stack.env["DATABASE_URL"], autocommit=True)
+
+    def counts():
+        return {
+            table: connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in TABLES
+        }
+
+    yield counts
+    connection.close()
+
+
+def assert_json_refusal(response):
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    body = response.json()
+    assert isinstance(body["error"], str) and isinstance(body["detail"], str)
+
+
+def test_hostile_bodies_are_refused_on_postgresql_and_write_nothing(
+    pg_stack, row_counts
+):
+    before = row_counts()
+    with pg_stack.client() as client:
+        for body in [*NUL_BODIES, *(body for body, _ in HOSTILE_BODIES.values())]:
+            response = client.post(
+                "/api/orders",
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
+            assert_json_refusal(response)
+    assert row_counts() == before
+
+
+def test_hostile_ids_in_paths_are_json_404s_on_postgresql(pg_stack, row_counts):
+    before = row_counts()
+    staff = pg_stack.staff_client()
+    try:
+        for segment in HOSTILE_SEGMENTS:
+            for method, path in [
+                ("GET", f"/api/orders/{segment}"),
+                ("POST", f"/api/orders/{segment}/retry"),
+                ("POST", f"/api/deliveries/{segment}/complete"),
+            ]:
+                response = staff.request(method, path)
+                assert response.status_code == 404, (method, path, response.text)
+                assert_json_refusal(response)
+            assert staff.get(f"/orders/{segment}").status_code == 404
+    finally:
+        staff.close()
+    assert row_counts() == before
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+@pytest.mark.parametrize("operation_id", WITH_INPUT)
+def test_generated_requests_do_not_break_the_api_on_postgresql(
+    pg_stack, row_counts, operation_id, mode
+):
+    schema = load_schema(pg_stack)
+    staff = staff_session(pg_stack)
+    fuzz(schema, operation_id, mode, staff=staff, row_counts=row_counts, examples=25)

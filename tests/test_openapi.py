@@ -1,0 +1,115 @@
+import json
+import re
+
+import pytest
+from django.urls import URLPattern, get_resolver
+
+from orders import openapi
+from orders.models import Order
+from tests import factories
+
+VALID = {
+    "customer_email": "buyer@example.com",
+    "items": [{"sku": "MUG-1", "quantity": 2, "unit_price": "12.50"}],
+}
+
+
+def place(client, body=VALID, **headers):
+    return client.post(
+        "/api/orders", json.dumps(body), content_type="application/json", **headers
+    )
+
+
+@pytest.mark.django_db
+def test_the_openapi_document_is_served_as_json_and_is_version_3_1(client):
+    response = client.get("/api/openapi.json")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    document = response.json()
+    assert document["openapi"] == "3.1.0"
+    assert document["paths"]["/api/orders"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]["schema"] == {"$ref": "#/components/schemas/OrderIn"}
+
+
+def test_every_reference_in_the_document_resolves():
+    document = openapi.openapi_document()
+    text = json.dumps(document)
+    for ref in set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', text)):
+        assert ref in document["components"]["schemas"], ref
+
+
+def test_every_json_api_route_is_in_the_document():
+    documented = {
+        re.sub(r"\{[^}]+\}", "<>", path) for path in openapi.openapi_document()["paths"]
+    }
+    routed = {
+        "/" + re.sub(r"<[^>]+>", "<>", str(entry.pattern))
+        for entry in get_resolver().url_patterns[1].url_patterns
+        if isinstance(entry, URLPattern)
+        and str(entry.pattern).startswith("api/")
+        and entry.name != "api-not-found"
+    }
+    undocumented = routed - documented - {"/api/openapi.json", "/api/docs"}
+    assert not undocumented
+
+
+def test_the_request_schema_states_the_input_limits():
+    schemas = openapi.openapi_document()["components"]["schemas"]
+    assert schemas["OrderIn"]["properties"]["items"]["maxItems"] == 100
+    assert schemas["OrderIn"]["additionalProperties"] is False
+    line = schemas["LineIn"]["properties"]
+    assert line["sku"]["maxLength"] == 64
+    assert line["quantity"]["maximum"] == 10_000
+    assert "pattern" in line["unit_price"]
+
+
+@pytest.mark.django_db
+def test_real_responses_match_their_documented_models(
+    client, staff_client, immediate_retries, django_capture_on_commit_callbacks
+):
+    placed = place(client)
+    openapi.OrderPlaced.model_validate(placed.json())
+    order_id = placed.json()["order_id"]
+    openapi.OrderStatus.model_validate(client.get(f"/api/orders/{order_id}").json())
+
+    failed = factories.processed(failure="permanent", fail_times=1)
+    completed = factories.process_until_terminal(factories.place())
+    stats = staff_client.get("/api/dashboard/stats").json()
+    assert stats["failed_orders"], "a failed order makes the table non-empty"
+    openapi.DashboardStats.model_validate(stats)
+    document = client.get(f"/api/orders/{completed.order_id}").json()
+    assert document["delivery"] and document["steps"][0]["reference"]
+    openapi.OrderStatus.model_validate(document)
+
+    retried = staff_client.post(f"/api/orders/{failed.order_id}/retry")
+    openapi.OrderRetried.model_validate(retried.json())
+    code = Order.objects.get(pk=completed.pk).delivery.code
+    with django_capture_on_commit_callbacks(execute=False):
+        done = staff_client.post(f"/api/deliveries/{code}/complete")
+    openapi.DeliveryCompleted.model_validate(done.json())
+
+    refused = place(client, {**VALID, "items": []})
+    openapi.Error.model_validate(refused.json())
+    openapi.Health.model_validate(client.get("/healthz").json())
+
+
+def test_a_response_with_an_undocumented_field_fails_its_model():
+    with pytest.raises(ValueError):
+        openapi.Error.model_validate({"error": "x", "detail": "y", "stack": "..."})
+
+
+@pytest.mark.django_db
+def test_the_docs_page_lists_every_operation_and_loads_no_script(client):
+    response = client.get("/api/docs")
+    assert response.status_code == 200
+    page = response.content.decode()
+    for path, item in openapi.openapi_document()["paths"].items():
+        for method in item:
+            assert f"{method.upper()} {path}" in page
+    assert 'id="schema-OrderIn"' in page
+    # Only the pages' JSON data block: nothing to execute, so a strict
+    # script-src cannot break the page.
+    scripts = re.findall(r"<script[^>]*>", page)
+    assert all('type="application/json"' in tag for tag in scripts), scripts
+    assert "style=" not in page
