@@ -26,8 +26,20 @@ lint: install
 	$(BIN)/ruff check orderproj orders tests
 	$(BIN)/ruff format --check orderproj orders tests
 
+# The tests of the database writes (the moves, the claim, the steps, the
+# dispatcher) run on PostgreSQL too, where the moves are single statements.
+POSTGRES_TESTS := tests/test_transitions.py tests/test_properties.py \
+	tests/test_steps.py tests/test_services_orders.py tests/test_dispatcher.py \
+	tests/test_deliveries.py
+
 test: lint
 	$(BIN)/python -m pytest
+	@if [ -n "$$TEST_POSTGRES_URL" ]; then \
+		echo "== the database tests again, on PostgreSQL ($$TEST_POSTGRES_URL)"; \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/python -m pytest -q $(POSTGRES_TESTS); \
+	else \
+		echo "== skipped: the database tests on PostgreSQL (TEST_POSTGRES_URL is not set)"; \
+	fi
 
 format: install
 	$(BIN)/ruff format orderproj orders tests

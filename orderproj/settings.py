@@ -159,6 +159,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": str(Path(tempfile.gettempdir()) / f"orderproj-test-{os.getpid()}.db")
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # One test database per test run here too (`make test` runs the database
+    # tests on PostgreSQL as well when TEST_POSTGRES_URL is set).
+    DATABASES["default"]["TEST"] = {"NAME": f"test_orderproj_{os.getpid()}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
