@@ -273,6 +273,12 @@ def failure_mail_body(record: FailureRecord, similar_unmailed: int = 0) -> str:
 
 
 def _send_mail(*, subject: str, body: str) -> None:
+    """Mail the admins. A driver's error may quote the URL it was given, so the
+    mail goes through the debug page's credential mask (orders/reporting.py)."""
+    from .reporting import CredentialMaskingFilter
+
+    masking = CredentialMaskingFilter()
+    subject, body = masking.mask_text(subject), masking.mask_text(body)
     try:
         # Header lines must stay single-line and short.
         subject = " ".join(subject.split())[:180]

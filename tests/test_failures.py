@@ -423,3 +423,26 @@ def test_email_url_selects_console_or_smtp_with_credentials():
     assert smtp["EMAIL_HOST_USER"] == "me@x.org"
     assert smtp["EMAIL_HOST_PASSWORD"] == "s3cret"
     assert smtp["EMAIL_USE_TLS"] is True
+
+
+def test_a_failure_mail_never_shows_a_password_the_error_quoted(
+    order, mailoutbox, settings
+):
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    record_failure(
+        task="orders.tasks.process_order",
+        args=[order.order_id],
+        error=raised(
+            ConnectionError(
+                "could not connect to redis://:s3cret-pass@cache.internal:6379/0"
+            )
+        ),
+        order=order,
+    )
+
+    assert failures.failures_mail_pending() == 1
+
+    (mail,) = mailoutbox
+    assert "s3cret-pass" not in mail.subject
+    assert "s3cret-pass" not in mail.body
+    assert "cache.internal:6379" in mail.body
