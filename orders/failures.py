@@ -111,6 +111,13 @@ def _record(
     order: Order | None,
     log: bool = True,
 ) -> FailureRecord | None:
+    from .reporting import CredentialMaskingFilter
+
+    # A driver's error may quote the URL it was given: the log, the record the
+    # admin shows and the mail never carry its password.
+    masking = CredentialMaskingFilter()
+    message = masking.mask_text(message)
+    traceback_text = masking.mask_text(traceback_text)
     if log:
         logger.error(
             "async work %s%s failed%s: %s: %s\n%s",

@@ -425,7 +425,7 @@ def test_email_url_selects_console_or_smtp_with_credentials():
     assert smtp["EMAIL_USE_TLS"] is True
 
 
-def test_a_failure_mail_never_shows_a_password_the_error_quoted(
+def test_a_failure_record_and_its_mail_never_show_a_password_the_error_quoted(
     order, mailoutbox, settings
 ):
     settings.ADMINS = [("Ops", "ops@example.com")]
@@ -440,6 +440,9 @@ def test_a_failure_mail_never_shows_a_password_the_error_quoted(
         order=order,
     )
 
+    stored = FailureRecord.objects.get()
+    assert "s3cret-pass" not in stored.message + stored.traceback
+    assert "cache.internal:6379" in stored.message
     assert failures.failures_mail_pending() == 1
 
     (mail,) = mailoutbox
