@@ -130,7 +130,7 @@ def test_order_page_falls_back_to_polling_while_the_stream_fails_then_resumes(
 ):
     placed = stack.place(fail_times=1, delay_ms=300)
     # The stream answers 502, as a proxy does during a deploy (Chromium logs each).
-    page.problems.expect(r"status of 502")
+    page.problems.expect(r"status of 502 .*/events")
     page.route("**/events*", lambda route: route.fulfill(status=502, body="down"))
     page.goto(stack.base_url + placed["page_url"])
     page.wait_for_selector("[data-connection=polling]")
@@ -187,7 +187,7 @@ def test_a_retry_that_gets_no_answer_or_a_proxy_error_says_so_on_the_dashboard(
     stack.wait_for_terminal(placed["order_id"])
     log_in_to_the_dashboard(stack, page)
     button = page.locator(f"[data-role=retry][data-order-id='{placed['order_id']}']")
-    page.problems.expect(r"net::ERR_FAILED|status of 502")
+    page.problems.expect(r"(net::ERR_FAILED|status of 502) .*/retry'")
     page.route("**/retry", lambda route: route.abort())
     button.click()
     message = page.locator("[data-role=action-message][data-outcome=error]")
@@ -215,7 +215,7 @@ def test_a_retry_that_gets_no_answer_or_a_proxy_error_says_so_on_the_dashboard(
 
 def test_the_dashboard_says_when_its_numbers_could_not_be_refreshed(stack, page):
     log_in_to_the_dashboard(stack, page)
-    page.problems.expect(r"status of 503")
+    page.problems.expect(r"status of 503 .*/api/dashboard/stats'")
     page.route(
         "**/api/dashboard/stats*",
         lambda route: route.fulfill(status=503, content_type="text/plain", body="x"),
@@ -231,7 +231,7 @@ def test_the_dashboard_says_when_its_numbers_could_not_be_refreshed(stack, page)
 
 def test_placing_an_order_without_an_answer_says_so_and_keeps_the_form(stack, page):
     page.goto(stack.base_url + "/")
-    page.problems.expect(r"net::ERR_FAILED")
+    page.problems.expect(r"net::ERR_FAILED .*/api/orders'")
     page.route("**/api/orders", lambda route: route.abort())
     page.click("button[type=submit]")
     errors = page.locator("[data-role=form-errors]")
