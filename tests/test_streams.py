@@ -620,3 +620,46 @@ def test_the_dispatcher_trims_at_most_once_an_hour(monkeypatch):
     stop.set()
     thread.join(timeout=5)
     assert calls == [1]
+
+
+# Hostile input ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("cookie", "expected"),
+    [
+        (b'theme={"dark":true}; sessionid=abcdefgh12345678', "abcdefgh12345678"),
+        (b'a"b=c; sessionid=abcdefgh12345678; x=y\\z', "abcdefgh12345678"),
+        (b"sessionid=abc\x00defghijk", None),  # PostgreSQL refuses a NUL
+        (b"sessionid=\xff\xfeabcdefgh", None),
+        (b"other=1", None),
+    ],
+)
+def test_the_session_cookie_is_read_as_django_reads_it(cookie, expected):
+    scope = {"headers": [(b"cookie", cookie)]}
+    assert streams.session_key(scope) == expected
+
+
+@pytest.mark.parametrize(
+    ("order_id", "plausible"),
+    [
+        ("ord_" + "a" * 32, True),
+        ("ord_\x00", False),
+        ("x" * 41, False),
+        ("ord_\u202e", False),
+        ("ord_\ufffd", False),
+    ],
+)
+def test_only_an_id_shaped_like_an_order_id_is_looked_up(order_id, plausible):
+    assert streams.could_be_order_id(order_id) is plausible
+
+
+def test_a_resume_id_past_every_event_is_reset_not_waited_for(place_order):
+    order = place_order()
+    newest = event_ids(order)[-1]
+    opening = streams.plan_opening(
+        last_id=newest + 1000, through=newest, order_pk=order.pk
+    )
+    assert opening.reset
+    assert [event.id for event in opening.replay] == event_ids(order)
+    # An id the pump has not reached yet, but the table has, is no reset.
+    opening = streams.plan_opening(last_id=newest, through=newest - 1, order_pk=None)
+    assert not opening.reset

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from httpx_sse import connect_sse
 
 from tests.expected import FAIL_TWICE_EVENTS
+from tests.sse import read_sse
 from tests.stack import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -25,13 +25,17 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def read_events(client, url, *, headers=None, stop_after=None, until=TERMINAL):
+def read_events(
+    client, url, *, headers=None, stop_after=None, until=TERMINAL, within=30.0
+):
     """(id, type, data, received_at) of each event until a terminal one, or until
-    `stop_after` events; the stream is then closed by the client."""
+    `stop_after` events, within `within` seconds; the stream is then closed by
+    the client."""
     found = []
-    with connect_sse(client, "GET", url, headers=headers or {}) as source:
+    what = f"{stop_after or 'a terminal'} event(s) from {url}"
+    with read_sse(client, url, headers=headers, within=within, what=what) as source:
         assert source.response.status_code == 200
-        for sse in source.iter_sse():
+        for sse in source.events():
             if not sse.event or not sse.data or sse.event == "message":
                 continue
             found.append(
@@ -48,13 +52,18 @@ def stream_stats(staff) -> dict:
     return response.json()
 
 
-def open_raw_stream(port: int, path: str) -> socket.socket:
-    """An SSE request on a bare socket: 200 streams cost the test no threads."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+def open_raw_stream(port: int, path: str, *, within: float = 10) -> socket.socket:
+    """An SSE request on a bare socket: 200 streams cost the test no threads.
+    Returns once the response's head is in, within `within` seconds."""
+    deadline = time.monotonic() + within
+    sock = socket.create_connection(("127.0.0.1", port), timeout=within)
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream"
     sock.sendall(f"{request}\r\n\r\n".encode())
     head = b""
     while b"\r\n\r\n" not in head:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no response head for {path} within {within} s: {head!r}"
+        sock.settimeout(left)
         chunk = sock.recv(4096)
         assert chunk, "the server closed the stream"
         head += chunk
@@ -174,13 +183,16 @@ def test_stream_answers_with_the_sse_headers(stack):
     placed = stack.place()
     with (
         httpx.Client(base_url=stack.base_url, timeout=10) as client,
-        client.stream("GET", placed["events_url"]) as response,
+        read_sse(
+            client, placed["events_url"], within=10, what="the stream's first bytes"
+        ) as source,
     ):
+        response = source.response
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
         assert response.headers["x-accel-buffering"] == "no"
-        first = next(response.iter_text())
+        first = next(source.text())
     assert "retry: " in first
 
 
