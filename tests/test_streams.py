@@ -19,6 +19,7 @@ from orders import dispatcher, streams
 from orders.models import OrderEvent
 from orders.streams import EventPump, PollWaker, Refusal, StreamEvent
 from orders.transitions import append_event
+from tests.stack import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -608,17 +609,21 @@ def test_events_older_than_the_retention_are_trimmed_and_newer_ones_kept(
 
 
 def test_the_dispatcher_trims_at_most_once_an_hour(monkeypatch):
-    calls = []
-    monkeypatch.setattr(dispatcher, "sweep", lambda: None)
+    calls, sweeps = [], []
+    monkeypatch.setattr(dispatcher, "sweep", lambda: sweeps.append(1))
     monkeypatch.setattr(dispatcher, "events_trim", lambda: calls.append(1) or 0)
     stop = threading.Event()
     thread = threading.Thread(
         target=dispatcher.run_dispatcher, args=(stop,), kwargs={"interval": 0.01}
     )
     thread.start()
-    time.sleep(0.3)
-    stop.set()
-    thread.join(timeout=5)
+    try:
+        # Counted in sweeps, not in wall-clock time: a slow machine sweeps less.
+        wait_until(lambda: len(sweeps) >= 20, timeout=10, what="twenty sweeps")
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert not thread.is_alive()
     assert calls == [1]
 
 
