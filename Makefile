@@ -2,6 +2,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# eslint for static/, pinned in package.json + package-lock.json (needs node/npm;
+# only `make lint` and `make test` use it, `make run` does not).
+NODE_STAMP := node_modules/.installed
 
 .PHONY: run test lint format install migrate bench clean
 
@@ -15,6 +18,10 @@ $(STAMP): requirements.txt | $(BIN)/python
 
 install: $(STAMP)
 
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
@@ -22,9 +29,10 @@ run: migrate
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py serve
 
-lint: install
+lint: install $(NODE_STAMP)
 	$(BIN)/ruff check orderproj orders tests
 	$(BIN)/ruff format --check orderproj orders tests
+	node_modules/.bin/eslint static
 
 # The tests of the database writes (the moves, the claim, the steps, the
 # dispatcher) run on PostgreSQL too, where the moves are single statements.
@@ -46,4 +54,4 @@ format: install
 	$(BIN)/ruff check --fix orderproj orders tests
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache
+	rm -rf $(VENV) staticfiles .pytest_cache node_modules

@@ -25,13 +25,18 @@ from .validation import (
 health_logger = logging.getLogger("orders.health")
 
 
-def error_response(
-    status: int, error: str, detail: str, fields: dict | None = None
-) -> JsonResponse:
+def error_document(error: str, detail: str, fields: dict | None = None) -> dict:
+    """The error contract's body, for Django views and the ASGI streams alike."""
     body = {"error": error, "detail": detail}
     if fields:
         body["fields"] = fields
-    return JsonResponse(body, status=status)
+    return body
+
+
+def error_response(
+    status: int, error: str, detail: str, fields: dict | None = None
+) -> JsonResponse:
+    return JsonResponse(error_document(error, detail, fields), status=status)
 
 
 def not_found(order_id: str) -> JsonResponse:

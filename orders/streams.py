@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.cookies import CookieError, SimpleCookie
 from importlib import import_module
 from types import SimpleNamespace
 from urllib.parse import parse_qs
@@ -44,8 +43,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.db.models import Max
+from django.http.cookie import parse_cookie
 from django.utils import timezone
 
+from .api import error_document
 from .models import Order, OrderEvent
 from .selectors import event_document
 
@@ -132,6 +133,10 @@ def read_replay(
 
 def oldest_event_id() -> int | None:
     return OrderEvent.objects.order_by("pk").values_list("pk", flat=True).first()
+
+
+def newest_event_id() -> int:
+    return OrderEvent.objects.aggregate(newest=Max("pk"))["newest"] or 0
 
 
 # --- trimming ---------------------------------------------------------------------
@@ -379,26 +384,49 @@ def parse_last_event_id(scope: dict) -> int | None:
     return int(raw)
 
 
+def could_be_order_id(order_id: str) -> bool:
+    """Whether `order_id` has the shape of a stored one: printable ASCII that fits
+    the column. Anything else is no order of ours, and is not sent to the
+    database (PostgreSQL refuses a NUL, for one)."""
+    limit = Order._meta.get_field("order_id").max_length
+    return len(order_id) <= limit and order_id.isascii() and order_id.isprintable()
+
+
 def find_order_pk(order_id: str) -> int:
+    if not could_be_order_id(order_id):
+        raise Refusal(404, "order_not_found", "No order has that id.")
     pk = Order.objects.filter(order_id=order_id).values_list("pk", flat=True).first()
     if pk is None:
         raise Refusal(404, "order_not_found", f"No order with id {order_id!r}.")
     return pk
 
 
+def session_key(scope: dict) -> str | None:
+    """The session cookie's value, read as Django reads it for a view: the Cookie
+    headers decoded as latin-1 and joined (django.core.handlers.asgi), then
+    django.http.cookie.parse_cookie, which skips a malformed cookie instead of
+    giving up on all of them. A value no session engine issues (a control
+    character, say) is no session."""
+    values = [
+        value.decode("latin-1")
+        for name, value in scope.get("headers", ())
+        if name.lower() == b"cookie"
+    ]
+    key = parse_cookie(",".join(values)).get(settings.SESSION_COOKIE_NAME)
+    if key is None or not (key.isascii() and key.isprintable()):
+        return None
+    return key
+
+
 def check_staff(scope: dict) -> None:
     """The staff stream needs a staff session: 403 without a login or for
-    other accounts (the same answers as the staff JSON endpoints)."""
+    other accounts (the same answers as the staff JSON endpoints). Django's
+    get_user() also ends a session whose user was deactivated or changed
+    password since logging in."""
     from django.contrib.auth import get_user
 
-    cookies = SimpleCookie()
-    for name, value in scope.get("headers", ()):
-        if name.lower() == b"cookie":
-            with contextlib.suppress(CookieError):  # a broken cookie is no session
-                cookies.load(value.decode("latin-1"))
-    morsel = cookies.get(settings.SESSION_COOKIE_NAME)
     engine = import_module(settings.SESSION_ENGINE)
-    session = engine.SessionStore(morsel.value if morsel else None)
+    session = engine.SessionStore(session_key(scope))
     user = get_user(SimpleNamespace(session=session))
     if not user.is_authenticated:
         raise Refusal(403, "not_authenticated", "Log in as staff to use this stream.")
@@ -418,19 +446,24 @@ def plan_opening(*, last_id: int | None, through: int, order_pk: int | None) -> 
 
     An order stream without an id replays the order's whole history; the staff
     stream without one starts live. A resume id older than the oldest kept event
-    gets stream.reset, then the stream continues as if opened without an id.
+    gets stream.reset, then the stream continues as if opened without an id; so
+    does an id newer than any event (not one of this database's: it was
+    reset, or the id is made up), which would otherwise hold back every event
+    up to it.
     """
     reset = False
     if last_id is not None:
         oldest = oldest_event_id()
         trimmed_through = through if oldest is None else oldest - 1
-        if last_id < trimmed_through:
+        if last_id < trimmed_through or (
+            last_id > through and last_id > newest_event_id()
+        ):
             reset, last_id = True, None
     if last_id is None:
         if order_pk is None:
             # Live from now: a pump that has just started trails the newest rows
             # by the settle window, and those rows are not news to this client.
-            newest = OrderEvent.objects.aggregate(newest=Max("pk"))["newest"] or 0
+            newest = newest_event_id()
             return Opening(replay=[], reset=reset, resume_from=max(through, newest))
         last_id = 0
     replay = read_replay(after=last_id, through=through, order_pk=order_pk)
@@ -439,7 +472,7 @@ def plan_opening(*, last_id: int | None, through: int, order_pk: int | None) -> 
 
 # --- the ASGI endpoint ------------------------------------------------------------
 def _json_response_parts(status: int, error: str, detail: str):
-    body = json.dumps({"error": error, "detail": detail}).encode()
+    body = json.dumps(error_document(error, detail)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -473,6 +506,15 @@ def reset_frame(last_id: int) -> bytes:
         }
     )
     return f"event: stream.reset\ndata: {data}\n\n".encode()
+
+
+def closed_frame(refusal: Refusal) -> bytes:
+    """The last frame of a staff stream whose session ended: why, in the error
+    shape. A browser's reconnect then gets the 403 itself."""
+    data = json.dumps(
+        {"type": "stream.closed", **error_document(refusal.error, refusal.detail)}
+    )
+    return f"event: stream.closed\ndata: {data}\n\n".encode()
 
 
 SSE_HEADERS = [
@@ -513,7 +555,7 @@ class EventStream:
         pump.stats.open_streams += 1
         pump.stats.opened_total += 1
         body = asyncio.ensure_future(
-            self._send_events(send, pump, subscriber, last_id, through, order_pk)
+            self._send_events(send, pump, subscriber, last_id, through, order_pk, scope)
         )
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
@@ -534,9 +576,12 @@ class EventStream:
         check_staff(scope)
         return None
 
-    async def _send_events(self, send, pump, subscriber, last_id, through, order_pk):
+    async def _send_events(
+        self, send, pump, subscriber, last_id, through, order_pk, scope
+    ):
         retry_ms = int(settings.ORDER_STREAM_RETRY_MS)
         keepalive = float(settings.ORDER_STREAM_KEEPALIVE_SECONDS)
+        loop = asyncio.get_running_loop()
         opening = await sync_to_async(plan_opening)(
             last_id=last_id, through=through, order_pk=order_pk
         )
@@ -546,17 +591,39 @@ class EventStream:
         # From this first line on, the client misses nothing that is written.
         await _send_body(send, f": stream open\nretry: {retry_ms}\n\n".encode())
         sent = await self._replay(send, opening, last_id, through, order_pk)
+        # The staff stream looks at its session again twice per keep-alive
+        # interval, so one that ended (logout, account deactivated, password
+        # changed, staff status taken away) is closed within that interval.
+        recheck = None if self.per_order else keepalive / 2
+        quiet_since = loop.time()
+        next_check = quiet_since + recheck if recheck else None
         while not subscriber.overflowed or not subscriber.queue.empty():
+            if next_check is not None and loop.time() >= next_check:
+                try:
+                    await sync_to_async(self._authorize)(scope, None)
+                except Refusal as refusal:
+                    await _send_body(send, closed_frame(refusal))
+                    break
+                next_check = loop.time() + recheck
+            wake = quiet_since + keepalive
+            if next_check is not None:
+                wake = min(wake, next_check)
             try:
-                event = await asyncio.wait_for(subscriber.queue.get(), keepalive)
+                event = await asyncio.wait_for(
+                    subscriber.queue.get(), max(0.0, wake - loop.time())
+                )
             except TimeoutError:
-                await _send_body(send, b": keep-alive\n\n")
+                if loop.time() >= quiet_since + keepalive:
+                    await _send_body(send, b": keep-alive\n\n")
+                    quiet_since = loop.time()
                 continue
             if event.id <= sent:
                 continue  # the client had it already (it resumed from a later id)
             sent = event.id
             await _send_body(send, frame(event))
-        # Fell too far behind: end the response; the client resumes from `sent`.
+            quiet_since = loop.time()
+        # Fell too far behind (the client resumes from `sent`), or the session
+        # ended: end the response.
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _replay(self, send, opening, last_id, through, order_pk) -> int:

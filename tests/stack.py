@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from httpx_sse import connect_sse
 
 from orders.gateways import SimulatedLedger
 from orders.processes import (
@@ -26,6 +25,7 @@ from orders.processes import (
     wait_until,
 )
 from orders.watchdog import IDLE, PROCESSING, descendants_of, worker_states
+from tests.sse import read_sse
 
 __all__ = ["PROJECT_DIR", "Stack", "free_port", "make_stack", "wait_until"]
 
@@ -173,8 +173,11 @@ class Stack(LocalService):
         try:
             with (
                 ThreadPoolExecutor(max_workers=threads) as pool,
-                connect_sse(
-                    staff, "GET", "/api/events", timeout=httpx.Timeout(timeout)
+                read_sse(
+                    staff,
+                    "/api/events",
+                    within=timeout,
+                    what=f"{count} orders finishing on the staff stream",
                 ) as source,
             ):
                 assert source.response.status_code == 200
@@ -183,7 +186,7 @@ class Stack(LocalService):
                 )
                 order_ids = {order["order_id"] for order in placed}
                 finished, seen = set(), []
-                for sse in source.iter_sse():
+                for sse in source.events():
                     if not sse.data:
                         continue
                     data = json.loads(sse.data)

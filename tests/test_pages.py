@@ -13,6 +13,7 @@ from django.utils import timezone
 from orders import selectors
 from orders.models import Order, OrderEvent
 from orders.services import order_claim, order_process, order_recover
+from orders.views import STATUS_LABELS
 
 Status = Order.Status
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "orders"
@@ -78,6 +79,19 @@ def test_storefront_hides_failure_injection_when_simulation_is_disabled(
 
 
 # Order page ---------------------------------------------------------------------
+def status_badge(html: str) -> tuple[str, str]:
+    """The status badge's data-status and text (the page root and the timeline
+    items carry data-status too)."""
+    badge = re.search(
+        r'<span class="badge badge-(\w+)" data-role="status" data-status="(\w+)"'
+        r"[^>]*>([^<]*)</span>",
+        html,
+    )
+    assert badge, "no status badge"
+    assert badge.group(1) == badge.group(2).lower()
+    return badge.group(2), badge.group(3)
+
+
 @pytest.mark.django_db
 def test_order_page_shows_status_attempts_and_every_event_of_the_timeline(
     client, place_order
@@ -88,7 +102,7 @@ def test_order_page_shows_status_attempts_and_every_event_of_the_timeline(
     response = client.get(f"/orders/{order.order_id}")
     assert response.status_code == 200
     html = response.content.decode()
-    assert 'data-status="RETRYING"' in html
+    assert status_badge(html) == ("RETRYING", STATUS_LABELS["RETRYING"])
     assert 'data-attempt="1"' in html
     assert 'data-max-attempts="3"' in html
     assert re.search(
@@ -113,7 +127,7 @@ def test_order_page_of_a_failed_order_says_why(client, place_order):
     order = order_process(order_id=order.order_id)
     assert order.status == Status.FAILED
     html = client.get(f"/orders/{order.order_id}").content.decode()
-    assert 'data-status="FAILED"' in html
+    assert status_badge(html) == ("FAILED", STATUS_LABELS["FAILED"])
     reason = re.search(r'<span data-role="failure-reason">([^<]+)</span>', html).group(
         1
     )

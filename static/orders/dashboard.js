@@ -1,6 +1,8 @@
 // The operators' dashboard: a live feed from the staff stream; counts, chart,
 // rates and the failed list refetched (at most every 1.5 s) when events arrive.
-import { el, eventItem, liveStream, localizeTimes, showConnection, timeNode } from "./live.js";
+import {
+  el, eventItem, formatTime, liveStream, localizeTimes, request, showConnection, timeNode,
+} from "./live.js";
 
 const root = document.querySelector('[data-role="dashboard"]');
 const connection = root.querySelector('[data-role="connection"]');
@@ -8,6 +10,7 @@ const feed = root.querySelector('[data-role="feed"]');
 const chart = root.querySelector('[data-role="chart"]');
 const failedRows = root.querySelector('[data-role="failed-rows"]');
 const actionMessage = root.querySelector('[data-role="action-message"]');
+const statsProblem = root.querySelector('[data-role="stats-problem"]');
 const FEED_LIMIT = 50;
 // Drawn as orders/views.py chart_geometry() draws it.
 const CHART = { width: 600, height: 160, pad: 4 };
@@ -95,15 +98,19 @@ let lastRefresh = 0;
 async function refreshStats() {
   refreshTimer = null;
   lastRefresh = Date.now();
-  // fetch() rejects only when no answer came: the next event or the periodic
-  // refresh tries again. Errors in rendering are bugs and propagate.
-  const response = await fetch(root.dataset.statsUrl, { cache: "no-store", credentials: "same-origin" })
-    .catch((error) => {
-      console.warn(`dashboard refresh got no answer: ${error.message}`);
-      return null;
-    });
-  if (!response || !response.ok) return;
-  const stats = await response.json();
+  const answer = await request(root.dataset.statsUrl, {
+    headers: { Accept: "application/json" }, cache: "no-store", credentials: "same-origin",
+  });
+  // The next event or the periodic refresh tries again; until then the page
+  // says the numbers are stale, and why.
+  if (answer === null || !answer.response.ok) {
+    const why = answer === null ? "the server did not answer" : `the server answered ${answer.response.status}`;
+    statsProblem.textContent = `The numbers could not be refreshed at ${formatTime(new Date().toISOString())}: ${why}.`;
+    statsProblem.hidden = false;
+    return;
+  }
+  statsProblem.hidden = true;
+  const stats = answer.data;
   renderCounts(stats.counts);
   renderChart(stats.series);
   renderRates(stats.rates);
@@ -115,29 +122,30 @@ function scheduleRefresh() {
   refreshTimer = setTimeout(refreshStats, Math.max(0, 1500 - (Date.now() - lastRefresh)));
 }
 
+function showOutcome(text, outcome) {
+  actionMessage.textContent = text;
+  actionMessage.dataset.outcome = outcome;
+  actionMessage.hidden = false;
+}
+
 failedRows.addEventListener("click", async (click) => {
   const button = click.target.closest('[data-role="retry"]');
   if (!button) return;
   button.disabled = true;
   const orderId = button.dataset.orderId;
-  try {
-    const response = await fetch(`/api/orders/${encodeURIComponent(orderId)}/retry`, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "X-CSRFToken": root.dataset.csrfToken, Accept: "application/json" },
-    });
-    const answer = await response.json().catch(() => ({}));
-    actionMessage.textContent = response.ok
-      ? `Retry requested for ${orderId}.`
-      : `Could not retry ${orderId}: ${answer.detail || response.status}`;
-    actionMessage.dataset.outcome = response.ok ? "ok" : "error";
-    actionMessage.hidden = false;
-    if (response.ok) button.textContent = "Requested";
-    else button.disabled = false;
-  } catch {
-    actionMessage.textContent = `Could not reach the server to retry ${orderId}.`;
-    actionMessage.dataset.outcome = "error";
-    actionMessage.hidden = false;
+  const answer = await request(`/api/orders/${encodeURIComponent(orderId)}/retry`, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "X-CSRFToken": root.dataset.csrfToken, Accept: "application/json" },
+  });
+  if (answer === null) {
+    showOutcome(`Could not reach the server to retry ${orderId}.`, "error");
+    button.disabled = false;
+  } else if (answer.response.ok) {
+    showOutcome(`Retry requested for ${orderId}.`, "ok");
+    button.textContent = "Requested";
+  } else {
+    showOutcome(`Could not retry ${orderId}: ${answer.data?.detail || `the server answered ${answer.response.status}`}`, "error");
     button.disabled = false;
   }
   scheduleRefresh();

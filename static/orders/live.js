@@ -108,13 +108,8 @@ export function liveStream(url, { lastEventId = null, onEvent, onReset, onOpen, 
     for (const type of EVENT_TYPES) {
       source.addEventListener(type, (message) => {
         if (message.lastEventId) lastId = message.lastEventId;
-        let data;
-        try {
-          data = JSON.parse(message.data);
-        } catch {
-          return;
-        }
-        onEvent?.(data, type);
+        // The server writes every event's data as JSON: a parse error is a bug.
+        onEvent?.(JSON.parse(message.data), type);
       });
     }
     source.addEventListener("stream.reset", () => onReset?.());
@@ -136,6 +131,36 @@ export function liveStream(url, { lastEventId = null, onEvent, onReset, onOpen, 
 }
 
 /**
+ * One request to the server, read whole: {response, data} (data: the parsed
+ * JSON body, or null when the answer is not JSON, such as a proxy's 502 page),
+ * or null when no answer came (offline, the server down, the connection cut),
+ * which callers report and recover from.
+ *
+ * Only that failure is caught. The request is built before it (a bad URL or
+ * header is our bug and throws), and a JSON answer that does not parse, or any
+ * error in what the caller does with the answer, propagates.
+ */
+export async function request(url, options = {}) {
+  const outgoing = new Request(url, options);
+  let response;
+  let text;
+  try {
+    response = await fetch(outgoing);
+    text = await response.text();
+    // eslint-disable-next-line no-restricted-syntax -- the one catch: the network's failure
+  } catch (error) {
+    // fetch() and reading the body reject with a TypeError exactly when the
+    // answer did not (wholly) arrive; anything else is not ours to hide.
+    if (!(error instanceof TypeError)) throw error;
+    console.warn(`${outgoing.method} ${outgoing.url} got no answer: ${error.message}`);
+    return null;
+  }
+  const type = (response.headers.get("Content-Type") || "").split(";")[0].trim();
+  const data = type === "application/json" && text !== "" ? JSON.parse(text) : null;
+  return { response, data };
+}
+
+/**
  * Strategy 1 of the articles: poll the status document, cheaply (If-None-Match
  * answers 304 while nothing changed). Used while the stream is down.
  */
@@ -144,18 +169,14 @@ export function statusPoller(url, onDocument, intervalMs = 3000) {
   let timer = null;
 
   async function poll() {
-    // fetch() rejects only when no answer came (offline, server down): the next
-    // tick tries again. Errors in handling an answer are bugs and propagate.
-    const response = await fetch(url, {
+    const answer = await request(url, {
       headers: etag ? { "If-None-Match": etag, Accept: "application/json" } : { Accept: "application/json" },
       cache: "no-store",
-    }).catch((error) => {
-      console.warn(`status poll got no answer: ${error.message}`);
-      return null;
     });
-    if (response && response.status === 200) {
-      etag = response.headers.get("ETag");
-      onDocument(await response.json());
+    // No answer (offline, server down): the next tick tries again. A 304 is "unchanged".
+    if (answer?.response.status === 200) {
+      etag = answer.response.headers.get("ETag");
+      onDocument(answer.data);
     }
     if (timer !== null) timer = setTimeout(poll, intervalMs);
   }
@@ -174,10 +195,11 @@ export function statusPoller(url, onDocument, intervalMs = 3000) {
     get running() { return timer !== null; },
     async fetchNow() {
       etag = null;
-      const response = await fetch(url, { cache: "no-store" });
-      if (response.ok) {
-        etag = response.headers.get("ETag");
-        onDocument(await response.json());
+      const answer = await request(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+      // No answer: the stream's next event, or the poll while it is down, catches up.
+      if (answer?.response.ok) {
+        etag = answer.response.headers.get("ETag");
+        onDocument(answer.data);
       }
     },
   };

@@ -1,5 +1,5 @@
 // The storefront: places an order through the JSON API, then opens its page.
-import { el } from "./live.js";
+import { el, request } from "./live.js";
 
 const form = document.querySelector('[data-role="order-form"]');
 const items = form.querySelector('[data-role="items"]');
@@ -73,23 +73,24 @@ form.addEventListener("submit", async (submitEvent) => {
   errors.hidden = true;
   submit.disabled = true;
   statusLine.textContent = "Placing the order…";
-  try {
-    const response = await fetch("/api/orders", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "Idempotency-Key": idempotencyKey },
-      body: JSON.stringify(body()),
-    });
-    const answer = await response.json().catch(() => ({}));
-    if (response.ok && answer.page_url) {
-      statusLine.textContent = "Placed. Opening its page…";
-      location.assign(answer.page_url);
-      return;
-    }
-    statusLine.textContent = "";
-    showErrors(answer.detail || `The server answered ${response.status}.`, answer.fields);
-  } catch {
-    statusLine.textContent = "";
+  const answer = await request("/api/orders", {
+    method: "POST",
+    headers: {
+      "Content-Type": "application/json", Accept: "application/json", "Idempotency-Key": idempotencyKey,
+    },
+    body: JSON.stringify(body()),
+  });
+  if (answer?.response.ok && answer.data?.page_url) {
+    statusLine.textContent = "Placed. Opening its page…";
+    location.assign(answer.data.page_url);
+    return;
+  }
+  statusLine.textContent = "";
+  if (answer === null) {
+    // The same key goes with the resubmission: an order that was placed after all is not placed twice.
     showErrors("Could not reach the server. Check the connection and try again.");
+  } else {
+    showErrors(answer.data?.detail || `The server answered ${answer.response.status}.`, answer.data?.fields);
   }
   submit.disabled = false;
 });

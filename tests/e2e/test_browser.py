@@ -3,10 +3,12 @@ operator see. Skipped, with the reason, where Chromium or Playwright is missing,
 unless REQUIRE_BROWSER=1 (as .ci/run sets after installing Debian's chromium)."""
 
 import os
+import re
 import shutil
 
 import pytest
 
+from orders.views import STATUS_LABELS
 from tests.stack import STAFF_PASSWORD, STAFF_USER
 
 pytestmark = pytest.mark.e2e
@@ -44,23 +46,61 @@ def browser():
         launched.close()
 
 
+class PageProblems:
+    """Every uncaught page error and every console error (a script's
+    console.error, a failed resource, a CSP violation: Chromium reports them
+    all to the console) of every page a test opens, checked when it ends."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+        self.expected: list[re.Pattern] = []
+
+    def watch(self, page) -> None:
+        page.on("pageerror", lambda error: self.seen.append(f"page error: {error}"))
+        page.on("console", self._console)
+
+    def _console(self, message) -> None:
+        if message.type == "error":
+            self.seen.append(f"console error: {message.text} ({message.location})")
+
+    def expect(self, pattern: str) -> None:
+        """A problem this test provokes on purpose (a 502 it routes, say)."""
+        self.expected.append(re.compile(pattern))
+
+    def unexpected(self) -> list[str]:
+        return [
+            problem
+            for problem in self.seen
+            if not any(pattern.search(problem) for pattern in self.expected)
+        ]
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context()
+    problems = PageProblems()
+    context.on("page", problems.watch)  # every page of the test, popups included
     opened = context.new_page()
-    problems = []
-    opened.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    opened.on(
-        "console",
-        lambda message: (
-            problems.append(f"console: {message.text}")
-            if message.type == "error"
-            else None
-        ),
-    )
     opened.problems = problems
     yield opened
+    # Whatever a page still had to say (a refresh under way) comes in first.
+    for each in context.pages:
+        each.wait_for_timeout(300)
     context.close()
+    assert problems.unexpected() == [], "the pages reported errors"
+
+
+def status_badge(status: str) -> str:
+    """The order page's status badge showing `status` (the page root and the
+    timeline items carry data-status too; only the badge is what a person reads)."""
+    return f"[data-role=status][data-status={status}]"
+
+
+def wait_for_badge(page, status: str, *, timeout: float) -> None:
+    page.wait_for_selector(status_badge(status), timeout=timeout)
+    badge = page.locator("[data-role=status]")
+    assert badge.inner_text() == STATUS_LABELS[status]
+    assert badge.get_attribute("class") == f"badge badge-{status.lower()}"
 
 
 def test_customer_places_an_order_and_watches_it_retry_and_complete_live(stack, page):
@@ -71,8 +111,8 @@ def test_customer_places_an_order_and_watches_it_retry_and_complete_live(stack, 
     page.wait_for_url("**/orders/ord_*")
     page.wait_for_selector("[data-connection=live]")
     assert page.get_attribute("[data-step=payment]", "data-state") == "pending"
-    page.wait_for_selector("[data-status=RETRYING]", timeout=15_000)
-    page.wait_for_selector("[data-status=COMPLETED]", timeout=30_000)
+    wait_for_badge(page, "RETRYING", timeout=15_000)
+    wait_for_badge(page, "COMPLETED", timeout=30_000)
     timeline = page.query_selector_all("[data-role=timeline] [data-event-id]")
     assert [item.get_attribute("data-type") for item in timeline][-1] == (
         "order.completed"
@@ -83,19 +123,19 @@ def test_customer_places_an_order_and_watches_it_retry_and_complete_live(stack, 
     page.wait_for_selector("[data-step=payment] code")
     assert page.inner_text("[data-step=payment] code").startswith("pay_")
     assert "MUG-<img src=x onerror=alert(1)>" in page.inner_text("body")
-    assert page.problems == []
 
 
 def test_order_page_falls_back_to_polling_while_the_stream_fails_then_resumes(
     stack, page
 ):
     placed = stack.place(fail_times=1, delay_ms=300)
-    # The stream answers 502, as a proxy does during a deploy.
+    # The stream answers 502, as a proxy does during a deploy (Chromium logs each).
+    page.problems.expect(r"status of 502 .*/events")
     page.route("**/events*", lambda route: route.fulfill(status=502, body="down"))
     page.goto(stack.base_url + placed["page_url"])
     page.wait_for_selector("[data-connection=polling]")
     assert "every 3 s" in page.inner_text("[data-role=connection]")
-    page.wait_for_selector("[data-status=COMPLETED]", timeout=30_000)
+    wait_for_badge(page, "COMPLETED", timeout=30_000)
     page.unroute("**/events*")
     page.wait_for_selector("[data-connection=live]", timeout=45_000)
 
@@ -129,4 +169,94 @@ def test_a_new_failure_appears_live_in_the_dashboards_failed_orders_table(stack,
     row = f"[data-role=retry][data-order-id='{placed['order_id']}']"
     page.wait_for_selector(row, timeout=15_000)
     page.wait_for_timeout(500)  # a later refresh must not fail either
-    assert page.problems == []
+
+
+def log_in_to_the_dashboard(stack, page) -> None:
+    page.goto(stack.base_url + "/dashboard/")
+    page.fill("#id_username", STAFF_USER)
+    page.fill("#id_password", STAFF_PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/dashboard/")
+    page.wait_for_selector("[data-connection=live]")
+
+
+def test_a_retry_that_gets_no_answer_or_a_proxy_error_says_so_on_the_dashboard(
+    stack, page
+):
+    placed = stack.place(failure="permanent")
+    stack.wait_for_terminal(placed["order_id"])
+    log_in_to_the_dashboard(stack, page)
+    button = page.locator(f"[data-role=retry][data-order-id='{placed['order_id']}']")
+    page.problems.expect(r"(net::ERR_FAILED|status of 502) .*/retry'")
+    page.route("**/retry", lambda route: route.abort())
+    button.click()
+    message = page.locator("[data-role=action-message][data-outcome=error]")
+    message.wait_for()
+    assert message.inner_text() == (
+        f"Could not reach the server to retry {placed['order_id']}."
+    )
+    page.wait_for_selector(
+        f"[data-role=retry][data-order-id='{placed['order_id']}']:enabled"
+    )
+    page.unroute("**/retry")
+    page.route(
+        "**/retry",
+        lambda route: route.fulfill(
+            status=502, content_type="text/html", body="<h1>Bad gateway</h1>"
+        ),
+    )
+    button.click()
+    page.wait_for_function(
+        "document.querySelector('[data-role=action-message]')"
+        ".textContent.endsWith('the server answered 502')"
+    )
+    assert stack.status(placed["order_id"])["status"] == "FAILED"
+
+
+def test_the_dashboard_says_when_its_numbers_could_not_be_refreshed(stack, page):
+    log_in_to_the_dashboard(stack, page)
+    page.problems.expect(r"status of 503 .*/api/dashboard/stats'")
+    page.route(
+        "**/api/dashboard/stats*",
+        lambda route: route.fulfill(status=503, content_type="text/plain", body="x"),
+    )
+    stack.place()  # its events make the dashboard refresh
+    problem = page.locator("[data-role=stats-problem]")
+    problem.wait_for(timeout=15_000)
+    assert "the server answered 503" in problem.inner_text()
+    page.unroute("**/api/dashboard/stats*")
+    stack.place()
+    problem.wait_for(state="hidden", timeout=15_000)
+
+
+def test_placing_an_order_without_an_answer_says_so_and_keeps_the_form(stack, page):
+    page.goto(stack.base_url + "/")
+    page.problems.expect(r"net::ERR_FAILED .*/api/orders'")
+    page.route("**/api/orders", lambda route: route.abort())
+    page.click("button[type=submit]")
+    errors = page.locator("[data-role=form-errors]")
+    errors.wait_for()
+    assert "Could not reach the server" in errors.inner_text()
+    assert page.locator("[data-role=submit]").is_enabled()
+    assert page.url == stack.base_url + "/"
+
+
+def test_a_malformed_event_surfaces_as_a_page_error_rather_than_being_dropped(
+    stack, page
+):
+    """The page's event handling hides no error: data that is not JSON (a
+    server bug) is an uncaught error the page reports."""
+    placed = stack.place()
+    stack.wait_for_terminal(placed["order_id"])
+    page.route(
+        "**/events*",
+        lambda route: route.fulfill(
+            status=200,
+            content_type="text/event-stream",
+            body="id: 999999\nevent: order.created\ndata: not json\n\n",
+        ),
+    )
+    page.problems.expect(r"page error: .*JSON")
+    with page.expect_event("pageerror", timeout=10_000) as raised:
+        page.goto(stack.base_url + placed["page_url"])
+    assert "JSON" in str(raised.value)

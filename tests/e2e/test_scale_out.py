@@ -191,6 +191,25 @@ def test_staff_stream_on_postgresql_misses_no_event_of_concurrent_writers(
     assert [event_id for event_id, _ in seen] == sorted({i for i, _ in seen})
 
 
+def test_streams_on_postgresql_refuse_nul_bytes_it_cannot_store_with_json(
+    scaled_stack,
+):
+    """PostgreSQL refuses a NUL in a query parameter: the streams answer such an
+    order id or session cookie as no order and no session, not with a 500."""
+    with scaled_stack.client() as client:
+        order = client.get("/api/orders/ord_%00x/events")
+        assert order.status_code == 404, order.text
+        assert order.json()["error"] == "order_not_found"
+        # A quoted cookie's octal escape is a NUL once parsed (no client may
+        # send the byte itself).
+        staff = client.get(
+            "/api/events", headers={"Cookie": 'sessionid="abcdefgh\\000ijklmnop"'}
+        )
+        assert staff.status_code == 403, staff.text
+        assert staff.json()["error"] == "not_authenticated"
+    assert "Traceback" not in scaled_stack.web_log.read_text(errors="replace")
+
+
 def test_a_double_click_on_postgresql_places_one_order_and_both_answers_name_it(
     scaled_stack,
 ):
