@@ -199,6 +199,8 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 # redirect for a failure.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+# Database sessions that refuse a key Django never issues (orders/sessions.py).
+SESSION_ENGINE = "orders.sessions"
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = env_number(
     "SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600, cast=int, minimum=0

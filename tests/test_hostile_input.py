@@ -411,3 +411,40 @@ def test_a_garbage_csrf_token_on_a_staff_endpoint_is_a_json_403(staff_user, toke
     strict.cookies["csrftoken"] = "\x00\u00ff"
     response = strict.post("/api/orders/ord_nope/retry", headers={"X-CSRFToken": token})
     assert_refused_in_json(response, 403, "csrf_failed")
+
+
+# A quoted cookie value spells bytes in octal: Django's parse_cookie turns \000
+# into a NUL, which PostgreSQL refuses in the session query.
+HOSTILE_SESSION_COOKIES = [
+    'sessionid="abcdefgh\\000ijklmnop"',
+    "sessionid=abcdefgh%00ijklmnop",
+    "sessionid=" + "é" * 40,
+    "sessionid=" + "a" * 5000,
+]
+
+
+@pytest.mark.parametrize("cookie", HOSTILE_SESSION_COOKIES)
+def test_a_session_key_django_never_issues_is_no_session_and_never_queried(
+    db, cookie, django_assert_num_queries
+):
+    from django.http.cookie import parse_cookie
+
+    from orders.sessions import SessionStore
+
+    key = parse_cookie(cookie)["sessionid"]
+    with django_assert_num_queries(0):
+        session = SessionStore(key)
+        assert session.session_key is None
+        assert dict(session.items()) == {}
+
+
+@pytest.mark.parametrize("cookie", HOSTILE_SESSION_COOKIES)
+def test_pages_and_staff_endpoints_treat_a_hostile_session_cookie_as_no_login(
+    db, client, cookie
+):
+    headers = {"HTTP_COOKIE": cookie}
+    assert client.get("/dashboard/", **headers).status_code == 302
+    stats = client.get("/api/dashboard/stats", **headers)
+    assert stats.status_code == 403
+    assert stats.json()["error"] == "not_authenticated"
+    assert client.get("/", **headers).status_code == 200

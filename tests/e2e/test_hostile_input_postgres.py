@@ -9,7 +9,11 @@ from schemathesis import GenerationMode
 
 from tests.e2e.test_api_fuzz import WITH_INPUT, fuzz, load_schema, staff_session
 from tests.e2e.test_scale_out import scaled
-from tests.test_hostile_input import HOSTILE_BODIES, HOSTILE_SEGMENTS
+from tests.test_hostile_input import (
+    HOSTILE_BODIES,
+    HOSTILE_SEGMENTS,
+    HOSTILE_SESSION_COOKIES,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -98,3 +102,28 @@ def test_generated_requests_do_not_break_the_api_on_postgresql(
     schema = load_schema(pg_stack)
     staff = staff_session(pg_stack)
     fuzz(schema, operation_id, mode, staff=staff, row_counts=row_counts, examples=25)
+
+
+def test_a_hostile_session_cookie_is_no_login_on_postgresql(pg_stack, row_counts):
+    """PostgreSQL refuses a NUL in the session query: the key is refused first
+    (orders/sessions.py), on every page and endpoint that reads the session."""
+    order_id = pg_stack.place()["order_id"]
+    before = row_counts()
+    for cookie in HOSTILE_SESSION_COOKIES:
+        with pg_stack.client() as client:
+            headers = {"Cookie": cookie.encode("latin-1")}
+            for path, expected in [
+                ("/", 200),
+                ("/dashboard/", 302),
+                (f"/orders/{order_id}", 200),
+                (f"/api/orders/{order_id}", 200),
+            ]:
+                response = client.get(path, headers=headers)
+                assert response.status_code == expected, (cookie, path)
+            stats = client.get("/api/dashboard/stats", headers=headers)
+            assert stats.status_code == 403, (cookie, stats.text)
+            assert_json_refusal(stats)
+            retry = client.post(f"/api/orders/{order_id}/retry", headers=headers)
+            assert retry.status_code == 403, (cookie, retry.text)
+            assert_json_refusal(retry)
+    assert row_counts() == before
