@@ -505,15 +505,14 @@ def test_idle_streams_send_a_keepalive_comment(place_order, settings):
 
     async def scenario():
         client = await StreamClient(f"/api/orders/{order.order_id}/events").start()
-        started = time.monotonic()
-        frames = await client.frames(3)  # opening, the replayed event, keep-alive
-        elapsed = time.monotonic() - started
+        # opening, the replayed event, keep-alive: within a deadline far
+        # shorter than the default interval (15 s), so the setting is obeyed.
+        frames = await asyncio.wait_for(client.frames(3), timeout=5)
         await client.close()
-        return frames, elapsed
+        return frames
 
-    frames, elapsed = run(scenario())
+    frames = run(scenario())
     assert frames[2] == {"comment": "keep-alive"}
-    assert elapsed < 1
 
 
 def test_a_client_that_goes_away_is_forgotten_at_once(place_order):
@@ -527,19 +526,13 @@ def test_a_client_that_goes_away_is_forgotten_at_once(place_order):
         ]
         assert len(pump.subscribers) == 20
         assert pump.stats.open_streams == 20
-        started = time.monotonic()
         for client in clients:
             client.gone.set()
-        await asyncio.gather(*(asyncio.wait_for(c.task, 1) for c in clients))
-        return (
-            len(pump.subscribers),
-            pump.stats.open_streams,
-            time.monotonic() - started,
-        )
+        # Each stream ends when its client goes, not at the next keep-alive.
+        await asyncio.gather(*(asyncio.wait_for(c.task, 5) for c in clients))
+        return len(pump.subscribers), pump.stats.open_streams
 
-    subscribers, open_streams, elapsed = run(scenario())
-    assert (subscribers, open_streams) == (0, 0)
-    assert elapsed < 1
+    assert run(scenario()) == (0, 0)
 
 
 # The staff stream ---------------------------------------------------------------

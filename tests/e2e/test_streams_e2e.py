@@ -4,7 +4,6 @@ the events (tests/stack.py)."""
 import json
 import os
 import socket
-import statistics
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,17 +104,11 @@ def test_an_order_failing_twice_streams_exactly_its_nine_events(stack):
         assert data["event_id"] == event_id
         assert data["type"] == event_type
         assert data["order_id"] == placed["order_id"]
-    # Events written after the stream opened reach it within a second of their
-    # timestamp (taken before the commit, so this over-counts).
-    delays = [
-        (received - parse_time(data["at"])).total_seconds()
-        for _, _, data, received in events
-        if parse_time(data["at"]) > opened_at
-    ]
-    assert len(delays) >= 4
-    assert max(delays) < 1.0, delays
-    median = statistics.median(delays)
-    print(f"event latency: median {median:.3f} s, max {max(delays):.3f} s")
+    # Events written after the stream opened reached it live, not as a replay.
+    # How fast is the benchmark's to say (`manage.py bench service`: event
+    # latency), not a timed test's.
+    live = [data for _, _, data, _ in events if parse_time(data["at"]) > opened_at]
+    assert len(live) >= 4
 
 
 def test_a_stream_resumed_with_last_event_id_continues_with_no_gap_or_duplicate(stack):
@@ -263,14 +256,12 @@ def test_two_hundred_dropped_streams_leave_nothing_behind(stack, staff):
     finally:
         for sock in sockets:
             sock.close()
-    closed_at = time.monotonic()
     wait_until(
         lambda: stream_stats(staff)["open_streams"] == 0,
         timeout=5,
         interval=0.05,
         what="streams to close",
     )
-    freed_in = time.monotonic() - closed_at
     after = stream_stats(staff)
     assert after["subscribers"] == baseline["subscribers"] == 0
     assert after["tasks"] <= baseline["tasks"] + 2
@@ -279,8 +270,7 @@ def test_two_hundred_dropped_streams_leave_nothing_behind(stack, staff):
         timeout=5,
         what="sockets to close",
     )
-    print(f"200 streams opened in {opened_in:.2f} s, freed in {freed_in:.2f} s")
-    assert freed_in < 1.0
+    print(f"200 streams opened in {opened_in:.2f} s")
 
 
 def test_pages_are_served_by_daphne_with_their_scripts(stack):
