@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
-from ..api import error_document
+from ..errors import error_document, send_error
 from .events import READ_BATCH, StreamEvent, read_replay
 from .opening import (
     Refusal,
@@ -21,28 +21,6 @@ from .opening import (
 from .pump import get_pump
 
 logger = logging.getLogger(__name__)
-
-
-def _json_response_parts(status: int, error: str, detail: str):
-    body = json.dumps(error_document(error, detail)).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-cache"),
-    ]
-    return status, headers, body
-
-
-async def send_json_error(send, status: int, error: str, detail: str, extra=None):
-    status, headers, body = _json_response_parts(status, error, detail)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": headers + list(extra or ()),
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def frame(event: StreamEvent) -> bytes:
@@ -87,7 +65,7 @@ class EventStream:
         if scope["type"] != "http":  # pragma: no cover - routed for http only
             raise ValueError("EventStream serves HTTP only")
         if scope["method"] != "GET":
-            await send_json_error(
+            await send_error(
                 send,
                 405,
                 "method_not_allowed",
@@ -101,7 +79,7 @@ class EventStream:
             last_id = parse_last_event_id(scope)
             order_pk = await sync_to_async(self._authorize)(scope, order_id)
         except Refusal as refusal:
-            await send_json_error(send, refusal.status, refusal.error, refusal.detail)
+            await send_error(send, refusal.status, refusal.error, refusal.detail)
             return
         subscriber, through = await pump.subscribe(order_pk)
         pump.stats.open_streams += 1
@@ -217,14 +195,14 @@ async def stream_stats(scope, receive, send):
     an operator (and the tests) can see that closed clients are freed and that
     polling does not grow with the number of clients."""
     if scope["method"] != "GET":
-        await send_json_error(
+        await send_error(
             send, 405, "method_not_allowed", "Use GET.", [(b"allow", b"GET")]
         )
         return
     try:
         await sync_to_async(check_staff)(scope)
     except Refusal as refusal:
-        await send_json_error(send, refusal.status, refusal.error, refusal.detail)
+        await send_error(send, refusal.status, refusal.error, refusal.detail)
         return
     pump = get_pump()
     body = json.dumps(
