@@ -1,7 +1,7 @@
 """ASGI entry point: `daphne orderproj.asgi:application`.
 
 The SSE streams are plain ASGI endpoints routed before Django (see
-orders/streams.py for why); every other request goes to Django.
+orders/streams/__init__.py for why); every other request goes to Django.
 """
 
 import os
@@ -19,15 +19,15 @@ django_application = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
-from orders import streams  # noqa: E402
+from orders.streams.asgi import order_events, staff_events, stream_stats  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": URLRouter(
             [
-                path("api/orders/<str:order_id>/events", streams.order_events),
-                path("api/events", streams.staff_events),
-                path("api/streams", streams.stream_stats),
+                path("api/orders/<str:order_id>/events", order_events),
+                path("api/events", staff_events),
+                path("api/streams", stream_stats),
                 re_path(r"", django_application),
             ]
         ),

@@ -498,7 +498,7 @@ FAILURE_NOTIFY_WINDOW_SECONDS = env_number(
 )
 
 # Streams ------------------------------------------------------------------------
-# Server-Sent Events (orders/streams.py). Each web process polls the event table
+# Server-Sent Events (orders/streams/). Each web process polls the event table
 # this often while any client is connected; one poll serves every client.
 ORDER_STREAM_POLL_SECONDS = env_number("ORDER_STREAM_POLL_SECONDS", 0.2, minimum=0.01)
 # A comment line at least this often keeps proxies from closing an idle stream.

@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.http import JsonResponse
 from django.urls import include, path
 
 from orders.api import api_not_found
+from orders.errors import error_response
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -20,10 +20,7 @@ def handler404(request, exception=None):
 
 def handler500(request):
     if request.path.startswith("/api/"):
-        return JsonResponse(
-            {"error": "server_error", "detail": "Something went wrong on our side."},
-            status=500,
-        )
+        return error_response(500, "server_error", "Something went wrong on our side.")
     from django.views.defaults import server_error
 
     return server_error(request)

@@ -1,5 +1,5 @@
-"""The JSON API. Views parse input and call services; errors follow one contract:
-{"error": "<code>", "detail": "<sentence>", "fields"?: {...}}."""
+"""The JSON API. Views parse input and call services; errors follow one contract,
+{"error": "<code>", "detail": "<sentence>", "fields"?: {...}}, built by errors.py."""
 
 import logging
 from functools import wraps
@@ -13,6 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import condition, require_http_methods
 
 from . import selectors, services
+from .errors import error_response
 from .exceptions import InvalidTransition, OrderInputError
 from .validation import (
     MAX_BODY_BYTES,
@@ -23,20 +24,6 @@ from .validation import (
 )
 
 health_logger = logging.getLogger("orders.health")
-
-
-def error_document(error: str, detail: str, fields: dict | None = None) -> dict:
-    """The error contract's body, for Django views and the ASGI streams alike."""
-    body = {"error": error, "detail": detail}
-    if fields:
-        body["fields"] = fields
-    return body
-
-
-def error_response(
-    status: int, error: str, detail: str, fields: dict | None = None
-) -> JsonResponse:
-    return JsonResponse(error_document(error, detail, fields), status=status)
 
 
 def not_found(order_id: str) -> JsonResponse:

@@ -4,7 +4,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 from . import exceptions, selectors, services
-from .api import error_response, json_errors, staff_required
+from .api import json_errors, staff_required
+from .errors import error_response
 
 
 @staff_required

@@ -27,8 +27,12 @@ from django.utils import timezone
 
 from .failures import record_failure
 from .models import Delivery, FailureRecord, Order
-from .services import delivery_listener_enqueue, order_enqueue, order_expire_lease
-from .streams import events_trim
+from .services import (
+    delivery_listener_enqueue,
+    events_trim,
+    order_enqueue,
+    order_expire_lease,
+)
 
 logger = logging.getLogger(__name__)
 

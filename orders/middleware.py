@@ -1,6 +1,6 @@
 from django.conf import settings
 
-from .api import error_response
+from .errors import error_response
 from .ratelimit import PLACE_URL_NAME, place_retry_after
 
 

@@ -602,3 +602,34 @@ def failure_rerun(*, failure: FailureRecord) -> FailureRecord:
     transaction.on_commit(enqueue)
     logger.info("re-running %s%s from failure #%s", task, tuple(args), failure.pk)
     return failure
+
+
+# Order events -------------------------------------------------------------------
+
+TRIM_BATCH = 1000
+
+
+def events_trim(*, now=None, retention_days: float | None = None) -> int:
+    """Delete events older than ORDER_EVENT_RETENTION_DAYS (0 keeps them all);
+    returns how many. In batches, so SQLite's write lock is held only briefly.
+
+    A client resuming from a deleted id gets stream.reset
+    (orders/streams/opening.py)."""
+    days = (
+        settings.ORDER_EVENT_RETENTION_DAYS
+        if retention_days is None
+        else retention_days
+    )
+    if days <= 0:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    deleted = 0
+    while True:
+        ids = list(
+            OrderEvent.objects.filter(at__lt=cutoff)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:TRIM_BATCH]
+        )
+        if not ids:
+            return deleted
+        deleted += OrderEvent.objects.filter(pk__in=ids).delete()[0]

@@ -24,7 +24,7 @@ class PublicIdConverter:
 register_converter(PublicIdConverter, "public_id")
 
 # The SSE streams are not Django views: orderproj/asgi.py routes them to
-# orders/streams.py ahead of Django.
+# orders/streams/asgi.py ahead of Django.
 urlpatterns = [
     path("", views.storefront, name="storefront"),
     path("orders/<public_id:order_id>", views.order_page, name="order-page"),

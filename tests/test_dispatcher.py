@@ -2,8 +2,12 @@
 the test database): a waiting task is not taken for a lost one, a lost one is
 enqueued again, and one bad row costs only itself."""
 
+import os
+import subprocess
+import sys
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -310,3 +314,23 @@ def test_a_delivery_whose_listener_enqueue_raises_costs_only_itself(monkeypatch)
     )
     task = "orders.dispatcher.dispatch_due_listeners"
     assert failure_records(task, broken.order) == 1
+
+
+def test_the_workers_dispatcher_loads_no_part_of_the_streams():
+    """Trimming old events is a write (orders.services); a worker process does
+    not import the web process's stream transport to do it."""
+    script = (
+        "import sys, django; django.setup(); import orders.dispatcher; "
+        "print(sorted(m for m in sys.modules if m.startswith('orders.streams')))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "orderproj.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"

@@ -15,9 +15,20 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from orderproj.asgi import application
-from orders import dispatcher, streams
+from orders import dispatcher
 from orders.models import OrderEvent
-from orders.streams import EventPump, PollWaker, Refusal, StreamEvent
+from orders.services import events_trim
+from orders.streams import pump as pump_module
+from orders.streams.events import StreamEvent, read_after
+from orders.streams.opening import (
+    Refusal,
+    could_be_order_id,
+    parse_last_event_id,
+    plan_opening,
+    session_key,
+)
+from orders.streams.pump import EventPump, Subscriber, get_pump
+from orders.streams.wakers import PollWaker
 from orders.transitions import append_event
 from tests.stack import wait_until
 
@@ -146,16 +157,16 @@ def run(coroutine):
 # Resume ids ---------------------------------------------------------------------
 def test_resume_id_is_taken_from_the_header_before_the_query():
     scope = {"headers": [(b"last-event-id", b"12")], "query_string": b"lastEventId=7"}
-    assert streams.parse_last_event_id(scope) == 12
-    assert streams.parse_last_event_id({"query_string": b"lastEventId=7"}) == 7
-    assert streams.parse_last_event_id({"query_string": b""}) is None
+    assert parse_last_event_id(scope) == 12
+    assert parse_last_event_id({"query_string": b"lastEventId=7"}) == 7
+    assert parse_last_event_id({"query_string": b""}) is None
 
 
 @pytest.mark.parametrize("raw", ["abc", "-1", "1.5", "12 3", "9" * 19, "١٢"])
 def test_a_malformed_resume_id_is_refused_with_400(raw):
     scope = {"headers": [(b"last-event-id", raw.encode())], "query_string": b""}
     with pytest.raises(Refusal) as refused:
-        streams.parse_last_event_id(scope)
+        parse_last_event_id(scope)
     assert refused.value.status == 400
 
 
@@ -184,7 +195,7 @@ def test_pump_holds_events_behind_a_missing_id_until_it_commits_or_settles():
     async def scenario():
         pump = EventPump(settle=0.2)
         pump.cursor = 10
-        subscriber = streams.Subscriber(order_pk=None)
+        subscriber = Subscriber(order_pk=None)
         pump.subscribers.add(subscriber)
         assert pump.deliver([fake_event(11), fake_event(13)]) == 1
         assert pump.cursor == 11  # 12 may still be committing
@@ -203,7 +214,7 @@ def test_pump_hands_each_subscriber_only_the_orders_it_asked_for():
     async def scenario():
         pump = EventPump(settle=0)
         pump.cursor = 0
-        one, everything = streams.Subscriber(order_pk=1), streams.Subscriber(None)
+        one, everything = Subscriber(order_pk=1), Subscriber(None)
         pump.subscribers |= {one, everything}
         pump.deliver([fake_event(1, 1), fake_event(2, 2), fake_event(3, 1)])
         return one.queue.qsize(), everything.queue.qsize()
@@ -214,10 +225,10 @@ def test_pump_hands_each_subscriber_only_the_orders_it_asked_for():
 def test_a_subscriber_that_falls_too_far_behind_is_cut_off_not_buffered(
     monkeypatch,
 ):
-    monkeypatch.setattr(streams, "QUEUE_LIMIT", 3)
+    monkeypatch.setattr(pump_module, "QUEUE_LIMIT", 3)
 
     async def scenario():
-        subscriber = streams.Subscriber(order_pk=None)
+        subscriber = Subscriber(order_pk=None)
         for event_id in range(1, 6):
             subscriber.offer(fake_event(event_id))
         return subscriber.overflowed, subscriber.queue.qsize()
@@ -283,7 +294,7 @@ def test_each_poll_is_one_query_whether_one_client_listens_or_fifty(place_order)
             return execute(sql, params, many, context)
 
         with connection.execute_wrapper(count):
-            return streams.read_after(cursor)
+            return read_after(cursor)
 
     async def measure(clients: int) -> tuple[int, int]:
         waker = SteppedWaker()
@@ -447,7 +458,7 @@ def trim_all_but_the_last(order, keep: int) -> list[int]:
     ids = event_ids(order)
     old, kept = ids[:-keep], ids[-keep:]
     OrderEvent.objects.filter(pk__in=old).update(at=timezone.now() - timedelta(days=8))
-    assert streams.events_trim() == len(old)
+    assert events_trim() == len(old)
     assert event_ids(order) == kept
     return old
 
@@ -519,7 +530,7 @@ def test_a_client_that_goes_away_is_forgotten_at_once(place_order):
     order = place_order()
 
     async def scenario():
-        pump = streams.get_pump()
+        pump = get_pump()
         clients = [
             await StreamClient(f"/api/orders/{order.order_id}/events").start()
             for _ in range(20)
@@ -595,9 +606,9 @@ def test_events_older_than_the_retention_are_trimmed_and_newer_ones_kept(
     old = write(order)
     OrderEvent.objects.filter(pk=old.pk).update(at=timezone.now() - timedelta(days=8))
     settings.ORDER_EVENT_RETENTION_DAYS = 0
-    assert streams.events_trim() == 0  # 0 keeps everything
+    assert events_trim() == 0  # 0 keeps everything
     settings.ORDER_EVENT_RETENTION_DAYS = 7
-    assert streams.events_trim() == 1
+    assert events_trim() == 1
     assert OrderEvent.objects.filter(order=order).count() == 1
 
 
@@ -633,7 +644,7 @@ def test_the_dispatcher_trims_at_most_once_an_hour(monkeypatch):
 )
 def test_the_session_cookie_is_read_as_django_reads_it(cookie, expected):
     scope = {"headers": [(b"cookie", cookie)]}
-    assert streams.session_key(scope) == expected
+    assert session_key(scope) == expected
 
 
 @pytest.mark.parametrize(
@@ -647,17 +658,15 @@ def test_the_session_cookie_is_read_as_django_reads_it(cookie, expected):
     ],
 )
 def test_only_an_id_shaped_like_an_order_id_is_looked_up(order_id, plausible):
-    assert streams.could_be_order_id(order_id) is plausible
+    assert could_be_order_id(order_id) is plausible
 
 
 def test_a_resume_id_past_every_event_is_reset_not_waited_for(place_order):
     order = place_order()
     newest = event_ids(order)[-1]
-    opening = streams.plan_opening(
-        last_id=newest + 1000, through=newest, order_pk=order.pk
-    )
+    opening = plan_opening(last_id=newest + 1000, through=newest, order_pk=order.pk)
     assert opening.reset
     assert [event.id for event in opening.replay] == event_ids(order)
     # An id the pump has not reached yet, but the table has, is no reset.
-    opening = streams.plan_opening(last_id=newest, through=newest - 1, order_pk=None)
+    opening = plan_opening(last_id=newest, through=newest - 1, order_pk=None)
     assert not opening.reset

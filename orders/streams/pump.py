@@ -1,0 +1,188 @@
+"""The event pump: one per process (per event loop), it reads every new event in
+one query per wake-up and hands each to the subscribers that want it. How ids stay
+contiguous: orders/streams/__init__.py."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+
+from .events import StreamEvent, read_after, read_high_water
+from .wakers import PollWaker
+
+logger = logging.getLogger(__name__)
+
+# A subscriber that falls this far behind is cut off; its client reconnects with
+# its last id and catches up from the table.
+QUEUE_LIMIT = 2000
+# A pump with no subscribers for this long stops polling until the next one.
+IDLE_SECONDS = 30.0
+
+
+@dataclass(eq=False)
+class Subscriber:
+    order_pk: int | None  # None: every order (the staff stream)
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    overflowed: bool = False
+
+    def wants(self, event: StreamEvent) -> bool:
+        return self.order_pk is None or self.order_pk == event.order_pk
+
+    def offer(self, event: StreamEvent) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # Cut off rather than buffer without bound; the stream ends and its
+            # client resumes from its last id.
+            self.overflowed = True
+
+
+@dataclass
+class PumpStats:
+    polls: int = 0
+    queries: int = 0
+    delivered: int = 0
+    open_streams: int = 0
+    opened_total: int = 0
+
+
+class EventPump:
+    """One per event loop: polls the event table and fans out to subscribers."""
+
+    def __init__(
+        self,
+        *,
+        waker=None,
+        read_after: Callable[[int], list[StreamEvent]] = read_after,
+        read_high_water: Callable[[float], int] = read_high_water,
+        settle: float | None = None,
+        idle_seconds: float = IDLE_SECONDS,
+    ):
+        self.loop = asyncio.get_running_loop()
+        self.waker = waker or PollWaker(settings.ORDER_STREAM_POLL_SECONDS)
+        self._read_after = read_after
+        self._read_high_water = read_high_water
+        self.settle = settings.ORDER_STREAM_SETTLE_SECONDS if settle is None else settle
+        self.idle_seconds = idle_seconds
+        # Every event with an id up to here has been handed out (or was never
+        # written); None until the pump has found where the table ends.
+        self.cursor: int | None = None
+        self.subscribers: set[Subscriber] = set()
+        self.stats = PumpStats()
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+        self._gap_seen_at: float | None = None
+
+    # Subscribing ---------------------------------------------------------------
+    async def subscribe(self, order_pk: int | None) -> tuple[Subscriber, int]:
+        """Register a subscriber; returns it and the cursor at that moment.
+
+        Every event after the returned cursor reaches the subscriber's queue;
+        every event up to it is in the table for the caller to replay. Nothing
+        awaits between reading the cursor and registering, so no event falls
+        between the two.
+        """
+        self._start()
+        await self._ready.wait()
+        subscriber = Subscriber(order_pk=order_pk)
+        self.subscribers.add(subscriber)
+        return subscriber, self.cursor
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = self.loop.create_task(self._run(), name="order-event-pump")
+
+    # The loop ------------------------------------------------------------------
+    async def _run(self) -> None:
+        idle_since: float | None = None
+        failures = 0
+        while True:
+            try:
+                if self.cursor is None:
+                    self.stats.queries += 1
+                    self.cursor = await sync_to_async(self._read_high_water)(
+                        self.settle
+                    )
+                    self._ready.set()
+                else:
+                    await self.waker.wait()
+                    await self.poll()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database restarting, most likely: every stream depends on
+                # this loop, so it keeps going, with backoff.
+                failures += 1
+                logger.exception("event pump: reading events failed; retrying")
+                with contextlib.suppress(DatabaseError):
+                    await sync_to_async(close_old_connections)()
+                await asyncio.sleep(min(5.0, 0.25 * 2**failures))
+            if self.subscribers:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > self.idle_seconds:
+                # Nobody listens: stop polling. The next subscriber restarts the
+                # pump, which first finds the end of the table again.
+                self.cursor = None
+                self._ready.clear()
+                self._task = None
+                return
+
+    async def poll(self) -> int:
+        """Read once and hand out what is settled; returns how many were sent."""
+        self.stats.polls += 1
+        self.stats.queries += 1
+        events = await sync_to_async(self._read_after)(self.cursor)
+        return self.deliver(events)
+
+    def deliver(self, events: list[StreamEvent]) -> int:
+        """Hand out the contiguous run of `events` after the cursor.
+
+        Runs on the loop with no await, so a subscriber registering meanwhile sees
+        either the cursor before the run or after it, never half.
+        """
+        sent = 0
+        for event in events:
+            if event.id <= self.cursor:
+                continue
+            if event.id != self.cursor + 1:
+                now = time.monotonic()
+                if self._gap_seen_at is None:
+                    self._gap_seen_at = now
+                if now - self._gap_seen_at < self.settle:
+                    break  # wait for the missing id to commit
+            self._gap_seen_at = None
+            self.cursor = event.id
+            for subscriber in self.subscribers:
+                if subscriber.wants(event):
+                    subscriber.offer(event)
+            sent += 1
+        self.stats.delivered += sent
+        return sent
+
+
+_pumps: dict[asyncio.AbstractEventLoop, EventPump] = {}
+
+
+def get_pump() -> EventPump:
+    """The pump of the running event loop (daphne runs one loop per process)."""
+    loop = asyncio.get_running_loop()
+    pump = _pumps.get(loop)
+    if pump is None:
+        for old_loop in [known for known in _pumps if known.is_closed()]:
+            del _pumps[old_loop]
+        pump = _pumps[loop] = EventPump()
+    return pump
