@@ -25,6 +25,8 @@ def pages(admin_client, place_order):
         "status document": f"/api/orders/{order.order_id}",
         "error": "/api/orders/ord_missing",
         "health": "/healthz",
+        "API docs": "/api/docs",
+        "API description": "/api/openapi.json",
     }
 
 
