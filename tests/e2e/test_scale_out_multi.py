@@ -393,6 +393,11 @@ def test_streams_on_another_web_process_see_every_event_through_a_redis_outage_a
         watch(after)
         # B restarts under its open streams; they come back with Last-Event-ID.
         open_across_restart = [staff_stream, *order_streams.values()]
+        wait_until(
+            lambda: all(reader.connections for reader in open_across_restart),
+            timeout=20,
+            what="every stream to be open before the restart",
+        )
         restart_web(b)
         last = place_all(client, range(160, ORDERS), threads=8, key="faults")
         placed += last
