@@ -17,9 +17,28 @@ os.environ.setdefault("DATABASE_POOL", "1")
 django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.core.signals import request_finished  # noqa: E402
+from django.db import connections  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
 from orders.streams.asgi import order_events, staff_events, stream_stats  # noqa: E402
+
+
+def close_request_connections(**kwargs) -> None:
+    """No connection outlives its request here. Django runs each request in a
+    thread of its own (ThreadSensitiveContext), so a persistent connection
+    (CONN_MAX_AGE) is never reused, and the finished threads' connections stayed
+    open until garbage collection: on SQLite, 68 open after 200 requests at
+    concurrency 10. This runs in the request's thread as its response closes. On
+    PostgreSQL the connection goes back to the pool. The streams' database work
+    is not a Django request and keeps its connection. A connection inside a
+    transaction is left alone: only a test's (a request never ends in one)."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+request_finished.connect(close_request_connections)
 
 application = ProtocolTypeRouter(
     {

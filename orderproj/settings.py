@@ -132,12 +132,15 @@ DATABASES = {
 # finished threads open until garbage collection (33 open after 100 requests at
 # concurrency 10). orderproj/asgi.py turns the pool on for the web process; the
 # workers (one thread each, forked by django-q2) keep persistent connections.
+# So a web process holds at most DATABASE_POOL_MAX_SIZE sessions (README.md,
+# "Scale-out": the bound for N web and M worker processes).
 DATABASE_POOL = env_bool("DATABASE_POOL", False)
+DATABASE_POOL_MAX_SIZE = env_number("DATABASE_POOL_MAX_SIZE", 10, cast=int, minimum=1)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": 2,
-        "max_size": 10,
+        "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Without these, concurrent writers (web + several workers) hit

@@ -7,7 +7,10 @@ its dispatch_due_at or an expired lease, and every step is a conditional UPDATE,
 any number of dispatchers (one per qcluster) can run side by side. A task that is
 merely waiting behind a long queue is told apart from a lost one by the broker's
 oldest task, so a backlog never gains extra tasks. A row whose handling raises is
-recorded and backed off; the rest of the sweep goes on.
+recorded and backed off; the rest of the sweep goes on. A queue that cannot be
+reached (Redis restarting) is not a bad row: the sweep stops handing work to it
+and tries again in QUEUE_DOWN_RETRY_SECONDS, recording nothing (/healthz says the
+queue is down).
 """
 
 import functools
@@ -24,6 +27,8 @@ from django.db import close_old_connections, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .failures import record_failure
 from .models import Delivery, FailureRecord, Order
@@ -52,6 +57,10 @@ LEFT_QUEUE_GRACE_SECONDS = 2
 # A row whose handling raised is left alone this long, so a broken row costs one
 # try a minute, not one every sweep.
 ROW_FAILURE_BACKOFF_SECONDS = 60
+# The queue itself is unreachable (the Redis broker's connection failed): what was
+# being handed over is due again this soon, and the sweep hands nothing else over.
+QUEUE_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
+QUEUE_DOWN_RETRY_SECONDS = 1
 
 
 @dataclass
@@ -151,6 +160,12 @@ def dispatch_due_orders(*, now=None) -> list[str]:
                     dispatched.append(order_id)
             elif not task_still_queued(queued_at, oldest):
                 _await_claim(pk, due_at, now)
+        except QUEUE_UNAVAILABLE as error:
+            Order.objects.filter(
+                pk=pk, status__in=OPEN, dispatch_due_at__isnull=False
+            ).update(dispatch_due_at=_queue_retry_time(now), queued_at=None)
+            _queue_unavailable(order_id, error)
+            break
         except Exception as error:  # noqa: BLE001 - recorded; one row costs itself
             _row_failed(
                 task="orders.dispatcher.dispatch_due_orders",
@@ -258,6 +273,12 @@ def dispatch_due_listeners(*, now=None) -> list[str]:
             if taken:
                 delivery_listener_enqueue(order_id=order_id, code=code)
                 dispatched.append(code)
+        except QUEUE_UNAVAILABLE as error:
+            Delivery.objects.filter(pk=pk, listener_due_at__isnull=False).update(
+                listener_due_at=_queue_retry_time(now)
+            )
+            _queue_unavailable(code, error)
+            break
         except Exception as error:  # noqa: BLE001 - recorded; one row costs itself
             _row_failed(
                 task="orders.dispatcher.dispatch_due_listeners",
@@ -325,6 +346,21 @@ def _row_failed(
         )
         return
     record_failure(task=task, args=[key], error=error, order=order)
+
+
+def _queue_unavailable(key: str, error: Exception) -> None:
+    logger.warning(
+        "the queue is unavailable (%s: %s); %s and the rest of the due work are "
+        "handed over again in %g s",
+        type(error).__name__,
+        error,
+        key,
+        QUEUE_DOWN_RETRY_SECONDS,
+    )
+
+
+def _queue_retry_time(now) -> datetime:
+    return now + _seconds(QUEUE_DOWN_RETRY_SECONDS)
 
 
 def _back_off_time(now) -> datetime:

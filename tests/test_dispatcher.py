@@ -14,6 +14,7 @@ from django.db import connection
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.models import OrmQ
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from orders import dispatcher, services
 from orders.dispatcher import (
@@ -334,3 +335,61 @@ def test_the_workers_dispatcher_loads_no_part_of_the_streams():
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+def queue_down(*args, **kwargs):
+    raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379.")
+
+
+@pytest.mark.django_db
+def test_a_queue_that_cannot_be_reached_delays_due_orders_a_second_and_records_nothing(
+    monkeypatch,
+):
+    """Redis restarting is not a bad row: without this, every order due during a
+    few seconds' outage waited a minute, and each got a failure record and a mail."""
+    orders = [place() for _ in range(3)]
+    for order in orders:
+        make_due(order, queued_at=None)
+    due_before = {order.pk: reread(order).dispatch_due_at for order in orders}
+    real_enqueue = dispatcher.order_enqueue
+    monkeypatch.setattr(dispatcher, "order_enqueue", queue_down)
+    now = timezone.now()
+
+    assert dispatch_due_orders(now=now) == []
+
+    first = reread(orders[0])
+    assert first.dispatch_due_at == now + timedelta(
+        seconds=dispatcher.QUEUE_DOWN_RETRY_SECONDS
+    )
+    assert first.queued_at is None
+    # The sweep stopped at the first: the others were not tried.
+    assert [reread(order).dispatch_due_at for order in orders[1:]] == [
+        due_before[order.pk] for order in orders[1:]
+    ]
+    assert not FailureRecord.objects.exists()
+
+    monkeypatch.setattr(dispatcher, "order_enqueue", real_enqueue)
+    later = now + timedelta(seconds=dispatcher.QUEUE_DOWN_RETRY_SECONDS)
+    assert sorted(dispatch_due_orders(now=later)) == sorted(
+        order.order_id for order in orders
+    )
+    assert sorted(queued_order_ids()) == sorted(order.order_id for order in orders)
+
+
+@pytest.mark.django_db
+def test_a_queue_that_cannot_be_reached_delays_listener_resends_a_second(
+    monkeypatch,
+):
+    delivery = processed().delivery
+    services.delivery_complete(code=delivery.code)
+    Delivery.objects.update(listener_due_at=timezone.now() - SECOND)
+    monkeypatch.setattr(dispatcher, "delivery_listener_enqueue", queue_down)
+    now = timezone.now()
+
+    assert dispatch_due_listeners(now=now) == []
+
+    delivery.refresh_from_db()
+    assert delivery.listener_due_at == now + timedelta(
+        seconds=dispatcher.QUEUE_DOWN_RETRY_SECONDS
+    )
+    assert not FailureRecord.objects.exists()

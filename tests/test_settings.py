@@ -38,3 +38,68 @@ def test_django_q2_logs_through_the_configured_console_handler_at_log_level():
         settings.LOGGING["formatters"]["plain"]["format"]
     ]
     assert logger.propagate is False
+
+
+def database_settings_of(setup: str, **env: str) -> dict:
+    """DATABASES["default"] as a process that starts with `setup` sees it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    code = (
+        f"{setup}\n"
+        "import json\n"
+        "from django.conf import settings\n"
+        "db = settings.DATABASES['default']\n"
+        "print(json.dumps({'conn_max_age': db['CONN_MAX_AGE'],"
+        " 'pool': db.get('OPTIONS', {}).get('pool')}))"
+    )
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DATABASE_", "DJANGO_SETTINGS"))
+    }
+    environment.update(DJANGO_SETTINGS_MODULE="orderproj.settings", **env)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=settings.BASE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+POSTGRES = "postgres://someone@127.0.0.1:1/nowhere"
+WEB = "import orderproj.asgi"  # what daphne does first
+MANAGE = "import django; django.setup()"  # what manage.py qcluster does
+
+
+def test_the_web_process_on_postgresql_shares_a_pool_and_keeps_no_connection():
+    """daphne loads orderproj.asgi (manage.py serve and the Procfile's web line do
+    too), which turns DATABASE_POOL on: no connection outlives its request."""
+    assert database_settings_of(WEB, DATABASE_URL=POSTGRES) == {
+        "conn_max_age": 0,
+        "pool": {"min_size": 2, "max_size": 10},
+    }
+
+
+def test_the_pool_size_is_the_web_process_bound_and_can_be_set():
+    found = database_settings_of(WEB, DATABASE_URL=POSTGRES, DATABASE_POOL_MAX_SIZE="4")
+    assert found["pool"] == {"min_size": 2, "max_size": 4}
+    found = database_settings_of(WEB, DATABASE_URL=POSTGRES, DATABASE_POOL_MAX_SIZE="1")
+    assert found["pool"] == {"min_size": 1, "max_size": 1}
+
+
+def test_workers_on_postgresql_keep_one_persistent_connection_each():
+    """A qcluster (manage.py) does not load orderproj.asgi: each worker process
+    has one thread and reuses its connection."""
+    assert database_settings_of(MANAGE, DATABASE_URL=POSTGRES) == {
+        "conn_max_age": 600,
+        "pool": None,
+    }

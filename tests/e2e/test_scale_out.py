@@ -99,9 +99,10 @@ def require_services() -> None:
 
 
 @contextmanager
-def scaled(workdir, **overrides):
+def scaled(workdir, redis_url: str = REDIS_URL, **overrides):
     """A stack (not started) on a throwaway PostgreSQL database and its own queue
-    in Redis; both are gone afterwards."""
+    in Redis (the shared one unless `redis_url` names another); both are gone
+    afterwards."""
     require_services()
     import psycopg
 
@@ -113,7 +114,7 @@ def scaled(workdir, **overrides):
     stack = make_stack(
         workdir,
         DATABASE_URL=database_url,
-        REDIS_URL=REDIS_URL,
+        REDIS_URL=redis_url,
         # Its own queue in the shared Redis, so parallel runs cannot take its tasks.
         Q_CLUSTER_NAME=database,
         **overrides,
@@ -124,7 +125,7 @@ def scaled(workdir, **overrides):
         stack.stop()
         import redis
 
-        redis.from_url(REDIS_URL).delete(f"django_q:{database}:q")
+        redis.from_url(redis_url).delete(f"django_q:{database}:q")
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 

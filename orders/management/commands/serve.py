@@ -16,12 +16,23 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=settings.PORT)
+        parser.add_argument(
+            "--only",
+            choices=["web", "workers"],
+            help=(
+                "Run one of the two (the Procfile's worker line: a Procfile runner "
+                "signals a whole process group, and a qcluster must get SIGTERM "
+                "to its main process only, which this command sends)."
+            ),
+        )
 
-    def handle(self, *args, host, port, **options):
+    def handle(self, *args, host, port, only=None, **options):
         base = f"http://{host}:{port}"
+        commands = {"web": web_command(host, port), "workers": cluster_command()}
         children = {
-            "web": spawn(web_command(host, port)),
-            "workers": spawn(cluster_command()),
+            name: spawn(command)
+            for name, command in commands.items()
+            if only in (None, name)
         }
         stopping = False
 
@@ -31,13 +42,16 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
-        self.stdout.write(
-            f"orderproj is running (Ctrl-C stops it)\n"
+        urls = (
             f"  storefront  {base}/\n"
             f"  dashboard   {base}/dashboard/\n"
             f"  admin       {base}/admin/\n"
             f"  API         {base}/api/orders\n"
             f"  health      {base}/healthz\n"
+        )
+        self.stdout.write(
+            f"orderproj {only or ''} is running (Ctrl-C stops it)\n".replace("  ", " ")
+            + ("" if only == "workers" else urls)
         )
         exited = None
         while not stopping and exited is None:
