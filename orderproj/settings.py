@@ -410,7 +410,9 @@ CHANNEL_LAYERS = (
     {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # Each web process renews its membership of the events group every
+            # minute (orders/streams/wakers.py): one that died leaves it soon.
+            "CONFIG": {"hosts": [REDIS_URL], "group_expiry": 300},
         }
     }
     if REDIS_URL
@@ -501,6 +503,12 @@ FAILURE_NOTIFY_WINDOW_SECONDS = env_number(
 # Server-Sent Events (orders/streams/). Each web process polls the event table
 # this often while any client is connected; one poll serves every client.
 ORDER_STREAM_POLL_SECONDS = env_number("ORDER_STREAM_POLL_SECONDS", 0.2, minimum=0.01)
+# With REDIS_URL the writers' messages wake the pump at once (orders/notify.py);
+# it still polls this often in case one is lost, and every
+# ORDER_STREAM_POLL_SECONDS while Redis cannot be reached.
+ORDER_STREAM_PUSH_FALLBACK_SECONDS = env_number(
+    "ORDER_STREAM_PUSH_FALLBACK_SECONDS", 5, minimum=0.01
+)
 # A comment line at least this often keeps proxies from closing an idle stream.
 ORDER_STREAM_KEEPALIVE_SECONDS = env_number(
     "ORDER_STREAM_KEEPALIVE_SECONDS", 15, minimum=0.1

@@ -1,0 +1,158 @@
+"""Telling the web processes that events were committed, so their stream pumps
+read at once instead of at their next poll.
+
+The writer's side of the streams' wake-up, kept with the writes: the workers
+import it, and it imports nothing of orders.streams (the web process's side,
+orders/streams/wakers.py, listens).
+
+- With a channels layer (REDIS_URL set): one message to the group
+  EVENTS_GROUP per committed transaction that wrote events, however many events
+  it wrote and however many clients are connected. The message only says
+  "read"; the pump reads what is new from the table, so a lost message costs at
+  most the slow poll (ORDER_STREAM_PUSH_FALLBACK_SECONDS), never an event.
+- In every process: the listeners registered with `listen()`, which is how a
+  writer in the web process itself (the API placing an order) nudges its own
+  pump, with or without a layer.
+
+The send happens on one background event loop thread per process: from the
+workers' sync code, async_to_sync(layer.group_send) per write would make a new
+event loop and, with channels_redis, a new Redis connection pool per call.
+"""
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+
+logger = logging.getLogger(__name__)
+
+# The channels-layer group every web process's waker joins.
+EVENTS_GROUP = "orderproj.events"
+# The message: the consumer only wakes up, the content is never read.
+MESSAGE = {"type": "events.committed"}
+
+_listeners: list[Callable[[], None]] = []
+_listeners_lock = threading.Lock()
+
+
+def events_written(using: str = DEFAULT_DB_ALIAS) -> None:
+    """Call after writing OrderEvent rows on the connection `using`: once the
+    transaction commits, the listeners and the web processes hear of it, once
+    per transaction. Nothing is sent for a transaction that rolls back."""
+    if not _listeners and not settings.CHANNEL_LAYERS:
+        return
+    connection = connections[using]
+    shared = None
+    if connection.in_atomic_block:
+        # A notice registered where every savepoint that could discard it
+        # also discards this write covers it. One registered in a savepoint
+        # released since does not (rolling back the enclosing savepoint drops
+        # it): the new one shares its flag, so the commit still sends once.
+        current = set(connection.savepoint_ids)
+        for savepoints, callback, _robust in connection.run_on_commit:
+            if isinstance(callback, _Notice):
+                if savepoints <= current:
+                    return
+                shared = callback.shared
+    transaction.on_commit(_Notice(shared), using=using)
+
+
+class _Notice:
+    """The on-commit callback: sends once for all the notices of one commit."""
+
+    __slots__ = ("shared",)
+
+    def __init__(self, shared: list[bool] | None = None):
+        self.shared = shared if shared is not None else [False]
+
+    def __call__(self) -> None:
+        if self.shared[0]:
+            return
+        self.shared[0] = True
+        publish()
+
+
+def publish() -> None:
+    """Tell the listeners in this process and, through the channels layer, every
+    web process, that new events are committed. Does not wait for the send."""
+    for listener in list(_listeners):
+        listener()
+    if settings.CHANNEL_LAYERS:
+        _sender().send()
+
+
+def listen(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call `callback` (from the writing thread; it must be quick and thread-safe)
+    after each commit that wrote events in this process. Returns the function
+    that stops it."""
+    with _listeners_lock:
+        _listeners.append(callback)
+
+    def stop() -> None:
+        with _listeners_lock:
+            if callback in _listeners:
+                _listeners.remove(callback)
+
+    return stop
+
+
+class _Sender:
+    """One event loop thread per process that sends the layer's messages."""
+
+    def __init__(self):
+        from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+        self.pid = os.getpid()
+        # A layer of its own: its Redis connections belong to this thread's loop.
+        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="orders-notify", daemon=True
+        )
+        self.thread.start()
+
+    def send(self) -> None:
+        future = asyncio.run_coroutine_threadsafe(
+            self.layer.group_send(EVENTS_GROUP, dict(MESSAGE)), self.loop
+        )
+        future.add_done_callback(_log_failure)
+
+
+def _log_failure(future) -> None:
+    # Redis down: the streams still get the events, at the fallback poll rate.
+    if not future.cancelled() and future.exception() is not None:
+        logger.error(
+            "could not tell the web processes about new events (they poll)",
+            exc_info=future.exception(),
+        )
+
+
+_sender_instance: _Sender | None = None
+_sender_lock = threading.Lock()
+
+
+def _forget_sender_in_child() -> None:
+    # A lock another thread held at the fork stays held in the child.
+    global _sender_instance, _sender_lock
+    _sender_instance = None
+    _sender_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_sender_in_child)
+
+
+def _sender() -> _Sender:
+    """This process's sender, made at first use and again in a forked child
+    (django-q2 forks its workers; a thread does not survive a fork)."""
+    global _sender_instance
+    sender = _sender_instance
+    if sender is None or sender.pid != os.getpid():
+        with _sender_lock:
+            sender = _sender_instance
+            if sender is None or sender.pid != os.getpid():
+                sender = _sender_instance = _Sender()
+    return sender
