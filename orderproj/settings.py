@@ -410,9 +410,22 @@ CHANNEL_LAYERS = (
     {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # Each web process renews its membership of the events group every
-            # minute (orders/streams/wakers.py): one that died leaves it soon.
-            "CONFIG": {"hosts": [REDIS_URL], "group_expiry": 300},
+            "CONFIG": {
+                # redis-py 8 reads with a 5 s socket timeout by default, which
+                # cuts channels_redis's 5 s blocking receive on a healthy Redis
+                # (django/channels_redis#422): reads get longer than that.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 10,
+                        "socket_connect_timeout": 2,
+                    }
+                ],
+                # Each web process renews its membership of the events group
+                # every minute (orders/streams/wakers.py): one that died
+                # leaves it soon.
+                "group_expiry": 300,
+            },
         }
     }
     if REDIS_URL
