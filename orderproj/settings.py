@@ -425,6 +425,9 @@ CHANNEL_LAYERS = (
                 # every minute (orders/streams/wakers.py): one that died
                 # leaves it soon.
                 "group_expiry": 300,
+                # One deployment's writers wake its own web processes only,
+                # as Q_CLUSTER_NAME gives it its own queue.
+                "prefix": f"asgi:{os.environ.get('Q_CLUSTER_NAME', 'orderproj')}",
             },
         }
     }
@@ -449,6 +452,9 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         # django-q2's logger is named "django-q" (django_q/conf.py).
         "django-q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # Until a web process that died leaves the events group (group_expiry),
+        # channels_redis logs every message sent to it at INFO.
+        "channels_redis": {"level": "WARNING"},
     },
 }
 

@@ -6,13 +6,15 @@ import it, and it imports nothing of orders.streams (the web process's side,
 orders/streams/wakers.py, listens).
 
 - With a channels layer (REDIS_URL set): one message to the group
-  EVENTS_GROUP per committed transaction that wrote events, however many events
-  it wrote and however many clients are connected. The message only says
-  "read"; the pump reads what is new from the table, so a lost message costs at
-  most the slow poll (ORDER_STREAM_PUSH_FALLBACK_SECONDS), never an event.
-- In every process: the listeners registered with `listen()`, which is how a
-  writer in the web process itself (the API placing an order) nudges its own
-  pump, with or without a layer.
+  EVENTS_GROUP per committed transaction that wrote events, however many
+  events it wrote and however many clients are connected (fewer in a burst:
+  commits made while a send is under way share the next one, see _Sender). The
+  message only says "read": the pump reads what is new from the table, so a
+  lost message costs at most the slow poll (ORDER_STREAM_PUSH_FALLBACK_SECONDS),
+  never an event.
+- In this process: the callbacks registered with `listen()`. Without a layer,
+  the web process's own pump listens, so an order placed through the API shows
+  at once on that process's streams.
 
 The send happens on one background event loop thread per process: from the
 workers' sync code, async_to_sync(layer.group_send) per write would make a new
@@ -23,6 +25,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -34,6 +37,8 @@ logger = logging.getLogger(__name__)
 EVENTS_GROUP = "orderproj.events"
 # The message: the consumer only wakes up, the content is never read.
 MESSAGE = {"type": "events.committed"}
+# While sends fail, at most one log line this often says how many did.
+FAILURE_REPORT_SECONDS = 10.0
 
 _listeners: list[Callable[[], None]] = []
 _listeners_lock = threading.Lock()
@@ -101,14 +106,28 @@ def listen(callback: Callable[[], None]) -> Callable[[], None]:
 
 
 class _Sender:
-    """One event loop thread per process that sends the layer's messages."""
+    """One event loop thread per process that sends the layer's messages.
 
-    def __init__(self):
-        from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+    One send at a time: a commit while a send is under way asks for one more,
+    sent as soon as it ends, and any number of commits meanwhile share it (a
+    burst of commits costs a few sends, not one each, and never more Redis
+    connections than one). Every commit is still followed by a message sent
+    after it, which is all a pump needs to read it."""
 
+    def __init__(self, layer=None):
         self.pid = os.getpid()
-        # A layer of its own: its Redis connections belong to this thread's loop.
-        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        if layer is None:
+            from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+            # Its own instance: its Redis connections belong to this loop.
+            layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        self.layer = layer
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._in_flight = False
+        self._again = False
+        self._failures = 0
+        self._reported_at: float | None = None
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="orders-notify", daemon=True
@@ -116,19 +135,46 @@ class _Sender:
         self.thread.start()
 
     def send(self) -> None:
-        future = asyncio.run_coroutine_threadsafe(
-            self.layer.group_send(EVENTS_GROUP, dict(MESSAGE)), self.loop
-        )
-        future.add_done_callback(_log_failure)
+        """Ask for a message after this moment; returns at once."""
+        with self._lock:
+            if self._in_flight:
+                self._again = True
+                return
+            self._in_flight = True
+        asyncio.run_coroutine_threadsafe(self._send(), self.loop)
 
+    async def _send(self) -> None:
+        while True:
+            with self._lock:
+                self._again = False
+            try:
+                await self.layer.group_send(EVENTS_GROUP, dict(MESSAGE))
+                self.sent += 1
+            except Exception as error:  # noqa: BLE001 - logged, with its traceback
+                self._report(error)
+            with self._lock:
+                if not self._again:
+                    self._in_flight = False
+                    return
 
-def _log_failure(future) -> None:
-    # Redis down: the streams still get the events, at the fallback poll rate.
-    if not future.cancelled() and future.exception() is not None:
+    def _report(self, error: Exception) -> None:
+        # Redis down: the streams still get the events, at the poll rate. Every
+        # failure is counted; the log gets one line per FAILURE_REPORT_SECONDS.
+        self._failures += 1
+        now = time.monotonic()
+        if (
+            self._reported_at is not None
+            and now - self._reported_at < FAILURE_REPORT_SECONDS
+        ):
+            return
         logger.error(
-            "could not tell the web processes about new events (they poll)",
-            exc_info=future.exception(),
+            "could not tell the web processes about new events (%s failed "
+            "sends since the last report; they poll meanwhile)",
+            self._failures,
+            exc_info=error,
         )
+        self._failures = 0
+        self._reported_at = now
 
 
 _sender_instance: _Sender | None = None

@@ -2,6 +2,7 @@
 transaction, after it commits."""
 
 import asyncio
+import threading
 
 import pytest
 from django.db import transaction
@@ -119,12 +120,55 @@ def test_the_sender_is_made_once_per_process(settings):
     assert notify._sender().thread.is_alive()
 
 
-def test_a_failed_send_is_logged_with_its_error(caplog):
-    future = asyncio.Future(loop=asyncio.new_event_loop())
-    future.set_exception(ConnectionError("Redis is down"))
-    notify._log_failure(future)
-    assert "could not tell the web processes" in caplog.text
-    assert "Redis is down" in caplog.text
+class HeldLayer:
+    """A layer whose sends wait until released, or fail while Redis is down."""
+
+    def __init__(self):
+        self.started = threading.Semaphore(0)
+        self.release = threading.Event()
+        self.down = False
+
+    async def group_send(self, group, message):
+        self.started.release()
+        await asyncio.to_thread(self.release.wait, 5)
+        if self.down:
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379.")
+
+
+def test_commits_during_a_send_share_the_next_one():
+    layer = HeldLayer()
+    sender = notify._Sender(layer)
+    sender.send()
+    assert layer.started.acquire(timeout=5)
+    for _ in range(5):
+        sender.send()
+    layer.release.set()
+    assert layer.started.acquire(timeout=5)
+    _on(sender, asyncio.sleep(0.05))
+    assert _on(sender, _until(lambda: not sender._in_flight))
+    assert sender.sent == 2
+
+
+def test_a_failed_send_is_logged_and_the_next_commit_sends_again(caplog):
+    layer = HeldLayer()
+    layer.down = True
+    layer.release.set()
+    sender = notify._Sender(layer)
+    sender.send()
+    assert _on(sender, _until(lambda: not sender._in_flight))
+    assert sender.sent == 0
+    assert "could not tell the web processes about new events" in caplog.text
+    assert "Error 111 connecting" in caplog.text
+    layer.down = False
+    sender.send()
+    assert _on(sender, _until(lambda: sender.sent == 1))
+
+
+async def _until(condition, deadline: float = 5.0) -> bool:
+    async with asyncio.timeout(deadline):
+        while not condition():
+            await asyncio.sleep(0.005)
+    return True
 
 
 def _on(sender, coroutine, timeout: float = 5.0):
