@@ -72,6 +72,7 @@ class LayerWaker(PollWaker):
         # True while subscribed: the last subscription or receive worked.
         self.pushing = False
         self.failures = 0
+        self.channel: str | None = None
         self._listener: asyncio.Task | None = None
 
     def current_interval(self) -> float:
@@ -107,7 +108,11 @@ class LayerWaker(PollWaker):
 
     async def _subscribed(self) -> None:
         loop = asyncio.get_running_loop()
-        channel = await self.layer.new_channel()
+        if self.channel is None:
+            # One name for the process's life: subscribing again after a
+            # failure leaves no second member in the group.
+            self.channel = await self.layer.new_channel()
+        channel = self.channel
         await self.layer.group_add(notify.EVENTS_GROUP, channel)
         renewed = loop.time()
         if self.failures:
