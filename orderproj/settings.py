@@ -413,7 +413,25 @@ CHANNEL_LAYERS = (
     {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {
+                # redis-py 8 reads with a 5 s socket timeout by default, which
+                # cuts channels_redis's 5 s blocking receive on a healthy Redis
+                # (django/channels_redis#422): reads get longer than that.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 10,
+                        "socket_connect_timeout": 2,
+                    }
+                ],
+                # Each web process renews its membership of the events group
+                # every minute (orders/streams/wakers.py): one that died
+                # leaves it soon.
+                "group_expiry": 300,
+                # One deployment's writers wake its own web processes only,
+                # as Q_CLUSTER_NAME gives it its own queue.
+                "prefix": f"asgi:{os.environ.get('Q_CLUSTER_NAME', 'orderproj')}",
+            },
         }
     }
     if REDIS_URL
@@ -437,6 +455,9 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         # django-q2's logger is named "django-q" (django_q/conf.py).
         "django-q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # Until a web process that died leaves the events group (group_expiry),
+        # channels_redis logs every message sent to it at INFO.
+        "channels_redis": {"level": "WARNING"},
     },
 }
 
@@ -504,6 +525,12 @@ FAILURE_NOTIFY_WINDOW_SECONDS = env_number(
 # Server-Sent Events (orders/streams/). Each web process polls the event table
 # this often while any client is connected; one poll serves every client.
 ORDER_STREAM_POLL_SECONDS = env_number("ORDER_STREAM_POLL_SECONDS", 0.2, minimum=0.01)
+# With REDIS_URL the writers' messages wake the pump at once (orders/notify.py);
+# it still polls this often in case one is lost, and every
+# ORDER_STREAM_POLL_SECONDS while Redis cannot be reached.
+ORDER_STREAM_PUSH_FALLBACK_SECONDS = env_number(
+    "ORDER_STREAM_PUSH_FALLBACK_SECONDS", 5, minimum=0.01
+)
 # A comment line at least this often keeps proxies from closing an idle stream.
 ORDER_STREAM_KEEPALIVE_SECONDS = env_number(
     "ORDER_STREAM_KEEPALIVE_SECONDS", 15, minimum=0.1

@@ -9,6 +9,7 @@ from datetime import datetime
 from django.db import connections, models, router, transaction
 from django.utils import timezone
 
+from . import notify
 from .exceptions import InvalidTransition
 from .models import Order, OrderEvent
 
@@ -142,6 +143,7 @@ def claim(
             connection, order_id, likely, lease_expires_at, describe, now
         )
         if order is not None:
+            notify.events_written(connection.alias)
             return order
     sql, params = _claim_sql(connection, order_id, lease_expires_at, now)
     with _atomic():
@@ -152,6 +154,7 @@ def claim(
             return None
         order = _order_from_row(connection, row)
         _insert([_event(order, {}, EventType.PROCESSING, describe(order), now)])
+    notify.events_written(connection.alias)
     return order
 
 
@@ -268,6 +271,8 @@ def _move(order: Order, values: dict, rows: list[list[models.Model]]) -> bool:
                     _insert(group)
     if moved is None:
         return False
+    # Every move writes at least its own event.
+    notify.events_written(connection.alias)
     for name, value in values.items():
         setattr(order, name, value)
     order.version = moved["version"]
@@ -309,6 +314,7 @@ def append_event(
             setattr(order, name, value)
         event = _event(order, {}, event_type, detail, now)
         _insert([event])
+    notify.events_written(event._state.db)
     return event
 
 

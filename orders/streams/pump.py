@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
 from .events import StreamEvent, read_after, read_high_water
-from .wakers import PollWaker
+from .wakers import make_waker
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class EventPump:
         idle_seconds: float = IDLE_SECONDS,
     ):
         self.loop = asyncio.get_running_loop()
-        self.waker = waker or PollWaker(settings.ORDER_STREAM_POLL_SECONDS)
+        self.waker = waker or make_waker()
         self._read_after = read_after
         self._read_high_water = read_high_water
         self.settle = settings.ORDER_STREAM_SETTLE_SECONDS if settle is None else settle
