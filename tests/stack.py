@@ -121,18 +121,24 @@ class Stack(LocalService):
         return httpx.Client(base_url=self.base_url, timeout=10)
 
     def staff_client(self) -> httpx.Client:
+        client = self.log_in(STAFF_USER, STAFF_PASSWORD)
+        client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
+        return client
+
+    def log_in(self, username: str, password: str) -> httpx.Client:
+        """A client with the session of this account, logged in as a person
+        would be, through the admin's login form."""
         client = self.client()
         client.get("/admin/login/")
         response = client.post(
             "/admin/login/?next=/admin/",
             data={
-                "username": STAFF_USER,
-                "password": STAFF_PASSWORD,
+                "username": username,
+                "password": password,
                 "csrfmiddlewaretoken": client.cookies["csrftoken"],
             },
         )
         assert response.status_code == 302, response.text
-        client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
         return client
 
     def place(self, client: httpx.Client | None = None, **simulate) -> dict:

@@ -244,23 +244,8 @@ def change_account(stack, username: str, change: str) -> None:
     )
 
 
-def log_in(stack, username: str, password: str) -> httpx.Client:
-    client = httpx.Client(base_url=stack.base_url, timeout=10)
-    client.get("/admin/login/")
-    response = client.post(
-        "/admin/login/?next=/admin/",
-        data={
-            "username": username,
-            "password": password,
-            "csrfmiddlewaretoken": client.cookies["csrftoken"],
-        },
-    )
-    assert response.status_code == 302, response.text
-    return client
-
-
 def test_a_malformed_unrelated_cookie_does_not_log_staff_out(stack):
-    client = log_in(stack, *new_staff_account(stack))
+    client = stack.log_in(*new_staff_account(stack))
     session = client.cookies["sessionid"]
     # Cookies another script on the site may set: not RFC 6265, but Django
     # skips them and reads the rest.
@@ -314,7 +299,7 @@ def test_a_staff_stream_whose_session_ends_is_closed_within_the_keepalive(
     stack, ending, error
 ):
     username, password = new_staff_account(stack)
-    client = log_in(stack, username, password)
+    client = stack.log_in(username, password)
 
     def end_session():
         if ending == "logout":  # in another tab, say
@@ -339,7 +324,7 @@ def test_a_staff_stream_whose_session_ends_is_closed_within_the_keepalive(
 
 
 def test_a_staff_stream_whose_session_lives_stays_open(stack):
-    client = log_in(stack, *new_staff_account(stack))
+    client = stack.log_in(*new_staff_account(stack))
     with read_sse(
         client, "/api/events", within=KEEPALIVE_SECONDS * 4, what="keep-alives"
     ) as source:
