@@ -268,9 +268,11 @@ def staff_cookies(stack: Stack) -> httpx.Cookies:
 
 
 # The tests -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def processes(tmp_path_factory):
-    with two_by_two(tmp_path_factory.mktemp("multi")) as running:
+@pytest.fixture
+def processes(tmp_path):
+    """A stack of its own for each test: the counts and outcomes each test checks
+    are of its own orders, whatever ran before it (pytest-randomly shuffles)."""
+    with two_by_two(tmp_path) as running:
         yield running
 
 
