@@ -1,7 +1,6 @@
 """The Procfile as README.md ("Scale-out") runs it: honcho with two web processes
 and a worker, here on a temporary SQLite file (the scale-out configuration only
-changes DATABASE_URL and REDIS_URL, which tests/e2e/test_scale_out_multi.py
-covers)."""
+changes DATABASE_URL and REDIS_URL, which the scale-out tests cover)."""
 
 import os
 import signal

@@ -1,6 +1,6 @@
 """The web process keeps no database connection past its request (orderproj/asgi.py),
-on the embedded default (SQLite); tests/e2e/test_scale_out_multi.py counts the
-PostgreSQL sessions of the scale-out configuration."""
+on the embedded default (SQLite). PostgreSQL's sessions under the scale-out
+configuration are counted in README.md ("Scale-out")."""
 
 import os
 from concurrent.futures import ThreadPoolExecutor
