@@ -159,12 +159,7 @@ def test_operator_retries_a_failed_order_from_the_dashboard(stack, page):
 
 
 def test_a_new_failure_appears_live_in_the_dashboards_failed_orders_table(stack, page):
-    page.goto(stack.base_url + "/dashboard/")
-    page.fill("#id_username", STAFF_USER)
-    page.fill("#id_password", STAFF_PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url("**/dashboard/")
-    page.wait_for_selector("[data-connection=live]")
+    log_in_to_the_dashboard(stack, page)
     placed = stack.place(failure="permanent")
     row = f"[data-role=retry][data-order-id='{placed['order_id']}']"
     page.wait_for_selector(row, timeout=15_000)
