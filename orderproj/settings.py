@@ -299,6 +299,13 @@ ORDER_ATTEMPT_TIMEOUT_SECONDS = attempt_timeout(ORDER_LEASE_SECONDS)
 # it: a task still waiting in the broker is left alone; one that left the broker
 # without a worker claiming the order is taken for lost and handed over again.
 ORDER_REDISPATCH_SECONDS = env_number("ORDER_REDISPATCH_SECONDS", 15, minimum=1)
+# A worker whose task's order has others waiting behind it takes up to
+# ORDER_BATCH_SIZE orders in all (its own included) and runs them as one batch,
+# sharing the claim, checkpoint and completion writes; as many as it runs in about
+# ORDER_BATCH_SECONDS, judged by the orders it ran last (orders/services.py,
+# BatchSizer). 1 turns batches off.
+ORDER_BATCH_SIZE = env_number("ORDER_BATCH_SIZE", 20, cast=int, minimum=1)
+ORDER_BATCH_SECONDS = env_number("ORDER_BATCH_SECONDS", 0.1, minimum=0)
 # How often the dispatcher inside each qcluster looks for due work.
 ORDER_DISPATCH_INTERVAL_SECONDS = env_number(
     "ORDER_DISPATCH_INTERVAL_SECONDS", 0.2, minimum=0.01

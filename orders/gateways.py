@@ -15,6 +15,8 @@ did stands in for the gateway's own database (SimulatedLedger).
 import os
 import random
 import secrets
+import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,47 +96,76 @@ def step_error(step: str, kind: str):
 
 class SimulatedLedger:
     """What the simulated gateways have done, keyed by idempotency key, shared by
-    every worker process: one entry per key under ORDER_SIMULATED_GATEWAY_DIR,
-    created atomically so two callers with one key cannot both act.
+    every worker process on the machine: a SQLite file of its own under
+    ORDER_SIMULATED_GATEWAY_DIR, where the first caller of a key wins and every
+    later caller is answered with what the first one got.
 
-    A file, not a table: the gateway stands for another company's system, so its
-    bookkeeping takes no part in this service's database transactions or locks.
+    A file of its own, not a table: the gateway stands for another company's
+    system, so its bookkeeping takes no part in this service's database
+    transactions or locks. One file, not a file per key (a symbolic link each,
+    before): that was an inode per step of every order in one directory, without
+    bound, and on this machine's ext4 an inode took 400-800 µs instead of 20 µs
+    for seconds after many files were deleted, half of a worker's time under a
+    backlog; a record here takes about 16 µs.
     """
+
+    FILE_NAME = "ledger.sqlite3"
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
 
-    def _path(self, key: str) -> Path:
-        # Keys are made by step_idempotency_key: an order id and a step name.
-        return self.directory / key.replace("/", "_")
+    def _connection(self) -> sqlite3.Connection:
+        # One connection per process and thread: a forked worker must not use
+        # its parent's, and a connection is not for two threads at once.
+        key = (os.getpid(), threading.get_ident(), str(self.directory))
+        connection = _ledger_connections.get(key)
+        if connection is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                self.directory / self.FILE_NAME, isolation_level=None, timeout=30
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            # A worker killed mid-call loses nothing the gateway wrote (the
+            # operating system has it); only a machine crash could.
+            connection.execute("PRAGMA synchronous=OFF")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS ledger "
+                "(key TEXT PRIMARY KEY, reference TEXT NOT NULL) WITHOUT ROWID"
+            )
+            _ledger_connections[key] = connection
+        return connection
 
     def record(self, key: str, reference: str) -> StepResult:
-        """Keep `reference` for `key`, or return the one kept before.
-
-        The reference is the target of a symbolic link named after the key:
-        creating it is one system call that fails if the name exists, so the
-        first caller wins whole and no reader sees a half-written reference.
-        """
-        path = self._path(key)
-        try:
-            os.symlink(reference, path)
-        except FileNotFoundError:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            return self.record(key, reference)
-        except FileExistsError:
-            return StepResult(reference=os.readlink(path), replayed=True)
-        return StepResult(reference=reference)
+        """Keep `reference` for `key`, or return the one kept before. The insert
+        is one statement that does nothing if the key exists, so of two callers
+        with one key exactly one acts."""
+        connection = self._connection()
+        inserted = connection.execute(
+            "INSERT INTO ledger (key, reference) VALUES (?, ?) "
+            "ON CONFLICT (key) DO NOTHING RETURNING reference",
+            (key, reference),
+        ).fetchone()
+        if inserted is not None:
+            return StepResult(reference=reference)
+        (kept,) = connection.execute(
+            "SELECT reference FROM ledger WHERE key = ?", (key,)
+        ).fetchone()
+        return StepResult(reference=kept, replayed=True)
 
     def references(self, prefix: str = "") -> dict[str, str]:
         """Every key (starting with `prefix`) and its reference: what a test or an
         operator checks to see that nothing was done twice."""
-        if not self.directory.exists():
+        if not (self.directory / self.FILE_NAME).exists():
             return {}
-        return {
-            path.name: os.readlink(path)
-            for path in sorted(self.directory.iterdir())
-            if path.name.startswith(prefix)
-        }
+        rows = self._connection().execute(
+            "SELECT key, reference FROM ledger WHERE substr(key, 1, ?) = ? "
+            "ORDER BY key",
+            (len(prefix), prefix),
+        )
+        return dict(rows.fetchall())
+
+
+_ledger_connections: dict[tuple, sqlite3.Connection] = {}
 
 
 def simulated_ledger() -> SimulatedLedger:

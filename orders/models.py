@@ -66,6 +66,14 @@ class Order(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["status", "lease_expires_at"]),
+            # The orders waiting for a worker, oldest first: what a worker
+            # takes along with its own (transitions.claim_batch) without
+            # reading past every finished order.
+            models.Index(
+                fields=["id"],
+                condition=models.Q(status="PENDING"),
+                name="order_pending_idx",
+            ),
         ]
 
     def __str__(self) -> str:

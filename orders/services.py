@@ -27,10 +27,15 @@ from .gateways import STEPS, StepResult, order_steps, step_idempotency_key
 from .models import Delivery, FailureRecord, Order, OrderEvent, OrderLine
 from .retry import backoff_delay_from_settings
 from .transitions import (
+    Claimed,
     PrecedingEvent,
     append_event,
+    apply,
     claim,
-    record_step,
+    claim_batch,
+    may_be_claimed,
+    plan_step,
+    plan_transition,
     transition,
 )
 from .validation import OrderInput
@@ -178,19 +183,40 @@ def order_claim_by_id(order_id: str) -> Order | None:
     """Claim the order with this id if it may be claimed now; the claim reads it
     (transitions.claim). The event says where the attempt starts when earlier
     ones completed steps."""
+    claimed = _claim_for_attempts(order_id, companions=0)
+    return claimed.orders[0] if claimed.orders else None
+
+
+def _claim_for_attempts(order_id: str, *, companions: int) -> Claimed:
+    """Claim the order with this id and up to `companions` orders waiting behind
+    it (transitions.claim_batch). Orders with a simulation plan are never taken
+    along: a plan may hold its worker (delay_ms) or fail on purpose, and must
+    not hold or fail the orders around it."""
     now = timezone.now()
-    return claim(
+    lease_expires_at = now + timedelta(seconds=settings.ORDER_LEASE_SECONDS)
+    claimed = claim_batch(
         order_id,
-        lease_expires_at=now + timedelta(seconds=settings.ORDER_LEASE_SECONDS),
+        # A first attempt, as order_place left it: one statement on PostgreSQL.
+        like={"attempts": 0, "max_attempts": settings.ORDER_MAX_ATTEMPTS, "steps": {}},
+        companions=companions,
+        companions_like={"simulate": {}},
+        lease_expires_at=lease_expires_at,
         describe=_attempt_detail,
         now=now,
-        # Most claims are an order's first attempt, as order_place left it.
-        likely={
-            "attempts": 0,
-            "max_attempts": settings.ORDER_MAX_ATTEMPTS,
-            "steps": {},
-        },
     )
+    if claimed.asked is not None and may_be_claimed(claimed.asked, now):
+        # A retry, an attempt that resumes, an operator's retry: claimed the
+        # general way, its event describing where it starts.
+        order = claim(
+            order_id,
+            lease_expires_at=lease_expires_at,
+            describe=_attempt_detail,
+            now=now,
+        )
+        if order is not None:
+            claimed.orders.insert(0, order)
+            claimed.asked = None
+    return claimed
 
 
 def _attempt_detail(order: Order) -> str:
@@ -203,8 +229,56 @@ def _attempt_detail(order: Order) -> str:
     return detail
 
 
-def order_process(*, order_id: str) -> Order | None:
-    """Claim the order and run one attempt of its steps, recording the outcome.
+class BatchSizer:
+    """How many waiting orders a worker takes along with the one its task
+    names: as many as it runs in about ORDER_BATCH_SECONDS, judged by how long
+    the orders it ran lately took, and at most ORDER_BATCH_SIZE - 1; none until
+    it has run one.
+
+    Under a backlog each order's task costs the queue's own work and a claim,
+    and each write costs a round trip and a commit: a batch shares its writes
+    (one claim, one checkpoint and one completion for all). With slow steps the
+    batch shrinks to the order alone, so no order waits behind another while a
+    worker is free, and a batch stays far inside its orders' leases.
+    """
+
+    def __init__(self):
+        self.seconds_per_order: float | None = None
+
+    def companions(self) -> int:
+        most = settings.ORDER_BATCH_SIZE - 1
+        if most <= 0 or self.seconds_per_order is None:
+            return 0
+        fits = settings.ORDER_BATCH_SECONDS / max(self.seconds_per_order, 1e-6)
+        return max(0, min(most, int(fits) - 1))
+
+    def ran(self, orders: int, seconds: float) -> None:
+        sample = seconds / orders
+        if self.seconds_per_order is None:
+            self.seconds_per_order = sample
+        else:
+            self.seconds_per_order = (self.seconds_per_order + sample) / 2
+
+
+_batch_sizer = BatchSizer()
+
+
+def order_process_queued(*, order_id: str) -> Order | None:
+    """The queue's task: order_process() of its order, taking along the orders
+    that wait behind it that this worker has time for (BatchSizer)."""
+    started = time.monotonic()
+    claimed = _claim_for_attempts(order_id, companions=_batch_sizer.companions())
+    if claimed.orders:
+        _run_attempts(claimed.orders)
+        _batch_sizer.ran(len(claimed.orders), time.monotonic() - started)
+    return _asked_order(order_id, claimed)
+
+
+def order_process(*, order_id: str, companions: int = 0) -> Order | None:
+    """Claim the order, and up to `companions` orders waiting behind it, and run
+    one attempt of each one's steps, recording the outcomes. Returns the order,
+    as the attempt left it, or as it was if it could not be claimed (a duplicate
+    delivery, a retry not due yet; None if there is no such order).
 
     Each step that completes is checkpointed (order.step_completed, in the
     order's `steps`) before the next one starts, and an attempt skips the steps
@@ -215,46 +289,71 @@ def order_process(*, order_id: str) -> Order | None:
     Never raises for a step failure: it decides retry or fail itself, so the queue
     never redelivers an attempt that already counted.
     """
-    order = order_claim_by_id(order_id)
-    if order is None:
-        # A duplicate delivery, a retry not due yet, or no such order.
-        order = Order.objects.filter(order_id=order_id).order_by().first()
-        if order is None:
-            logger.warning("process_order: no order %s", order_id)
-        return order
-    started = time.monotonic()
-    pending = [step for step in order_steps() if step.name not in order.steps]
-    try:
-        for step in pending:
-            result = step.run(
-                order,
-                attempt=order.attempts,
-                idempotency_key=step_idempotency_key(order, step.name),
-            )
-            if step is pending[-1]:
-                return _order_complete(order, step.name, result, started)
-            if not record_step(order, **_step_checkpoint(order, step.name, result)):
-                logger.warning(
-                    "order %s: lease taken over after %s", order_id, step.name
-                )
-                return order
-    except StepError as error:
-        _attempt_failed(order, error, _elapsed_ms(started))
-    except Exception as error:  # noqa: BLE001 - a bug in a step is still an outcome
-        from .failures import record_failure
+    claimed = _claim_for_attempts(order_id, companions=companions)
+    if claimed.orders:
+        _run_attempts(claimed.orders)
+    return _asked_order(order_id, claimed)
 
-        record_failure(
-            task=PROCESS_ORDER_TASK,
-            args=[order_id],
-            error=error,
-            order=order,
-        )
-        _attempt_failed(order, error, _elapsed_ms(started))
-    else:
-        # Every step was done by earlier attempts (the last worker died between
-        # the last checkpoint and the completion).
-        return _order_complete(order, None, None, started)
-    return order
+
+def _asked_order(order_id: str, claimed: Claimed) -> Order | None:
+    if claimed.orders and claimed.orders[0].order_id == order_id:
+        return claimed.orders[0]
+    if claimed.asked is None:
+        logger.warning("process_order: no order %s", order_id)
+    return claimed.asked
+
+
+def _run_attempts(orders: list[Order]) -> None:
+    """One attempt of each of these claimed orders, the batch step by step:
+    every order's payment, then their checkpoints in one write, then every
+    order's stock, then their completions in one write. An order whose step
+    fails leaves the batch with its own outcome (a retry or FAILED); the others
+    go on."""
+    started = time.monotonic()
+    steps = order_steps()
+    running = list(orders)
+    last_results: dict[int, StepResult] = {}
+    for step in steps:
+        done = []
+        for order in list(running):
+            if step.name in order.steps:
+                continue
+            try:
+                result = step.run(
+                    order,
+                    attempt=order.attempts,
+                    idempotency_key=step_idempotency_key(order, step.name),
+                )
+            except StepError as error:
+                _attempt_failed(order, error, _elapsed_ms(started))
+                running.remove(order)
+            except Exception as error:  # noqa: BLE001 - a bug in a step is still an outcome
+                from .failures import record_failure
+
+                record_failure(
+                    task=PROCESS_ORDER_TASK,
+                    args=[order.order_id],
+                    error=error,
+                    order=order,
+                )
+                _attempt_failed(order, error, _elapsed_ms(started))
+                running.remove(order)
+            else:
+                done.append((order, result))
+        if step is steps[-1]:
+            last_results = {order.pk: result for order, result in done}
+            break
+        checkpoints = [
+            plan_step(order, **_step_checkpoint(order, step.name, result))
+            for order, result in done
+        ]
+        for (order, _result), recorded in zip(done, apply(checkpoints), strict=True):
+            if not recorded:
+                logger.warning(
+                    "order %s: lease taken over after %s", order.order_id, step.name
+                )
+                running.remove(order)
+    _orders_complete(running, steps[-1].name, last_results, started)
 
 
 def _step_checkpoint(order: Order, step: str, result: StepResult) -> dict:
@@ -273,35 +372,46 @@ def _step_checkpoint(order: Order, step: str, result: StepResult) -> dict:
     return {"step": step, "detail": detail, "changes": {"steps": steps}}
 
 
-def _order_complete(
-    order: Order, step: str | None, result: StepResult | None, started: float
-) -> Order:
-    """PROCESSING -> COMPLETED with the last step's checkpoint, and the delivery,
-    in one transaction."""
-    changes = {"lease_expires_at": None, "failure_reason": ""}
-    preceding = []
-    if step is not None:
-        checkpoint = _step_checkpoint(order, step, result)
-        changes.update(checkpoint["changes"])
-        preceding.append(
-            PrecedingEvent(
-                EventType.STEP_COMPLETED, checkpoint["detail"], step=checkpoint["step"]
+def _orders_complete(
+    orders: list[Order],
+    last_step: str,
+    results: dict[int, StepResult],
+    started: float,
+) -> None:
+    """PROCESSING -> COMPLETED, each order with its last step's checkpoint (if
+    this attempt ran it: an earlier one may have, its worker dying before the
+    completion) and its delivery, in one transaction."""
+    moves = []
+    for order in orders:
+        changes = {"lease_expires_at": None, "failure_reason": "", "steps": order.steps}
+        preceding = []
+        result = results.get(order.pk)
+        if result is not None:
+            checkpoint = _step_checkpoint(order, last_step, result)
+            changes.update(checkpoint["changes"])
+            preceding.append(
+                PrecedingEvent(
+                    EventType.STEP_COMPLETED,
+                    checkpoint["detail"],
+                    step=checkpoint["step"],
+                )
+            )
+        moves.append(
+            plan_transition(
+                order,
+                Status.COMPLETED,
+                detail=f"{', '.join(STEPS)} done",
+                changes=changes,
+                preceding=preceding,
+                duration_ms=_elapsed_ms(started),
+                creates=[Delivery(order=order)],
             )
         )
-    moved = transition(
-        order,
-        Status.COMPLETED,
-        detail=f"{', '.join(STEPS)} done",
-        changes=changes,
-        preceding=preceding,
-        duration_ms=_elapsed_ms(started),
-        creates=[Delivery(order=order)],
-    )
-    if not moved:
-        logger.warning(
-            "order %s finished after its lease was taken over", order.order_id
-        )
-    return order
+    for order, moved in zip(orders, apply(moves), strict=True):
+        if not moved:
+            logger.warning(
+                "order %s finished after its lease was taken over", order.order_id
+            )
 
 
 def describe_error(error: Exception) -> str:

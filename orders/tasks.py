@@ -4,7 +4,7 @@ from . import services
 
 
 def process_order(order_id: str) -> str | None:
-    order = services.order_process(order_id=order_id)
+    order = services.order_process_queued(order_id=order_id)
     return order.status if order else None
 
 

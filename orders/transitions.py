@@ -1,6 +1,7 @@
 """The order state machine: the table of allowed moves and the one function that
 makes them. No other code writes Order.status."""
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -50,7 +51,39 @@ def is_allowed(from_status: str, to_status: str) -> bool:
     return to_status in TRANSITIONS.get(from_status, frozenset())
 
 
-def transition(
+def may_be_claimed(order: Order, now: datetime) -> bool:
+    """What claim() checks in the row: a status that may move to PROCESSING,
+    and no retry due later than `now`."""
+    return is_allowed(order.status, Status.PROCESSING) and (
+        order.next_attempt_at is None or order.next_attempt_at <= now
+    )
+
+
+@dataclass
+class Move:
+    """One order's planned change: the values its row gets, and the new rows
+    written with it (lists of objects, one model each). Made by
+    plan_transition() or plan_step(), written by apply()."""
+
+    order: Order
+    values: dict
+    rows: list[list[models.Model]]
+
+
+def transition(order: Order, to_status: str, **options) -> bool:
+    """Move `order` to `to_status` and write its event(s), and any rows the move
+    `creates` (the delivery of a completed order), in one transaction.
+
+    The UPDATE is conditional on the status and version this object was read with,
+    so two workers (or one duplicate delivery) racing for the same move produce one
+    move and one event; the loser gets False and the database is unchanged. On
+    success the object is updated in place and True is returned. The options
+    are plan_transition()'s.
+    """
+    return apply([plan_transition(order, to_status, **options)])[0]
+
+
+def plan_transition(
     order: Order,
     to_status: str,
     *,
@@ -60,15 +93,10 @@ def transition(
     duration_ms: int | None = None,
     now: datetime | None = None,
     creates: Iterable[models.Model] = (),
-) -> bool:
-    """Move `order` to `to_status` and write its event(s), and any rows the move
-    `creates` (the delivery of a completed order), in one transaction.
-
-    The UPDATE is conditional on the status and version this object was read with,
-    so two workers (or one duplicate delivery) racing for the same move produce one
-    move and one event; the loser gets False and the database is unchanged. On
-    success the object is updated in place and True is returned.
-    """
+) -> Move:
+    """The move of `order` to `to_status`, checked against the table, with its
+    event, the `preceding` events and the rows it `creates`; nothing is written
+    until apply()."""
     from_status = order.status
     if not is_allowed(from_status, to_status):
         raise InvalidTransition(from_status, to_status)
@@ -96,22 +124,27 @@ def transition(
             duration_ms=duration_ms,
         )
     )
-    return _move(order, values, [events, list(creates)])
+    return Move(order, values, [events, list(creates)])
 
 
-def record_step(
-    order: Order, *, step: str, detail: str, changes: dict, now: datetime | None = None
-) -> bool:
+def record_step(order: Order, **checkpoint) -> bool:
     """A step's checkpoint: the order's changes (its `steps`) and an
     order.step_completed event, in one transaction, while the order is still
     PROCESSING at the version this worker read. A worker whose lease was taken
     over records nothing and gets False; the status does not change."""
+    return apply([plan_step(order, **checkpoint)])[0]
+
+
+def plan_step(
+    order: Order, *, step: str, detail: str, changes: dict, now: datetime | None = None
+) -> Move:
+    """record_step()'s checkpoint, to apply() with others."""
     if order.status != Status.PROCESSING:
         raise InvalidTransition(order.status, order.status)
     now = now or timezone.now()
     values = {"status": order.status, "updated_at": now, **changes}
     event = _event(order, values, EventType.STEP_COMPLETED, detail, now, step=step)
-    return _move(order, values, [[event]])
+    return Move(order, values, [[event]])
 
 
 def claim(
@@ -120,7 +153,6 @@ def claim(
     lease_expires_at: datetime,
     describe: Callable[[Order], str],
     now: datetime | None = None,
-    likely: dict | None = None,
 ) -> Order | None:
     """Move the order with this id to PROCESSING if it may be claimed now (a
     status the table lets move there, and no retry due later), counting one
@@ -130,22 +162,17 @@ def claim(
     The claim is the order's read too: one UPDATE … RETURNING, conditional on the
     status in the row, so a duplicate delivery or a racing worker gets None and
     the database is unchanged. Returns the claimed order, fresh from the row.
-
-    `likely` is what the caller expects the row to hold (a first attempt: no
-    attempts, no steps done). On PostgreSQL the claim of such a row, its event
-    described in advance, is one statement and one round trip; a row that
-    differs is claimed the general way.
     """
     now = now or timezone.now()
     connection = connections[router.db_for_write(Order)]
-    if likely is not None and connection.vendor == "postgresql":
-        order = _claim_likely_row(
-            connection, order_id, likely, lease_expires_at, describe, now
-        )
-        if order is not None:
-            notify.events_written(connection.alias)
-            return order
-    sql, params = _claim_sql(connection, order_id, lease_expires_at, now)
+    quote = connection.ops.quote_name
+    sql, params = _claim_sql(
+        connection,
+        f"{quote(Order._meta.get_field('order_id').column)} = %s",
+        [order_id],
+        lease_expires_at,
+        now,
+    )
     with _atomic():
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -158,8 +185,172 @@ def claim(
     return order
 
 
-def _claim_sql(connection, order_id, lease_expires_at, now, likely=None):
-    """The claim's UPDATE … RETURNING every column of the order."""
+@dataclass
+class Claimed:
+    """What claim_batch() did: the orders it claimed (the one asked for first,
+    if it was claimed), and the asked-for order as it found it when it did not
+    claim it (None if there is no such order)."""
+
+    orders: list[Order]
+    asked: Order | None = None
+
+
+def claim_batch(
+    order_id: str,
+    *,
+    like: dict,
+    companions: int,
+    companions_like: dict,
+    lease_expires_at: datetime,
+    describe: Callable[[Order], str],
+    now: datetime | None = None,
+) -> Claimed:
+    """Claim, as claim() does, the order with this id if its row holds `like`,
+    and with it up to `companions` other PENDING orders that hold `like` and
+    `companions_like` (oldest first; on PostgreSQL, none that another worker is
+    claiming at this moment), in one transaction.
+
+    `like` pins the attempt a claim starts (attempts, max_attempts, steps), so
+    every order claimed here gets the same order.processing detail,
+    `describe()` of the row as the claim leaves it. On PostgreSQL the whole
+    claim, its events and the read of an order it did not claim are one
+    statement: a worker draining a backlog pays one round trip for a batch of
+    orders, or for finding that another worker took its order along already.
+    An order that does not hold `like` (a retry, an attempt that resumes) is
+    not claimed here; the caller claims it with claim().
+    """
+    now = now or timezone.now()
+    connection = connections[router.db_for_write(Order)]
+    template = Order(**like)
+    template.attempts = like["attempts"] + 1
+    template.status = Status.PROCESSING
+    event = _event(template, {}, EventType.PROCESSING, describe(template), now)
+    candidates = _candidates_sql(
+        connection, order_id, like, companions, companions_like, now
+    )
+    write = (
+        _claim_batch_in_one_statement
+        if connection.vendor == "postgresql"
+        else _claim_batch_in_a_transaction
+    )
+    claimed = write(connection, order_id, candidates, lease_expires_at, event, now)
+    if claimed.orders:
+        notify.events_written(connection.alias)
+    return claimed
+
+
+def _candidates_sql(connection, order_id, like, companions, companions_like, now):
+    """The ids a batch claims: the asked-for order if it holds `like`, then up
+    to `companions` others, oldest first, among the PENDING ones (a partial
+    index, order_pending_idx, holds just those)."""
+    quote = connection.ops.quote_name
+    meta = Order._meta
+    locking = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    order_column = quote(meta.get_field("order_id").column)
+    # A literal, so that the planner can use the partial index.
+    pending = f"{quote(meta.get_field('status').column)} = '{Status.PENDING}'"
+    due, due_params = _due_sql(connection, now)
+    like_sql, like_params = _holds_sql(connection, like)
+    others_sql, others_params = _holds_sql(connection, {**like, **companions_like})
+    sql = (
+        f"SELECT {pk} FROM (SELECT {pk} FROM {table} WHERE {order_column} = %s "
+        f"AND {pending} AND {due} AND {like_sql}{locking}) AS asked "
+        f"UNION ALL SELECT {pk} FROM (SELECT {pk} FROM {table} "
+        f"WHERE {order_column} <> %s AND {pending} AND {due} AND {others_sql} "
+        f"ORDER BY {pk} LIMIT %s{locking}) AS companions"
+    )
+    params = [
+        order_id,
+        *due_params,
+        *like_params,
+        order_id,
+        *due_params,
+        *others_params,
+        companions,
+    ]
+    return sql, params
+
+
+def _claim_batch_in_one_statement(
+    connection, order_id, candidates, lease_expires_at, event, now
+) -> Claimed:
+    quote = connection.ops.quote_name
+    meta = Order._meta
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    order_column = quote(meta.get_field("order_id").column)
+    candidates_sql, candidates_params = candidates
+    claim_sql, claim_params = _claim_sql(
+        connection,
+        f"{pk} IN (SELECT {pk} FROM candidates)",
+        [],
+        lease_expires_at,
+        now,
+    )
+    event_pk = quote(OrderEvent._meta.pk.column)
+    order_fk = quote(OrderEvent._meta.get_field("order").column)
+    insert_sql, insert_params = _insert_select_sql(
+        connection, event, "claimed", {"order": f"claimed.{pk}"}
+    )
+    columns = [quote(field.column) for field in meta.concrete_fields]
+    sql = (
+        f"WITH candidates AS ({candidates_sql}), claimed AS ({claim_sql}), "
+        f"inserted AS ({insert_sql}) "
+        f"SELECT {', '.join(f'claimed.{column}' for column in columns)}, "
+        f"inserted.{event_pk} FROM claimed "
+        f"JOIN inserted ON inserted.{order_fk} = claimed.{pk} "
+        # The asked-for order as it was, when this statement did not claim it.
+        f"UNION ALL SELECT {', '.join(columns)}, NULL FROM {table} "
+        f"WHERE {order_column} = %s AND {pk} NOT IN (SELECT {pk} FROM candidates)"
+    )
+    params = [*candidates_params, *claim_params, *insert_params, order_id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    claimed = Claimed(orders=[])
+    for row in rows:
+        order = _order_from_row(connection, row[:-1])
+        if row[-1] is None:
+            claimed.asked = order
+            continue
+        _saved(_processing_event(order, event), row[-1], connection)
+        claimed.orders.append(order)
+    claimed.orders.sort(key=lambda order: (order.order_id != order_id, order.pk))
+    return claimed
+
+
+def _claim_batch_in_a_transaction(
+    connection, order_id, candidates, lease_expires_at, event, now
+) -> Claimed:
+    quote = connection.ops.quote_name
+    pk = quote(Order._meta.pk.column)
+    candidates_sql, candidates_params = candidates
+    claim_sql, claim_params = _claim_sql(
+        connection,
+        f"{pk} IN ({candidates_sql})",
+        candidates_params,
+        lease_expires_at,
+        now,
+    )
+    with _atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(claim_sql, claim_params)
+            rows = cursor.fetchall()
+        orders = sorted(
+            (_order_from_row(connection, row) for row in rows),
+            key=lambda order: (order.order_id != order_id, order.pk),
+        )
+        if orders:
+            _insert([_processing_event(order, event) for order in orders])
+    claimed = Claimed(orders=orders)
+    if not orders or orders[0].order_id != order_id:
+        claimed.asked = Order.objects.filter(order_id=order_id).order_by().first()
+    return claimed
+
+
+def _claim_sql(connection, selection, selection_params, lease_expires_at, now):
+    """The claim's UPDATE … RETURNING every column of the order, of the rows
+    `selection` (SQL) picks among those that may be claimed now."""
     sources = [
         status for status in TRANSITIONS if is_allowed(status, Status.PROCESSING)
     ]
@@ -172,18 +363,7 @@ def _claim_sql(connection, order_id, lease_expires_at, now, likely=None):
     def prepared(name: str, value):
         return meta.get_field(name).get_db_prep_save(value, connection)
 
-    conditions = [
-        f"{column('order_id')} = %s",
-        f"{column('status')} IN ({', '.join(['%s'] * len(sources))})",
-        f"({column('next_attempt_at')} IS NULL OR {column('next_attempt_at')} <= %s)",
-    ]
-    where_params = [order_id, *sources, prepared("next_attempt_at", now)]
-    for name, value in (likely or {}).items():
-        field = meta.get_field(name)
-        conditions.append(
-            f"{quote(field.column)} = CAST(%s AS {field.cast_db_type(connection)})"
-        )
-        where_params.append(prepared(name, value))
+    due, due_params = _due_sql(connection, now)
     sql = (
         f"UPDATE {quote(meta.db_table)} SET "
         f"{column('version')} = {column('version')} + 1, "
@@ -191,50 +371,80 @@ def _claim_sql(connection, order_id, lease_expires_at, now, likely=None):
         f"{column('status')} = %s, {column('updated_at')} = %s, "
         f"{column('lease_expires_at')} = %s, {column('next_attempt_at')} = NULL, "
         f"{column('dispatch_due_at')} = NULL "
-        f"WHERE {' AND '.join(conditions)} "
+        f"WHERE {selection} "
+        f"AND {column('status')} IN ({', '.join(['%s'] * len(sources))}) AND {due} "
         f"RETURNING {', '.join(quote(field.column) for field in meta.concrete_fields)}"
     )
     params = [
         Status.PROCESSING,
         prepared("updated_at", now),
         prepared("lease_expires_at", lease_expires_at),
-        *where_params,
+        *selection_params,
+        *sources,
+        *due_params,
     ]
     return sql, params
 
 
-def _claim_likely_row(connection, order_id, likely, lease_expires_at, describe, now):
-    """PostgreSQL: the claim of a row that holds `likely`, and its event, in one
-    statement (a data-modifying WITH). The event's detail is described from
-    the row as the claim will leave it, which the conditions pin down."""
-    claimed = Order(**likely)
-    claimed.attempts = likely["attempts"] + 1
-    claimed.status = Status.PROCESSING
-    event = _event(claimed, {}, EventType.PROCESSING, describe(claimed), now)
-    claim_sql, claim_params = _claim_sql(
-        connection, order_id, lease_expires_at, now, likely
+def _due_sql(connection, now):
+    """No retry due later than `now`."""
+    field = Order._meta.get_field("next_attempt_at")
+    column = connection.ops.quote_name(field.column)
+    return (
+        f"({column} IS NULL OR {column} <= %s)",
+        [field.get_db_prep_save(now, connection)],
     )
-    pk = connection.ops.quote_name(Order._meta.pk.column)
-    insert_sql, insert_params = _insert_sql(
-        connection,
-        [event],
-        only_if="claimed",
-        columns={"order": f"(SELECT {pk} FROM claimed)"},
+
+
+def _holds_sql(connection, values: dict):
+    """The row holds these values (field name: value)."""
+    meta = Order._meta
+    conditions, params = [], []
+    for name, value in values.items():
+        field = meta.get_field(name)
+        conditions.append(
+            f"{connection.ops.quote_name(field.column)} = "
+            f"CAST(%s AS {field.cast_db_type(connection)})"
+        )
+        params.append(field.get_db_prep_save(value, connection))
+    return " AND ".join(conditions), params
+
+
+def _processing_event(order: Order, template: OrderEvent) -> OrderEvent:
+    """A batch claim's order.processing event of `order`, as `template` says."""
+    return OrderEvent(
+        order=order,
+        type=template.type,
+        status=template.status,
+        attempt=template.attempt,
+        detail=template.detail,
+        at=template.at,
     )
-    event_pk = connection.ops.quote_name(OrderEvent._meta.pk.column)
+
+
+def _insert_select_sql(connection, obj, source: str, columns: dict):
+    """INSERT … SELECT: a row like `obj` for each row of the WITH query
+    `source`, with SQL instead of `obj`'s values for the fields in `columns`
+    (by name). RETURNING the new row's id and its order."""
+    model = type(obj)
+    quote = connection.ops.quote_name
+    fields = _insert_fields(model)
+    slots, params = [], []
+    for field in fields:
+        if field.name in columns:
+            slots.append(columns[field.name])
+        else:
+            slots.append(_cast_slot(connection, field))
+            params.append(
+                field.get_db_prep_save(field.pre_save(obj, add=True), connection)
+            )
     sql = (
-        f"WITH claimed AS ({claim_sql}), inserted AS ({insert_sql}) "
-        f"SELECT claimed.*, (SELECT MIN({event_pk}) FROM inserted) FROM claimed"
+        f"INSERT INTO {quote(model._meta.db_table)} "
+        f"({', '.join(quote(field.column) for field in fields)}) "
+        f"SELECT {', '.join(slots)} FROM {source} "
+        f"RETURNING {quote(model._meta.pk.column)}, {quote(_order_key(model).column)}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*claim_params, *insert_params])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    order = _order_from_row(connection, row[:-1])
-    event.order = order
-    _saved(event, row[-1], connection)
-    return order
+    return sql, params
 
 
 def _order_from_row(connection, row) -> Order:
@@ -249,56 +459,152 @@ def _order_from_row(connection, row) -> Order:
     )
 
 
-def _move(order: Order, values: dict, rows: list[list[models.Model]]) -> bool:
-    """The conditional UPDATE every move shares, and the rows written with it
-    (`rows`: lists of new objects, one model each), all or nothing.
+def apply(moves: list[Move]) -> list[bool]:
+    """Write `moves` (of distinct orders) in one transaction: for each, the
+    conditional UPDATE every move shares and the rows written with it, all or
+    nothing for that order. Returns, move by move, whether it was written.
 
-    The UPDATE matches only the status and version this object was read with, so
-    of two racing writers one wins. On PostgreSQL it is one statement (the
-    inserts are data-modifying WITH queries that run only if the UPDATE matched):
-    one round trip, and its own transaction outside a caller's, instead of six.
+    Each UPDATE matches only the status and version its order was read with, so
+    of two racing writers one wins, and a move that loses changes nothing while
+    the others are written. On PostgreSQL the moves that write the same fields
+    are one statement (the inserts are data-modifying WITH queries that take
+    only the rows of the orders that moved): one round trip, outside a caller's
+    transaction its own, for one order or a worker's whole batch. A written
+    move's order is updated in place.
     """
+    if not moves:
+        return []
+    if len({move.order.pk for move in moves}) != len(moves):
+        raise ValueError("apply() takes at most one move per order")
     connection = connections[router.db_for_write(Order)]
-    where = {"status": order.status, "version": order.version}
-    rows = [group for group in rows if group]
     if connection.vendor == "postgresql":
-        moved = _move_in_one_statement(connection, order, values, where, rows)
+        groups: dict[tuple, list[Move]] = {}
+        for move in moves:
+            groups.setdefault(tuple(move.values), []).append(move)
+        atomic = _atomic() if len(groups) > 1 else contextlib.nullcontext()
+        with atomic:
+            moved = {}
+            for group in groups.values():
+                moved.update(_apply_in_one_statement(connection, group))
     else:
         with _atomic():
-            moved = _update_order(order, values, **where)
-            if moved is not None:
-                for group in rows:
-                    _insert(group)
-    if moved is None:
-        return False
-    # Every move writes at least its own event.
-    notify.events_written(connection.alias)
-    for name, value in values.items():
-        setattr(order, name, value)
-    order.version = moved["version"]
-    return True
+            moved = {}
+            for move in moves:
+                where = {"status": move.order.status, "version": move.order.version}
+                returned = _update_order(move.order, move.values, **where)
+                if returned is not None:
+                    moved[move.order.pk] = returned
+            for objs in _rows_by_model(
+                [move for move in moves if move.order.pk in moved]
+            ).values():
+                _insert(objs)
+    results = []
+    for move in moves:
+        returned = moved.get(move.order.pk)
+        results.append(returned is not None)
+        if returned is not None:
+            for name, value in move.values.items():
+                setattr(move.order, name, value)
+            move.order.version = returned["version"]
+    if moved:
+        # Every move writes at least its own event.
+        notify.events_written(connection.alias)
+    return results
 
 
-def _move_in_one_statement(connection, order, values, where, rows) -> dict | None:
+def _rows_by_model(moves: list[Move]) -> dict:
+    """The new rows of `moves`, one list per model, in the moves' order."""
+    by_model: dict = {}
+    for move in moves:
+        for group in move.rows:
+            if group:
+                by_model.setdefault(type(group[0]), []).extend(group)
+    return by_model
+
+
+def _apply_in_one_statement(connection, moves: list[Move]) -> dict:
+    """The UPDATE … FROM unnest(…) of `moves`, which set the same fields, and
+    their rows. Returns {order pk: RETURNED of the row} for the orders moved.
+
+    The values come as one array per column, so the statement's text is the
+    same for any number of orders: psycopg converts it once (it parses every
+    statement longer than 4 KiB again at each call) and PostgreSQL's plan for
+    it stays the same."""
     quote = connection.ops.quote_name
-    update_sql, params = _update_sql(connection, order, values, where)
+    meta = Order._meta
+    pk = quote(meta.pk.column)
+    fields = [meta.get_field(name) for name in moves[0].values]
+    keys = [meta.pk, meta.get_field("status"), meta.get_field("version")]
+    aliases = ["moved_pk", "was_status", "was_version"] + [
+        f"new_{index}" for index in range(len(fields))
+    ]
+    arrays_in = ", ".join(_array_slot(connection, field) for field in keys + fields)
+    params = [
+        [move.order.pk for move in moves],
+        [move.order.status for move in moves],
+        [move.order.version for move in moves],
+    ] + [
+        [field.get_db_prep_save(move.values[field.name], connection) for move in moves]
+        for field in fields
+    ]
+    version = quote(meta.get_field("version").column)
+    status = quote(meta.get_field("status").column)
+    assignments = [f"{version} = o.{version} + 1"] + [
+        f"{quote(field.column)} = v.new_{index}" for index, field in enumerate(fields)
+    ]
+    returned = [quote(meta.get_field(name).column) for name in RETURNED]
+    update_sql = (
+        f"UPDATE {quote(meta.db_table)} AS o SET {', '.join(assignments)} "
+        f"FROM unnest({arrays_in}) AS v ({', '.join(aliases)}) "
+        f"WHERE o.{pk} = v.moved_pk AND o.{status} = v.was_status "
+        f"AND o.{version} = v.was_version "
+        f"RETURNING o.{pk}, {', '.join(f'o.{column}' for column in returned)}"
+    )
     queries, arrays = [f"moved AS ({update_sql})"], []
-    for index, group in enumerate(rows):
-        insert_sql, insert_params = _insert_sql(connection, group, only_if="moved")
+    by_model = _rows_by_model(moves)
+    for index, (model, objs) in enumerate(by_model.items()):
+        insert_sql, insert_params = _insert_sql(connection, objs, only_if="moved")
         queries.append(f"inserted_{index} AS ({insert_sql})")
         params.extend(insert_params)
-        pk = quote(type(group[0])._meta.pk.column)
-        arrays.append(f"ARRAY(SELECT {pk} FROM inserted_{index} ORDER BY {pk})")
-    sql = f"WITH {', '.join(queries)} SELECT moved.*, {', '.join(arrays)} FROM moved"
+        row_pk = quote(model._meta.pk.column)
+        fk = quote(_order_key(model).column)
+        arrays.append(
+            f"ARRAY(SELECT {row_pk} FROM inserted_{index} "
+            f"WHERE inserted_{index}.{fk} = moved.{pk} ORDER BY {row_pk})"
+        )
+    selected = ", ".join(["moved.*", *arrays])
+    sql = f"WITH {', '.join(queries)} SELECT {selected} FROM moved"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    for group, ids in zip(rows, row[len(RETURNED) :], strict=True):
-        for obj, pk in zip(group, ids, strict=True):
-            _saved(obj, pk, connection)
-    return _returned(connection, row[: len(RETURNED)])
+        rows = cursor.fetchall()
+    by_pk = {move.order.pk: move for move in moves}
+    moved = {}
+    for row in rows:
+        move = by_pk[row[0]]
+        moved[row[0]] = _returned(connection, row[1 : 1 + len(RETURNED)])
+        own = _rows_by_model([move])
+        for model, ids in zip(by_model, row[1 + len(RETURNED) :], strict=True):
+            for obj, row_pk in zip(own.get(model, []), ids, strict=True):
+                _saved(obj, row_pk, connection)
+    return moved
+
+
+def _cast_slot(connection, field) -> str:
+    return f"CAST(%s AS {field.cast_db_type(connection)})"
+
+
+def _array_slot(connection, field) -> str:
+    """A parameter that is an array of the field's values."""
+    return f"CAST(%s AS {field.cast_db_type(connection)}[])"
+
+
+def _order_key(model):
+    """The field of `model` that points at its order."""
+    return next(
+        field
+        for field in model._meta.concrete_fields
+        if field.is_relation and field.related_model is Order
+    )
 
 
 def append_event(
@@ -401,23 +707,23 @@ def _insert(objs: list[models.Model]) -> None:
         _saved(obj, pk, connection)
 
 
-def _insert_sql(connection, objs, *, only_if: str = "", columns: dict | None = None):
-    """The INSERT … RETURNING id of `objs`. `only_if` names a WITH query: rows
-    are inserted only if it returned one. `columns` gives SQL for some fields
-    (by name) instead of the objects' values."""
-    columns = columns or {}
+def _insert_sql(connection, objs, *, only_if: str = ""):
+    """The INSERT … RETURNING id of `objs`. `only_if` names a WITH query that
+    returns order ids: only the rows of those orders are inserted (and their
+    order is returned too); their values come as one array per column."""
     model = type(objs[0])
     fields = _insert_fields(model)
-    sql = _insert_statement(
-        connection.alias, model, len(objs), only_if, tuple(sorted(columns.items()))
-    )
-    params = [
-        field.get_db_prep_save(field.pre_save(obj, add=True), connection)
-        for obj in objs
+    values = [
+        [
+            field.get_db_prep_save(field.pre_save(obj, add=True), connection)
+            for obj in objs
+        ]
         for field in fields
-        if field.name not in columns
     ]
-    return sql, params
+    if only_if:
+        return _insert_statement(connection.alias, model, 0, only_if), values
+    sql = _insert_statement(connection.alias, model, len(objs), only_if)
+    return sql, [value for row in zip(*values, strict=True) for value in row]
 
 
 def _insert_fields(model) -> list:
@@ -425,7 +731,7 @@ def _insert_fields(model) -> list:
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_statement(alias: str, model, rows: int, only_if: str, columns) -> str:
+def _insert_statement(alias: str, model, rows: int, only_if: str) -> str:
     """The text of _insert_sql's statement: the same for every order, so built
     once (the column types it spells out cost more than the database's work).
     Keyed by the database's alias, not a thread's connection, which the cache
@@ -433,27 +739,26 @@ def _insert_statement(alias: str, model, rows: int, only_if: str, columns) -> st
     connection = connections[alias]
     quote = connection.ops.quote_name
     meta = model._meta
-    columns = dict(columns)
     fields = _insert_fields(model)
+    columns = ", ".join(quote(field.column) for field in fields)
+    returning = quote(meta.pk.column)
     if only_if:
-        # In a SELECT, a parameter has no type of its own: the column's is given.
-        slots = [
-            columns.get(field.name) or f"CAST(%s AS {field.cast_db_type(connection)})"
-            for field in fields
-        ]
-    else:
-        slots = [columns.get(field.name) or "%s" for field in fields]
-    row = "(" + ", ".join(slots) + ")"
-    values = f"VALUES {', '.join([row] * rows)}"
-    if only_if:
+        order_key = quote(_order_key(model).column)
+        order_pk = quote(Order._meta.pk.column)
+        arrays = ", ".join(_array_slot(connection, field) for field in fields)
+        # WITH ORDINALITY: ids are given in the arrays' order.
         values = (
-            f"SELECT * FROM ({values}) AS new_rows "
-            f"WHERE EXISTS (SELECT 1 FROM {only_if})"
+            f"SELECT {columns} FROM unnest({arrays}) WITH ORDINALITY "
+            f"AS new_rows ({columns}, position) "
+            f"WHERE new_rows.{order_key} IN (SELECT {order_pk} FROM {only_if}) "
+            f"ORDER BY position"
         )
+        returning += f", {order_key}"
+    else:
+        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        values = f"VALUES {', '.join([row] * rows)}"
     return (
-        f"INSERT INTO {quote(meta.db_table)} "
-        f"({', '.join(quote(field.column) for field in fields)}) "
-        f"{values} RETURNING {quote(meta.pk.column)}"
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) {values} RETURNING {returning}"
     )
 
 
