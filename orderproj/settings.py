@@ -136,6 +136,13 @@ DATABASES = {
 # "Scale-out": the bound for N web and M worker processes).
 DATABASE_POOL = env_bool("DATABASE_POOL", False)
 DATABASE_POOL_MAX_SIZE = env_number("DATABASE_POOL_MAX_SIZE", 10, cast=int, minimum=1)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django turns psycopg's prepared statements off (None); its own cursors bind
+    # on the client and never prepare, so this is for the order moves, which
+    # bind on the server and ask to be prepared (orders/transitions.py,
+    # _bound_cursor): parsed and planned once per connection. Behind PgBouncer
+    # in transaction mode, it needs max_prepared_statements (PgBouncer 1.21+).
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
@@ -304,7 +311,7 @@ ORDER_REDISPATCH_SECONDS = env_number("ORDER_REDISPATCH_SECONDS", 15, minimum=1)
 # sharing the claim, checkpoint and completion writes; as many as it runs in about
 # ORDER_BATCH_SECONDS, judged by the orders it ran last (orders/services.py,
 # BatchSizer). 1 turns batches off.
-ORDER_BATCH_SIZE = env_number("ORDER_BATCH_SIZE", 20, cast=int, minimum=1)
+ORDER_BATCH_SIZE = env_number("ORDER_BATCH_SIZE", 50, cast=int, minimum=1)
 ORDER_BATCH_SECONDS = env_number("ORDER_BATCH_SECONDS", 0.1, minimum=0)
 # How often the dispatcher inside each qcluster looks for due work.
 ORDER_DISPATCH_INTERVAL_SECONDS = env_number(

@@ -64,6 +64,10 @@ class PipelineReport:
     noop_cpu_ms: float | None = None
     order_cpu_ms: float | None = None
     cpu_ratio: float | None = None
+    # CPU time of the PostgreSQL server's processes per task, when the server
+    # runs on this machine (it shares the cores): None on SQLite or elsewhere.
+    noop_database_cpu_ms: float | None = None
+    order_database_cpu_ms: float | None = None
     pickup_ms: Figures = field(default_factory=Figures)
 
     def as_dict(self) -> dict:
@@ -84,6 +88,7 @@ class PipelineBench:
         self.progress = progress
         self.deadline = time.monotonic() + plan.timeout
         self.noop_cpu_s: float | None = None
+        self.noop_database_cpu_s: float | None = None
         self.service = LocalService(workdir=workdir, env=dict(os.environ))
         self.report = PipelineReport(
             plan=plan,
@@ -109,6 +114,10 @@ class PipelineBench:
         self.report.noop_rate_per_s = self.plan.noop_tasks / self.report.noop_drain_s
         if self.noop_cpu_s is not None:
             self.report.noop_cpu_ms = self.noop_cpu_s * 1000 / self.plan.noop_tasks
+        if self.noop_database_cpu_s is not None:
+            self.report.noop_database_cpu_ms = (
+                self.noop_database_cpu_s * 1000 / self.plan.noop_tasks
+            )
         self.start_cluster()
         self.progress(f"pickup latency of {self.plan.pickups} orders")
         try:
@@ -173,8 +182,10 @@ class PipelineBench:
         while last is None:
             if first is None and queue_size(broker) <= count:
                 first, cpu_first = time.perf_counter(), self.cluster_cpu()
+                database_first = database_cpu_seconds()
             if first is not None and done.exists():
                 last, cpu_last = time.perf_counter(), self.cluster_cpu()
+                database_last = database_cpu_seconds()
             else:
                 self.check_deadline("draining the no-op tasks")
                 time.sleep(self.POLL_SECONDS)
@@ -182,6 +193,10 @@ class PipelineBench:
         self.report.noop_drain_s += last - first
         if cpu_first is not None:
             self.noop_cpu_s = (self.noop_cpu_s or 0.0) + cpu_last - cpu_first
+        if database_first is not None:
+            self.noop_database_cpu_s = (
+                (self.noop_database_cpu_s or 0.0) + database_last - database_first
+            )
 
     # 2. Orders ------------------------------------------------------------------
     def measure_orders(self) -> None:
@@ -194,17 +209,21 @@ class PipelineBench:
         while waiting.count() == len(order_ids):
             self.check_deadline("the first order")
             time.sleep(self.POLL_SECONDS)
-        cpu_first = self.cluster_cpu()
+        cpu_first, database_first = self.cluster_cpu(), database_cpu_seconds()
         self.wait_until_finished(order_ids, "draining the orders")
         # A worker takes waiting orders along with its own (a batch), so orders
         # can finish before the tasks of the orders taken along have left the
         # queue; those tasks still cost the cluster their run, so the drain
         # ends when the queue is empty too.
         drained_at = self.wait_until_queue_empty("the orders' tasks")
-        cpu_last = self.cluster_cpu()
+        cpu_last, database_last = self.cluster_cpu(), database_cpu_seconds()
         self.stop_cluster()
         if cpu_first is not None:
             self.report.order_cpu_ms = (cpu_last - cpu_first) * 1000 / len(order_ids)
+        if database_first is not None:
+            self.report.order_database_cpu_ms = (
+                (database_last - database_first) * 1000 / len(order_ids)
+            )
         self.report.orders_completed = orders.filter(
             status=Order.Status.COMPLETED
         ).count()
@@ -311,6 +330,30 @@ def cpu_seconds(pid: int) -> float | None:
         fields = stat.rsplit(")", 1)[1].split()
         total += sum(int(value) for value in fields[11:15])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def database_cpu_seconds() -> float | None:
+    """CPU time used so far by the PostgreSQL server, when it runs on this
+    machine: every process named postgres, with what each has reaped of its
+    children's (the postmaster reaps the backends that have exited)."""
+    from django.db import connection
+
+    host = connection.settings_dict.get("HOST") or "localhost"
+    if connection.vendor != "postgresql" or host not in LOCAL_HOSTS:
+        return None
+    total = 0
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            continue
+        name, fields = stat.split("(", 1)[1].rsplit(")", 1)
+        if name == "postgres":
+            total += sum(int(value) for value in fields.split()[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 def main(argv: list[str]) -> None:

@@ -366,9 +366,20 @@ def format_pipeline(pipeline: dict) -> list[str]:
         f"{pipeline['orders_failed']} failed, in {pipeline['orders_drain_s']:.2f} s)",
         f"{'orders/s ÷ no-op tasks/s':<32} {pipeline['ratio']:.2f}",
         cpu_line(pipeline),
+        *database_cpu_lines(pipeline),
         Figures.from_dict(pipeline["pickup_ms"]).line(
             "pickup (created→processing)", "ms"
         ),
+    ]
+
+
+def database_cpu_lines(pipeline: dict) -> list[str]:
+    if pipeline["order_database_cpu_ms"] is None:
+        return []
+    return [
+        f"{'PostgreSQL server CPU per task':<32} "
+        f"no-op {pipeline['noop_database_cpu_ms']:.2f} ms, "
+        f"order {pipeline['order_database_cpu_ms']:.2f} ms"
     ]
 
 
