@@ -178,3 +178,12 @@ def test_the_idempotency_key_is_the_same_on_every_attempt():
     assert step_idempotency_key(order, "stock") != step_idempotency_key(
         order, "payment"
     )
+
+
+def test_the_ledger_keeps_every_key_in_one_file_not_a_file_per_key(tmp_path):
+    ledger = SimulatedLedger(tmp_path / "ledger")
+    for index in range(50):
+        ledger.record(f"ord_{index}:payment", f"pay_{index}")
+    names = {path.name for path in (tmp_path / "ledger").iterdir()}
+    assert names <= {"ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm"}
+    assert len(ledger.references("ord_")) == 50
