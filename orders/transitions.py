@@ -279,11 +279,15 @@ def _candidates_sql(connection, order_id, like, companions, companions_like, now
     due, due_params = _due_sql(connection, now)
     like_sql, like_params = _holds_sql(connection, like)
     others_sql, others_params = _holds_sql(connection, {**like, **companions_like})
+    # An asked-for order that is no companion itself (a plan that may hold its
+    # worker) takes none along: its id is then NULL, and no id is greater.
+    alone_sql, alone_params = _holds_sql(connection, companions_like)
     sql = (
         f"SELECT {pk} FROM (SELECT {pk} FROM {table} WHERE {order_column} = %s "
         f"AND {pending} AND {due} AND {like_sql}{locking}) AS asked "
         f"UNION ALL SELECT {pk} FROM (SELECT {pk} FROM {table} "
-        f"WHERE {pk} > (SELECT {pk} FROM {table} WHERE {order_column} = %s) "
+        f"WHERE {pk} > (SELECT {pk} FROM {table} WHERE {order_column} = %s "
+        f"AND {alone_sql}) "
         f"AND {pending} AND {due} AND {others_sql} "
         f"ORDER BY {pk} LIMIT %s{locking}) AS companions"
     )
@@ -292,6 +296,7 @@ def _candidates_sql(connection, order_id, like, companions, companions_like, now
         *due_params,
         *like_params,
         order_id,
+        *alone_params,
         *due_params,
         *others_params,
         companions,
@@ -358,6 +363,7 @@ def _claim_batch_params(
 
     due = prepared("next_attempt_at", now)
     holds = [prepared(name, value) for name, value in like.items()]
+    alone = [prepared(name, value) for name, value in companions_like.items()]
     others = [
         prepared(name, value) for name, value in {**like, **companions_like}.items()
     ]
@@ -367,7 +373,7 @@ def _claim_batch_params(
         if field.name != "order"
     ]
     return [
-        *[order_id, due, *holds, order_id, due, *others, companions],
+        *[order_id, due, *holds, order_id, *alone, due, *others, companions],
         Status.PROCESSING,
         prepared("updated_at", now),
         prepared("lease_expires_at", lease_expires_at),

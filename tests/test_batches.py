@@ -8,7 +8,8 @@ import pytest
 from django.db import connection
 
 from orders import services, transitions
-from orders.gateways import simulated_ledger
+from orders.exceptions import TransientStepError
+from orders.gateways import SimulatedStep, simulated_ledger
 from orders.models import Delivery, Order, OrderEvent
 from orders.services import BatchSizer, order_process
 from tests.expected import CLEAN_RUN_EVENTS, STOCK_FAILS_ONCE_EVENTS
@@ -89,16 +90,49 @@ def test_an_order_with_a_simulation_plan_is_never_taken_along(place_order):
 
 
 @pytest.mark.django_db
+def test_an_order_with_a_simulation_plan_takes_no_order_along(place_order):
+    planned = place_order(simulate={"delay_ms": 0})
+    plain = place_order()
+    order_process(order_id=planned.order_id, companions=5)
+    assert statuses([planned, plain]) == [Status.COMPLETED, Status.PENDING]
+
+
+class StockDownFor:
+    """The stock gateway, unavailable for one order: a transient failure in
+    the middle of a batch."""
+
+    name = "stock"
+
+    def __init__(self, order_id: str):
+        self.order_id = order_id
+
+    def run(self, order, *, attempt, idempotency_key):
+        if order.order_id == self.order_id:
+            raise TransientStepError("stock", "stock service unavailable")
+        return SimulatedStep("stock").run(
+            order, attempt=attempt, idempotency_key=idempotency_key
+        )
+
+
+@pytest.mark.django_db
 def test_an_order_that_fails_in_a_batch_gets_its_own_retry_and_the_others_complete(
-    place_order,
+    place_order, monkeypatch
 ):
-    failing = place_order(simulate={"step": "stock", "fail_times": 1})
-    behind = [place_order() for _ in range(2)]
-    order_process(order_id=failing.order_id, companions=2)
+    first, failing, last = place_order(), place_order(), place_order()
+    monkeypatch.setattr(
+        services,
+        "order_steps",
+        lambda: [SimulatedStep("payment"), StockDownFor(failing.order_id)],
+    )
+    order_process(order_id=first.order_id, companions=2)
+    assert statuses([first, failing, last]) == [
+        Status.COMPLETED,
+        Status.RETRYING,
+        Status.COMPLETED,
+    ]
     failing.refresh_from_db()
-    assert failing.status == Status.RETRYING
     assert list(failing.steps) == ["payment"]
-    assert statuses(behind) == [Status.COMPLETED, Status.COMPLETED]
+    monkeypatch.undo()
     order_process(order_id=failing.order_id, companions=2)
     failing.refresh_from_db()
     assert failing.status == Status.COMPLETED
@@ -120,8 +154,8 @@ def test_a_retry_is_claimed_the_general_way_and_says_where_it_resumes(place_orde
         "attempt 1 of 3",
         "attempt 2 of 3; resuming at stock (payment done)",
     ]
-    # A retry's task still takes the first attempts behind it along.
-    assert statuses([behind]) == [Status.COMPLETED]
+    # An order with a plan takes none along, its retries neither.
+    assert statuses([behind]) == [Status.PENDING]
 
 
 @pytest.mark.django_db
