@@ -812,11 +812,28 @@ def _returned(connection, row) -> dict:
 
 def _from_db(field, value, connection):
     """What the ORM makes of a column's raw value (datetimes on SQLite, ...)."""
-    column = field.get_col(field.model._meta.db_table)
-    converters = connection.ops.get_db_converters(column)
-    for converter in converters + column.get_db_converters(connection):
+    column, converters = _converters(connection, field)
+    for converter in converters:
         value = converter(value, column, connection)
     return value
+
+
+def _converters(connection, field) -> tuple:
+    """The column expression of `field` and the converters its values go
+    through on this connection: the same for every row, so found once per
+    connection (a batch reads 20 columns of up to 50 orders). Kept on the
+    connection, not in a module cache, which would keep a request thread's
+    connection alive."""
+    cache = connection.__dict__.setdefault("_orders_converters", {})
+    found = cache.get(field)
+    if found is None:
+        column = field.get_col(field.model._meta.db_table)
+        converters = connection.ops.get_db_converters(column)
+        found = cache[field] = (
+            column,
+            tuple(converters + column.get_db_converters(connection)),
+        )
+    return found
 
 
 def _insert(objs: list[models.Model]) -> None:

@@ -201,10 +201,12 @@ def test_a_retry_that_gets_no_answer_or_a_proxy_error_says_so_on_the_dashboard(
         ),
     )
     button.click()
-    page.wait_for_function(
-        "document.querySelector('[data-role=action-message]')"
-        ".textContent.endsWith('the server answered 502')"
-    )
+    # A locator, not wait_for_function: the page's CSP forbids eval, and
+    # Playwright evaluates a function given as text with it whenever the first
+    # check fails (seen under load: EvalError, 'unsafe-eval').
+    page.locator(
+        "[data-role=action-message]", has_text="the server answered 502"
+    ).wait_for()
     assert stack.status(placed["order_id"])["status"] == "FAILED"
 
 

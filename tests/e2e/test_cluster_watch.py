@@ -124,6 +124,10 @@ def test_a_backlog_drained_by_often_recycled_workers_never_restarts_the_cluster(
         # Keeps the run about the cluster: a backlog waits longer than the
         # stack's 5 s, and re-dispatching it would only add duplicate tasks.
         ORDER_REDISPATCH_SECONDS="600",
+        # One order per task, so that the workers run (and are recycled
+        # through) the whole backlog: in batches, its orders are done after a
+        # few dozen tasks (tests/test_batches.py).
+        ORDER_BATCH_SIZE="1",
     )
     database = tmp_path / "db.sqlite3"
     stack.manage("migrate", "--noinput")
