@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 from orders import services
-from orders.models import Order
+from orders.models import Order, OrderEvent
 from orders.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
 
 
@@ -34,3 +34,12 @@ def process_until_terminal(order: Order, limit: int = 10) -> Order:
         if order.is_terminal:
             return order
     raise AssertionError(f"{order} still {order.status} after {limit} attempts")
+
+
+def event_types(order: Order) -> list[str]:
+    """The order's timeline, event types in the order they were written."""
+    return list(
+        OrderEvent.objects.filter(order=order)
+        .order_by("id")
+        .values_list("type", flat=True)
+    )

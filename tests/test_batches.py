@@ -13,18 +13,11 @@ from orders.gateways import SimulatedStep, simulated_ledger
 from orders.models import Delivery, Order, OrderEvent
 from orders.services import BatchSizer, order_process
 from tests.expected import CLEAN_RUN_EVENTS, STOCK_FAILS_ONCE_EVENTS
+from tests.factories import event_types
 
 Status = Order.Status
 
 pytestmark = pytest.mark.usefixtures("immediate_retries")
-
-
-def event_types(order) -> list[str]:
-    return list(
-        OrderEvent.objects.filter(order=order)
-        .order_by("id")
-        .values_list("type", flat=True)
-    )
 
 
 def statuses(orders) -> list[str]:

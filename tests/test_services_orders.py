@@ -10,20 +10,12 @@ from orders.dispatcher import sweep
 from orders.models import Order, OrderEvent
 from orders.services import order_claim, order_process, order_retry
 from tests.expected import FAIL_TWICE_EVENTS
-from tests.factories import process_until_terminal
+from tests.factories import event_types, process_until_terminal
 
 Status = Order.Status
 
 
 pytestmark = pytest.mark.usefixtures("immediate_retries")
-
-
-def event_types(order) -> list[str]:
-    return list(
-        OrderEvent.objects.filter(order=order)
-        .order_by("id")
-        .values_list("type", flat=True)
-    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -234,6 +234,26 @@ def settled(stack) -> dict:
     )
 
 
+def killed_in_the_middle_of_1000_orders(stack) -> None:
+    """1,000 orders placed, the qcluster SIGKILLed (every process) once 200 are
+    done, and started again."""
+    placed_before_the_workers_start(stack, "--count", "1000")
+    stack.start_cluster()
+    staff = stack.staff_client()
+    try:
+        wait_until(
+            lambda: (
+                staff.get("/api/dashboard/stats").json()["counts"]["COMPLETED"] >= 200
+            ),
+            timeout=120,
+            what="200 orders to complete",
+        )
+    finally:
+        staff.close()
+    stack.kill_cluster()
+    stack.start_cluster()
+
+
 def placed_before_the_workers_start(stack, *args: str) -> None:
     """`place_orders` with the stack's qcluster stopped: every task waits in Redis."""
     stack.start()
@@ -285,22 +305,7 @@ def test_a_qcluster_killed_in_the_middle_of_batches_loses_no_order_or_charges_tw
     every order of a batch in flight has a lost attempt once its lease expires,
     is retried, resumes at the step it had reached and is charged once."""
     with scaled(tmp_path, ORDER_REDISPATCH_SECONDS="2") as stack:
-        placed_before_the_workers_start(stack, "--count", "1000")
-        stack.start_cluster()
-        staff = stack.staff_client()
-        try:
-            wait_until(
-                lambda: (
-                    staff.get("/api/dashboard/stats").json()["counts"]["COMPLETED"]
-                    >= 200
-                ),
-                timeout=120,
-                what="200 orders to complete",
-            )
-        finally:
-            staff.close()
-        stack.kill_cluster()
-        stack.start_cluster()
+        killed_in_the_middle_of_1000_orders(stack)
 
         counts = settled(stack)
         not_completed = shell(
@@ -322,22 +327,7 @@ def test_a_qcluster_killed_while_pulling_a_backlog_loses_no_order(tmp_path):
     taken along by other tasks (the test above), and the safety net this test
     is about would have little to do."""
     with scaled(tmp_path, ORDER_REDISPATCH_SECONDS="2", ORDER_BATCH_SIZE="1") as stack:
-        placed_before_the_workers_start(stack, "--count", "1000")
-        stack.start_cluster()
-        staff = stack.staff_client()
-        try:
-            wait_until(
-                lambda: (
-                    staff.get("/api/dashboard/stats").json()["counts"]["COMPLETED"]
-                    >= 200
-                ),
-                timeout=120,
-                what="200 orders to complete",
-            )
-        finally:
-            staff.close()
-        stack.kill_cluster()
-        stack.start_cluster()
+        killed_in_the_middle_of_1000_orders(stack)
 
         counts = settled(stack)
         log = stack.cluster_log().read_text()
