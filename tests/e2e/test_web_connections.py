@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.stack import wait_until
+
 pytestmark = pytest.mark.e2e
 
 
@@ -36,4 +38,13 @@ def test_the_web_process_holds_no_connection_of_a_finished_request(stack):
             )
         )
     assert statuses == [200] * 200
-    assert open_database_files(stack.web.pid) <= max(before, 1) + 1
+    # A request's thread closes its connection as the response closes, so the
+    # last few may still be closing when the client has its answers (seen on a
+    # loaded machine: 3 for a bound of 2); the connections the bug left open
+    # stayed open until garbage collection.
+    wait_until(
+        lambda: open_database_files(stack.web.pid) <= max(before, 1) + 1,
+        timeout=3,
+        interval=0.05,
+        what=f"at most {max(before, 1) + 1} open connections (the bug left 56-68)",
+    )
