@@ -12,6 +12,7 @@ make each failure strategy play out deterministically. Their ledger of what they
 did stands in for the gateway's own database (SimulatedLedger).
 """
 
+import fcntl
 import os
 import random
 import secrets
@@ -124,32 +125,47 @@ class SimulatedLedger:
             connection = sqlite3.connect(
                 self.directory / self.FILE_NAME, isolation_level=None, timeout=30
             )
-            connection.execute("PRAGMA journal_mode=WAL")
+            # Setting up the file takes SQLite's exclusive lock, for which it
+            # does not wait (two workers starting at once: "database is
+            # locked"), so the processes take turns on a lock file of their own.
+            with open(self.directory / "ledger.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS ledger "
+                    "(key TEXT PRIMARY KEY, reference TEXT NOT NULL) WITHOUT ROWID"
+                )
             # A worker killed mid-call loses nothing the gateway wrote (the
             # operating system has it); only a machine crash could.
             connection.execute("PRAGMA synchronous=OFF")
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS ledger "
-                "(key TEXT PRIMARY KEY, reference TEXT NOT NULL) WITHOUT ROWID"
-            )
             _ledger_connections[key] = connection
         return connection
 
     def record(self, key: str, reference: str) -> StepResult:
         """Keep `reference` for `key`, or return the one kept before. The insert
-        is one statement that does nothing if the key exists, so of two callers
-        with one key exactly one acts."""
+        does nothing if the key exists, so of two callers with one key exactly
+        one acts. BEGIN IMMEDIATE takes the write lock first, waiting for it:
+        a write that started as a read can fail at once instead, when another
+        process wrote in between."""
         connection = self._connection()
-        inserted = connection.execute(
-            "INSERT INTO ledger (key, reference) VALUES (?, ?) "
-            "ON CONFLICT (key) DO NOTHING RETURNING reference",
-            (key, reference),
-        ).fetchone()
-        if inserted is not None:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            inserted = connection.execute(
+                "INSERT INTO ledger (key, reference) VALUES (?, ?) "
+                "ON CONFLICT (key) DO NOTHING RETURNING reference",
+                (key, reference),
+            ).fetchone()
+            kept = None
+            if inserted is None:
+                (kept,) = connection.execute(
+                    "SELECT reference FROM ledger WHERE key = ?", (key,)
+                ).fetchone()
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        if kept is None:
             return StepResult(reference=reference)
-        (kept,) = connection.execute(
-            "SELECT reference FROM ledger WHERE key = ?", (key,)
-        ).fetchone()
         return StepResult(reference=kept, replayed=True)
 
     def references(self, prefix: str = "") -> dict[str, str]:

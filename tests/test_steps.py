@@ -1,6 +1,10 @@
 """Steps are checkpointed: a step that completed is never run again, and every
 step call carries an idempotency key that the gateway honours."""
 
+import multiprocessing
+import os
+import sqlite3
+
 import pytest
 
 from orders import gateways, services
@@ -185,5 +189,39 @@ def test_the_ledger_keeps_every_key_in_one_file_not_a_file_per_key(tmp_path):
     for index in range(50):
         ledger.record(f"ord_{index}:payment", f"pay_{index}")
     names = {path.name for path in (tmp_path / "ledger").iterdir()}
-    assert names <= {"ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm"}
+    assert names <= {
+        "ledger.sqlite3",
+        "ledger.sqlite3-wal",
+        "ledger.sqlite3-shm",
+        "ledger.lock",
+    }
     assert len(ledger.references("ord_")) == 50
+
+
+def _record_at_once(directory, barrier, failures):
+    barrier.wait()
+    try:
+        SimulatedLedger(directory).record(f"ord_{os.getpid()}:payment", "pay_x")
+    except sqlite3.OperationalError as error:
+        failures.put(str(error))
+
+
+def test_workers_that_start_at_once_on_a_new_ledger_all_record(tmp_path):
+    """Setting up the file takes SQLite's exclusive lock, for which it does not
+    wait: two workers starting together once got "database is locked"."""
+    context = multiprocessing.get_context("fork")
+    failures = context.Queue()
+    for round_ in range(15):
+        directory = tmp_path / f"ledger-{round_}"
+        barrier = context.Barrier(4)
+        processes = [
+            context.Process(target=_record_at_once, args=(directory, barrier, failures))
+            for _ in range(4)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=60)
+        assert [process.exitcode for process in processes] == [0] * 4
+        assert len(SimulatedLedger(directory).references("ord_")) == 4
+    assert failures.empty()
