@@ -107,7 +107,7 @@ class SimulatedLedger:
     before): that was an inode per step of every order in one directory, without
     bound, and on this machine's ext4 an inode took 400-800 µs instead of 20 µs
     for seconds after many files were deleted, half of a worker's time under a
-    backlog; a record here takes about 16 µs.
+    backlog; a record here takes about 30 µs.
     """
 
     FILE_NAME = "ledger.sqlite3"
