@@ -240,7 +240,7 @@ def _enqueue(pk: int, order_id: str, due_at: datetime, now, *, retry_due: bool):
     )
     if not taken:
         return False
-    order_enqueue(order_id)
+    order_enqueue(order_id, now)
     logger.info(
         "enqueued %s (due %s): %s",
         order_id,

@@ -15,6 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from . import takenalong
 from .exceptions import (
     DeliveryNotFound,
     FailureHasNoOrder,
@@ -138,16 +139,25 @@ def order_enqueue_on_commit(order: Order) -> None:
     """Hand the order to a worker after commit: never before it exists, never for
     a rolled-back request. If the queue refuses, the dispatcher hands it over again
     at dispatch_due_at, so the order is late, not lost."""
-    order_id = order.order_id
-    transaction.on_commit(lambda: order_enqueue(order_id), robust=True)
+    order_id, queued_at = order.order_id, order.queued_at
+    transaction.on_commit(lambda: order_enqueue(order_id, queued_at), robust=True)
 
 
-def order_enqueue(order_id: str) -> None:
+def order_enqueue(order_id: str, queued_at=None) -> None:
+    """Queue the order's task. `queued_at`, the value just written to the
+    order's row, is the task's stamp: a batch that takes the order along notes
+    it, and the task then has nothing to do (orders/takenalong.py)."""
     from django_q.tasks import async_task
 
+    queued_at_us = takenalong.stamp(queued_at) if queued_at is not None else None
     # Successful results are not kept: the order's own timeline records them.
     async_task(
-        PROCESS_ORDER_TASK, order_id, group="orders", save=False, broker=queue_broker()
+        PROCESS_ORDER_TASK,
+        order_id,
+        queued_at_us,
+        group="orders",
+        save=False,
+        broker=queue_broker(),
     )
 
 
@@ -216,6 +226,13 @@ def _claim_for_attempts(order_id: str, *, companions: int) -> Claimed:
         if order is not None:
             claimed.orders.insert(0, order)
             claimed.asked = None
+    taken_along = [order for order in claimed.orders if order.order_id != order_id]
+    if taken_along:
+        # Their own tasks have nothing left to do (orders/takenalong.py); noted
+        # once the claim is committed.
+        transaction.on_commit(
+            functools.partial(takenalong.note_taken_along, taken_along)
+        )
     return claimed
 
 
@@ -263,9 +280,17 @@ class BatchSizer:
 _batch_sizer = BatchSizer()
 
 
-def order_process_queued(*, order_id: str) -> Order | None:
+def order_process_queued(
+    *, order_id: str, queued_at_us: int | None = None
+) -> Order | None:
     """The queue's task: order_process() of its order, taking along the orders
-    that wait behind it that this worker has time for (BatchSizer)."""
+    that wait behind it that this worker has time for (BatchSizer).
+
+    A task whose order a batch of this cluster took along after the task was
+    queued (its stamp `queued_at_us` is noted) returns None at once, without a
+    query: the attempt it was queued for is claimed already."""
+    if takenalong.was_taken_along(order_id, queued_at_us):
+        return None
     started = time.monotonic()
     claimed = _claim_for_attempts(order_id, companions=_batch_sizer.companions())
     if claimed.orders:

@@ -3,8 +3,8 @@
 from . import services
 
 
-def process_order(order_id: str) -> str | None:
-    order = services.order_process_queued(order_id=order_id)
+def process_order(order_id: str, queued_at_us: int | None = None) -> str | None:
+    order = services.order_process_queued(order_id=order_id, queued_at_us=queued_at_us)
     return order.status if order else None
 
 

@@ -14,13 +14,16 @@ from pathlib import Path
 
 from django_q import cluster as django_q_cluster
 from django_q.conf import Conf
+from django_q.pusher import pusher
 from django_q.worker import worker
 
+from . import takenalong
 from .taskqueue import ClusterQueue, robust_value
 
 logger = logging.getLogger(__name__)
 
 RESTART_MESSAGE = "restarting every process of the cluster on new queues"
+DROPPED_MESSAGE = "a batch took the order along after this task was queued"
 # How long a worker that django-q2 terminated for overrunning its timeout gets
 # to die before its queues are checked.
 TERMINATED_WORKER_WAIT_SECONDS = 5
@@ -43,8 +46,20 @@ class Sentinel(django_q_cluster.Sentinel):
             stop_event, start_event, cluster_id, broker, timeout, start=False
         )
         self.task_queue, self.result_queue = new_queues()
+        # Before any worker is forked: they all share it (orders/takenalong.py).
+        takenalong.install(takenalong.TakenAlong())
         if start:
             self.start()
+
+    def spawn_pusher(self):
+        # The pusher drops the tasks a batch left with nothing to do before
+        # they cost a worker and the monitor their run (orders/takenalong.py).
+        return self.spawn_process(
+            pusher,
+            TakenAlongFilter(self.task_queue, self.broker),
+            self.event_out,
+            self.broker,
+        )
 
     def spawn_worker(self):
         # The guard takes each worker's timer lock every cycle: a plain one
@@ -97,6 +112,32 @@ class Sentinel(django_q_cluster.Sentinel):
         self.task_queue, self.result_queue = new_queues()
         self.reincarnations += 1
         self.spawn_cluster()
+
+
+class TakenAlongFilter:
+    """The task queue as django-q2's pusher sees it: a task whose order a batch
+    of this cluster took along after the task was queued is acknowledged to the
+    broker instead of being handed to a worker. It would only have found its
+    order claimed (orders/takenalong.py)."""
+
+    def __init__(self, task_queue: ClusterQueue, broker):
+        self.task_queue = task_queue
+        self.broker = broker
+
+    def put(self, task: dict, *args, **kwargs) -> None:
+        if takenalong.task_was_taken_along(task):
+            logger.info(
+                "dropped task %s of order %s: %s",
+                task.get("id"),
+                task["args"][0],
+                DROPPED_MESSAGE,
+            )
+            self.broker.acknowledge(task["ack_id"])
+            return
+        self.task_queue.put(task, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.task_queue, name)
 
 
 class Cluster(django_q_cluster.Cluster):

@@ -202,7 +202,11 @@ def test_retry_failed_needs_an_order_or_all():
 
 def test_reap_stuck_expires_leases_and_redispatches(monkeypatch):
     enqueued = []
-    monkeypatch.setattr(dispatcher, "order_enqueue", enqueued.append)
+    monkeypatch.setattr(
+        dispatcher,
+        "order_enqueue",
+        lambda order_id, queued_at: enqueued.append(order_id),
+    )
     stuck = place()
     services.order_claim(stuck)
     Order.objects.filter(pk=stuck.pk).update(

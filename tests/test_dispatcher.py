@@ -269,10 +269,10 @@ def test_an_order_whose_enqueue_raises_costs_only_itself(monkeypatch):
         make_due(order, queued_at=None)
     real_enqueue = dispatcher.order_enqueue
 
-    def enqueue(order_id):
+    def enqueue(order_id, queued_at):
         if order_id == broken.order_id:
             raise ValueError("this order's task cannot be built")
-        real_enqueue(order_id)
+        real_enqueue(order_id, queued_at)
 
     monkeypatch.setattr(dispatcher, "order_enqueue", enqueue)
     now = timezone.now()

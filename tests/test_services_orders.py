@@ -6,6 +6,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_q.models import OrmQ
 
+from orders import takenalong
 from orders.dispatcher import sweep
 from orders.models import Order, OrderEvent
 from orders.services import order_claim, order_process, order_retry
@@ -24,7 +25,12 @@ def test_order_is_handed_to_the_queue_only_after_commit(place_order):
         order = place_order()
         assert OrmQ.objects.count() == 0
     assert OrmQ.objects.count() == 1
-    assert OrmQ.objects.get().task["args"] == (order.order_id,)
+    # The order's id, and its queued_at as the task's stamp (orders/takenalong.py).
+    order.refresh_from_db()
+    assert OrmQ.objects.get().task["args"] == (
+        order.order_id,
+        takenalong.stamp(order.queued_at),
+    )
 
 
 @pytest.mark.django_db(transaction=True)
