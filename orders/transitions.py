@@ -701,7 +701,7 @@ def _cast_slot(connection, field) -> str:
 
 def _array_slot(connection, field) -> str:
     """A parameter that is an array of the field's values."""
-    return f"CAST(%s AS {field.cast_db_type(connection)}[])"
+    return f"CAST(%b AS {field.cast_db_type(connection)}[])"
 
 
 def _order_key(model):

@@ -6,7 +6,9 @@ from orders.transitions import (
     TRANSITIONS,
     PrecedingEvent,
     append_event,
+    apply,
     is_allowed,
+    plan_transition,
     transition,
 )
 
@@ -129,3 +131,36 @@ def test_events_written_by_a_move_carry_their_row_ids_in_order():
     ]
     assert rows[-1].next_attempt_at == order.created_at
     assert Order.objects.get(pk=order.pk).next_attempt_at == order.created_at
+
+
+# Text that an array literal must quote or escape, and what a careless one would
+# take for NULL: the moves of a batch send their values as arrays (on
+# PostgreSQL, in binary; transitions._array_slot).
+AWKWARD_TEXTS = [
+    'a "quoted", {braced} reason\\ with a backslash',
+    "NULL",
+    "",
+    "ünïcødé ✓ and a\ttab\nand a newline",
+]
+
+
+@pytest.mark.django_db
+def test_a_batch_of_moves_writes_every_text_exactly_as_given():
+    orders = [make_order(status=Status.PROCESSING) for _ in AWKWARD_TEXTS]
+    moves = [
+        plan_transition(
+            order,
+            Status.FAILED,
+            detail=text,
+            changes={"failure_reason": text, "steps": {"payment": {"note": text}}},
+            preceding=[PrecedingEvent("order.attempt_failed", text)],
+        )
+        for order, text in zip(orders, AWKWARD_TEXTS, strict=True)
+    ]
+    assert apply(moves) == [True] * len(moves)
+    for order, text in zip(orders, AWKWARD_TEXTS, strict=True):
+        row = Order.objects.get(pk=order.pk)
+        assert (row.status, row.failure_reason) == (Status.FAILED, text)
+        assert row.steps == {"payment": {"note": text}}
+        details = OrderEvent.objects.filter(order=order).order_by("id")
+        assert list(details.values_list("detail", flat=True)) == [text, text]
