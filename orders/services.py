@@ -252,11 +252,12 @@ class BatchSizer:
     the orders it ran lately took, and at most ORDER_BATCH_SIZE - 1; none until
     it has run one.
 
-    Under a backlog each order's task costs the queue's own work and a claim,
-    and each write costs a round trip and a commit: a batch shares its writes
-    (one claim, one checkpoint and one completion for all). With slow steps the
-    batch shrinks to the order alone, so no order waits behind another while a
-    worker is free, and a batch stays far inside its orders' leases.
+    Under a backlog each write costs a round trip and a commit: a batch shares
+    its writes (one claim, one checkpoint and one completion for all), and the
+    tasks of the orders it took along are dropped (orders/takenalong.py).
+    With slow steps the batch shrinks to the order alone, so no order waits
+    behind another while a worker is free, and a batch stays far inside its
+    orders' leases.
     """
 
     def __init__(self):
