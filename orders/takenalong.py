@@ -89,10 +89,6 @@ def install(table: TakenAlong | None) -> None:
     _table = table
 
 
-def installed() -> TakenAlong | None:
-    return _table
-
-
 def note_taken_along(orders: Iterable) -> None:
     """Note the orders a batch claimed besides the one its task named (call
     once the claim has committed)."""
