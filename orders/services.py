@@ -287,9 +287,9 @@ def order_process_queued(
     """The queue's task: order_process() of its order, taking along the orders
     that wait behind it that this worker has time for (BatchSizer).
 
-    A task whose order a batch of this cluster took along after the task was
-    queued (its stamp `queued_at_us` is noted) returns None at once, without a
-    query: the attempt it was queued for is claimed already."""
+    A task whose order a batch of this cluster took along while the order's
+    row held the task's stamp `queued_at_us` (noted) returns None at once,
+    without a query: the attempt it was queued for is claimed already."""
     if takenalong.was_taken_along(order_id, queued_at_us):
         return None
     started = time.monotonic()

@@ -101,8 +101,9 @@ def note_taken_along(orders: Iterable) -> None:
 
 
 def was_taken_along(order_id: str, order_stamp: int | None) -> bool:
-    """Whether a batch claimed this order after the task with this stamp was
-    queued for it (False outside a cluster, or for a task without a stamp)."""
+    """Whether a batch claimed this order while its row held this stamp, so
+    the task with the stamp has nothing left to do (False outside a cluster,
+    or for a task without a stamp)."""
     if _table is None or order_stamp is None:
         return False
     return _table.holds(order_id, order_stamp)

@@ -23,7 +23,7 @@ from .taskqueue import ClusterQueue, robust_value
 logger = logging.getLogger(__name__)
 
 RESTART_MESSAGE = "restarting every process of the cluster on new queues"
-DROPPED_MESSAGE = "a batch took the order along after this task was queued"
+DROPPED_MESSAGE = "a batch took the order along while its row held this task's stamp"
 # How long a worker that django-q2 terminated for overrunning its timeout gets
 # to die before its queues are checked.
 TERMINATED_WORKER_WAIT_SECONDS = 5
@@ -116,9 +116,9 @@ class Sentinel(django_q_cluster.Sentinel):
 
 class TakenAlongFilter:
     """The task queue as django-q2's pusher sees it: a task whose order a batch
-    of this cluster took along after the task was queued is acknowledged to the
-    broker instead of being handed to a worker. It would only have found its
-    order claimed (orders/takenalong.py)."""
+    of this cluster took along while the order's row held the task's stamp is
+    acknowledged to the broker instead of being handed to a worker. It would
+    only have found its order claimed (orders/takenalong.py)."""
 
     def __init__(self, task_queue: ClusterQueue, broker):
         self.task_queue = task_queue
