@@ -3,7 +3,9 @@ and a worker, here on a temporary SQLite file (the scale-out configuration only
 changes DATABASE_URL and REDIS_URL, which the scale-out tests cover)."""
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orders.processes import free_port, kill_session, local_env
+from orders.processes import kill_session, local_env
 from orders.watchdog import descendants_of
 from tests.stack import DEFAULT_ENV, PROJECT_DIR, wait_until
 
@@ -53,7 +55,7 @@ def test_honcho_runs_two_web_processes_and_a_worker_and_stops_them_all(tmp_path)
         capture_output=True,
         timeout=120,
     )
-    base = free_port()
+    base = free_consecutive_ports(2)
     log = (tmp_path / "honcho.log").open("wb")
     honcho = subprocess.Popen(
         [sys.executable, "-m", "honcho", "start", "-p", str(base)]
@@ -116,3 +118,27 @@ def test_honcho_runs_two_web_processes_and_a_worker_and_stops_them_all(tmp_path)
                 honcho.wait(timeout=30)
             finally:
                 kill_session(honcho)
+
+
+def free_consecutive_ports(count: int) -> int:
+    """The first of `count` consecutive ports free on 127.0.0.1 (honcho gives
+    web.1 $PORT and web.2 $PORT + 1), below the kernel's ephemeral range, where
+    no outgoing connection takes one meanwhile (a port picked by binding port 0
+    is in that range, and the one after it was once an open connection's)."""
+    low, _high = map(
+        int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    )
+    for _ in range(200):
+        base = random.randrange(10000, low - count)
+        if all(_bindable(base + offset) for offset in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports below {low}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
