@@ -187,15 +187,15 @@ def test_a_malformed_resume_id_is_a_json_400_on_the_stream(place_order):
 
 
 # The pump -----------------------------------------------------------------------
-def fake_event(event_id: int, order_pk: int = 1) -> StreamEvent:
-    return StreamEvent(id=event_id, order_pk=order_pk, type="order.created", data="{}")
+def fake_event(event_id: int, order_id: str = "ord_1") -> StreamEvent:
+    return StreamEvent(id=event_id, order_id=order_id, type="order.created", data="{}")
 
 
 def test_pump_holds_events_behind_a_missing_id_until_it_commits_or_settles():
     async def scenario():
         pump = EventPump(settle=0.2)
         pump.cursor = 10
-        subscriber = Subscriber(order_pk=None)
+        subscriber = Subscriber(order_id=None)
         pump.subscribers.add(subscriber)
         assert pump.deliver([fake_event(11), fake_event(13)]) == 1
         assert pump.cursor == 11  # 12 may still be committing
@@ -214,9 +214,11 @@ def test_pump_hands_each_subscriber_only_the_orders_it_asked_for():
     async def scenario():
         pump = EventPump(settle=0)
         pump.cursor = 0
-        one, everything = Subscriber(order_pk=1), Subscriber(None)
+        one, everything = Subscriber(order_id="ord_1"), Subscriber(None)
         pump.subscribers |= {one, everything}
-        pump.deliver([fake_event(1, 1), fake_event(2, 2), fake_event(3, 1)])
+        pump.deliver(
+            [fake_event(1, "ord_1"), fake_event(2, "ord_2"), fake_event(3, "ord_1")]
+        )
         return one.queue.qsize(), everything.queue.qsize()
 
     assert run(scenario()) == (2, 3)
@@ -228,7 +230,7 @@ def test_a_subscriber_that_falls_too_far_behind_is_cut_off_not_buffered(
     monkeypatch.setattr(pump_module, "QUEUE_LIMIT", 3)
 
     async def scenario():
-        subscriber = Subscriber(order_pk=None)
+        subscriber = Subscriber(order_id=None)
         for event_id in range(1, 6):
             subscriber.offer(fake_event(event_id))
         return subscriber.overflowed, subscriber.queue.qsize()
@@ -299,7 +301,7 @@ def test_each_poll_is_one_query_whether_one_client_listens_or_fifty(place_order)
     async def measure(clients: int) -> tuple[int, int]:
         waker = SteppedWaker()
         pump = EventPump(waker=waker, read_after=counted_read_after, settle=0)
-        subscribers = [(await pump.subscribe(order.pk))[0] for _ in range(clients)]
+        subscribers = [(await pump.subscribe(order.order_id))[0] for _ in range(clients)]
         queries.clear()
         polls_before = pump.stats.polls
         written = await awrite(order)
@@ -324,7 +326,7 @@ def test_pump_stops_polling_when_nobody_listens_and_resumes_for_the_next_client(
 
     async def scenario():
         pump = EventPump(waker=PollWaker(0.02), idle_seconds=0.1)
-        subscriber, _ = await pump.subscribe(order.pk)
+        subscriber, _ = await pump.subscribe(order.order_id)
         running = pump._task
         pump.unsubscribe(subscriber)
         await asyncio.wait_for(running, 5)  # the loop ends by itself
@@ -332,7 +334,7 @@ def test_pump_stops_polling_when_nobody_listens_and_resumes_for_the_next_client(
         polls = pump.stats.polls
         await asyncio.sleep(0.2)
         assert pump.stats.polls == polls  # idle: no queries at all
-        subscriber, cursor = await pump.subscribe(order.pk)
+        subscriber, cursor = await pump.subscribe(order.order_id)
         assert cursor <= newest  # found the end of the table again
         written = await awrite(order)
         # The restarted pump may hand out the order's first event too (it was

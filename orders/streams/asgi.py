@@ -5,22 +5,30 @@ import asyncio
 import json
 import logging
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError
 
 from ..errors import error_document, send_error
+from ..failures import record_failure
+from . import flow, threads
 from .events import READ_BATCH, StreamEvent, read_replay
 from .opening import (
     Refusal,
     check_staff,
-    find_order_pk,
+    could_be_order_id,
+    open_stream,
     parse_last_event_id,
-    plan_opening,
 )
-from .pump import get_pump
+from .pump import PumpUnavailable, get_pump
+from .threads import Saturated, with_connection
 
 logger = logging.getLogger(__name__)
+
+# How long an opening waits for the pump to find the end of the event table (it
+# retries while the database fails) before it is answered 503.
+PUMP_WAIT_SECONDS = 5.0
+# What a 503 asks the client to wait before trying again.
+RETRY_AFTER_SECONDS = 2
 
 
 def frame(event: StreamEvent) -> bytes:
@@ -56,7 +64,16 @@ SSE_HEADERS = [
 
 class EventStream:
     """ASGI app: `per_order=True` serves /api/orders/<order_id>/events, else the
-    staff stream /api/events."""
+    staff stream /api/events.
+
+    Every way a stream can fail ends its response properly, so a browser falls
+    back to polling instead of showing "connecting" or "Live" forever: before
+    the headers, a JSON 503 with Retry-After (the database fails, the pump cannot
+    start, too many openings are waiting) or 500 (a programming error, also
+    recorded as a failure); after them, the end of the body. The disconnect
+    watcher runs from the start, so a client that leaves while its opening
+    waits is forgotten at once.
+    """
 
     def __init__(self, *, per_order: bool):
         self.per_order = per_order
@@ -73,66 +90,100 @@ class EventStream:
                 [(b"allow", b"GET")],
             )
             return
-        pump = get_pump()
-        order_id = scope.get("url_route", {}).get("kwargs", {}).get("order_id")
+        order_id = None
+        if self.per_order:
+            order_id = scope["url_route"]["kwargs"]["order_id"]
         try:
             last_id = parse_last_event_id(scope)
-            order_pk = await sync_to_async(self._authorize)(scope, order_id)
+            if order_id is not None and not could_be_order_id(order_id):
+                raise Refusal(404, "order_not_found", "No order has that id.")
         except Refusal as refusal:
             await send_error(send, refusal.status, refusal.error, refusal.detail)
             return
-        subscriber, through = await pump.subscribe(order_pk)
-        pump.stats.open_streams += 1
-        pump.stats.opened_total += 1
-        body = asyncio.ensure_future(
-            self._send_events(send, pump, subscriber, last_id, through, order_pk, scope)
-        )
+        response = _Response(send)
+        stream = asyncio.ensure_future(self._stream(scope, response, order_id, last_id))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
-            await asyncio.wait({body, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({stream, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            pump.unsubscribe(subscriber)
-            pump.stats.open_streams -= 1
-            for task in (body, watcher):
+            for task in (stream, watcher):
                 task.cancel()
-            await asyncio.gather(body, watcher, return_exceptions=True)
-        if body.done() and not body.cancelled() and body.exception():
-            logger.error("event stream failed", exc_info=body.exception())
+            await asyncio.gather(stream, watcher, return_exceptions=True)
 
-    def _authorize(self, scope, order_id: str | None) -> int | None:
-        close_old_connections()
-        if self.per_order:
-            return find_order_pk(order_id)
-        check_staff(scope)
-        return None
+    async def _stream(self, scope, response, order_id, last_id) -> None:
+        pump = get_pump()
+        subscriber = None
+        try:
+            subscriber, opening = await self._open(scope, pump, order_id, last_id)
+            pump.stats.open_streams += 1
+            pump.stats.opened_total += 1
+            try:
+                await self._send_events(scope, response, pump, subscriber, opening)
+            finally:
+                pump.stats.open_streams -= 1
+        except Refusal as refusal:
+            await response.refuse(refusal.status, refusal.error, refusal.detail)
+        except Saturated as error:
+            pump.stats.refused_openings += 1
+            logger.warning("event stream refused: %s", error)
+            await response.unavailable(
+                "Too many streams are opening at once; try again shortly."
+            )
+        except (DatabaseError, PumpUnavailable) as error:
+            pump.stats.refused_openings += not response.started
+            logger.warning("event stream: the database failed: %s", error)
+            await response.unavailable(
+                "The events cannot be read right now; try again shortly."
+            )
+        except Exception as error:
+            logger.exception("event stream failed")
+            await asyncio.to_thread(
+                with_connection,
+                record_failure,
+                task=f"stream {scope['path'][:200]}",
+                error=error,
+            )
+            await response.fail()
+        finally:
+            if subscriber is not None:
+                pump.unsubscribe(subscriber)
+            response.release()
 
-    async def _send_events(
-        self, send, pump, subscriber, last_id, through, order_pk, scope
-    ):
+    async def _open(self, scope, pump, order_id, last_id):
+        """Subscribe, then authorize and plan the replay in one trip to the
+        database; returns the subscriber and the Opening."""
+        subscriber, through = await pump.subscribe(order_id, timeout=PUMP_WAIT_SECONDS)
+        try:
+            opening = await threads.for_loop()[1].run(
+                open_stream, scope, order_id=order_id, last_id=last_id, through=through
+            )
+        except BaseException:
+            pump.unsubscribe(subscriber)
+            raise
+        return subscriber, opening
+
+    async def _send_events(self, scope, response, pump, subscriber, opening):
         retry_ms = int(settings.ORDER_STREAM_RETRY_MS)
         keepalive = float(settings.ORDER_STREAM_KEEPALIVE_SECONDS)
         loop = asyncio.get_running_loop()
-        opening = await sync_to_async(plan_opening)(
-            last_id=last_id, through=through, order_pk=order_pk
-        )
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
-        )
+        await response.start()
         # From this first line on, the client misses nothing that is written.
-        await _send_body(send, f": stream open\nretry: {retry_ms}\n\n".encode())
-        sent = await self._replay(send, opening, last_id, through, order_pk)
+        await response.body(f": stream open\nretry: {retry_ms}\n\n".encode())
+        sent = await self._replay(response, opening, subscriber)
         # The staff stream looks at its session again twice per keep-alive
         # interval, so one that ended (logout, account deactivated, password
         # changed, staff status taken away) is closed within that interval.
         recheck = None if self.per_order else keepalive / 2
         quiet_since = loop.time()
         next_check = quiet_since + recheck if recheck else None
-        while not subscriber.overflowed or not subscriber.queue.empty():
+        while not response.cut_off and (
+            not subscriber.overflowed or not subscriber.queue.empty()
+        ):
             if next_check is not None and loop.time() >= next_check:
                 try:
-                    await sync_to_async(self._authorize)(scope, None)
+                    await threads.for_loop()[1].run(check_staff, scope)
                 except Refusal as refusal:
-                    await _send_body(send, closed_frame(refusal))
+                    await response.body(closed_frame(refusal))
                     break
                 next_check = loop.time() + recheck
             wake = quiet_since + keepalive
@@ -144,30 +195,35 @@ class EventStream:
                 )
             except TimeoutError:
                 if loop.time() >= quiet_since + keepalive:
-                    await _send_body(send, b": keep-alive\n\n")
+                    await response.body(b": keep-alive\n\n")
                     quiet_since = loop.time()
                 continue
             if event.id <= sent:
                 continue  # the client had it already (it resumed from a later id)
             sent = event.id
-            await _send_body(send, frame(event))
+            await response.body(frame(event))
             quiet_since = loop.time()
-        # Fell too far behind (the client resumes from `sent`), or the session
-        # ended: end the response.
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if response.cut_off or subscriber.overflowed:
+            # The client resumes from the last id it read.
+            pump.stats.cut_off += 1
+        await response.end()
 
-    async def _replay(self, send, opening, last_id, through, order_pk) -> int:
-        """Send what the client missed up to `through`; returns the id after which
-        live events are new to the client."""
+    async def _replay(self, response, opening, subscriber) -> int:
+        """Send what the client missed up to the pump's cursor at subscription;
+        returns the id after which live events are new to the client."""
+        through = opening.through
         if opening.reset:
-            await _send_body(send, reset_frame(last_id))
+            await response.body(reset_frame(opening.last_id))
         batch = opening.replay
-        while batch:
-            await _send_body(send, b"".join(frame(event) for event in batch))
+        while batch and not response.cut_off:
+            await response.body(b"".join(frame(event) for event in batch))
             if len(batch) < READ_BATCH:
                 break
-            batch = await sync_to_async(read_replay)(
-                after=batch[-1].id, through=through, order_pk=order_pk
+            batch = await threads.for_loop()[1].run(
+                read_replay,
+                after=batch[-1].id,
+                through=through,
+                order_pk=opening.order_pk,
             )
         # Live events all come after `through`; a client that resumed from a later
         # id (it came from another process whose pump was ahead) has those up to
@@ -175,8 +231,70 @@ class EventStream:
         return max(through, opening.resume_from)
 
 
-async def _send_body(send, body: bytes) -> None:
-    await send({"type": "http.response.body", "body": body, "more_body": True})
+class _Response:
+    """One stream's response: whether it has started, how to end it in each
+    case, and (under daphne) how far its client has fallen behind."""
+
+    def __init__(self, send):
+        self.send = send
+        self.started = False
+        self.ended = False
+        self.cut_off = False
+        self.window = None
+
+    async def start(self) -> None:
+        self.window = flow.watch(self.send, settings.ORDER_STREAM_MAX_UNSENT_BYTES)
+        self.started = True
+        await self.send(
+            {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
+        )
+
+    async def body(self, body: bytes) -> None:
+        if self.cut_off:
+            return
+        await self.send({"type": "http.response.body", "body": body, "more_body": True})
+        if self.window is not None and not self.window.wrote(len(body)):
+            self.cut_off = True
+
+    async def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.release()
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def refuse(self, status: int, error: str, detail: str) -> None:
+        if self.started:
+            await self.end()
+        else:
+            self.ended = True
+            await send_error(self.send, status, error, detail)
+
+    async def unavailable(self, detail: str) -> None:
+        if self.started:
+            await self.end()
+            return
+        self.ended = True
+        await send_error(
+            self.send,
+            503,
+            "stream_unavailable",
+            detail,
+            [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
+        )
+
+    async def fail(self) -> None:
+        if self.started:
+            await self.end()
+        else:
+            self.ended = True
+            await send_error(
+                self.send, 500, "internal_error", "The stream failed; it was logged."
+            )
+
+    def release(self) -> None:
+        if self.window is not None:
+            self.window.release()
 
 
 async def _wait_for_disconnect(receive) -> None:
@@ -200,11 +318,21 @@ async def stream_stats(scope, receive, send):
         )
         return
     try:
-        await sync_to_async(check_staff)(scope)
+        await threads.for_loop()[1].run(check_staff, scope)
     except Refusal as refusal:
         await send_error(send, refusal.status, refusal.error, refusal.detail)
         return
+    except (Saturated, DatabaseError) as error:
+        await send_error(
+            send,
+            503,
+            "stream_unavailable",
+            f"Cannot check the session right now ({type(error).__name__}).",
+            [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
+        )
+        return
     pump = get_pump()
+    pump_thread, opening_threads = threads.for_loop()
     body = json.dumps(
         {
             "open_streams": pump.stats.open_streams,
@@ -214,6 +342,9 @@ async def stream_stats(scope, receive, send):
             "polls": pump.stats.polls,
             "queries": pump.stats.queries,
             "delivered": pump.stats.delivered,
+            "cut_off": pump.stats.cut_off,
+            "refused_openings": pump.stats.refused_openings,
+            "openings_waiting": opening_threads.pending,
             "cursor": pump.cursor,
             "tasks": len(asyncio.all_tasks()),
         }

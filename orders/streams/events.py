@@ -18,7 +18,7 @@ READ_BATCH = 500
 @dataclass(frozen=True)
 class StreamEvent:
     id: int
-    order_pk: int
+    order_id: str  # the order's public id, what a stream is opened by
     type: str
     data: str  # the JSON of event_document(), encoded once for every subscriber
 
@@ -27,7 +27,7 @@ def _stream_event(event: OrderEvent) -> StreamEvent:
     document = event_document(event, event.order.order_id)
     return StreamEvent(
         id=event.pk,
-        order_pk=event.order_id,
+        order_id=event.order.order_id,
         type=event.type,
         data=json.dumps(document, separators=(",", ":")),
     )

@@ -108,6 +108,23 @@ class Opening:
     replay: list[StreamEvent]  # the first page; more follow if it is full
     reset: bool
     resume_from: int  # the client has every event up to here
+    through: int  # the pump's cursor when the stream subscribed
+    last_id: int | None  # the resume id the client asked for
+    order_pk: int | None  # the order whose events to replay; None: all
+
+
+def open_stream(
+    scope: dict, *, order_id: str | None, last_id: int | None, through: int
+) -> Opening:
+    """Who may read the stream, and what it replays up to `through`: the one
+    trip to the database an opening makes (on the openings' threads). Raises
+    Refusal for an unknown order or a caller who is not staff."""
+    if order_id is None:
+        check_staff(scope)
+        order_pk = None
+    else:
+        order_pk = find_order_pk(order_id)
+    return plan_opening(last_id=last_id, through=through, order_pk=order_pk)
 
 
 def plan_opening(*, last_id: int | None, through: int, order_pk: int | None) -> Opening:
@@ -120,7 +137,7 @@ def plan_opening(*, last_id: int | None, through: int, order_pk: int | None) -> 
     reset, or the id is made up), which would otherwise hold back every event
     up to it.
     """
-    reset = False
+    asked, reset = last_id, False
     if last_id is not None:
         oldest = oldest_event_id()
         trimmed_through = through if oldest is None else oldest - 1
@@ -133,7 +150,21 @@ def plan_opening(*, last_id: int | None, through: int, order_pk: int | None) -> 
             # Live from now: a pump that has just started trails the newest rows
             # by the settle window, and those rows are not news to this client.
             newest = newest_event_id()
-            return Opening(replay=[], reset=reset, resume_from=max(through, newest))
+            return Opening(
+                replay=[],
+                reset=reset,
+                resume_from=max(through, newest),
+                through=through,
+                last_id=asked,
+                order_pk=None,
+            )
         last_id = 0
     replay = read_replay(after=last_id, through=through, order_pk=order_pk)
-    return Opening(replay=replay, reset=reset, resume_from=last_id)
+    return Opening(
+        replay=replay,
+        reset=reset,
+        resume_from=last_id,
+        through=through,
+        last_id=asked,
+        order_pk=order_pk,
+    )

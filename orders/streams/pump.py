@@ -3,16 +3,14 @@ one query per wake-up and hands each to the subscribers that want it. How ids st
 contiguous: orders/streams/__init__.py."""
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
 
+from . import threads
 from .events import StreamEvent, read_after, read_high_water
 from .wakers import make_waker
 
@@ -27,12 +25,12 @@ IDLE_SECONDS = 30.0
 
 @dataclass(eq=False)
 class Subscriber:
-    order_pk: int | None  # None: every order (the staff stream)
+    order_id: str | None  # None: every order (the staff stream)
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     overflowed: bool = False
 
     def wants(self, event: StreamEvent) -> bool:
-        return self.order_pk is None or self.order_pk == event.order_pk
+        return self.order_id is None or self.order_id == event.order_id
 
     def offer(self, event: StreamEvent) -> None:
         if self.overflowed:
@@ -52,6 +50,15 @@ class PumpStats:
     delivered: int = 0
     open_streams: int = 0
     opened_total: int = 0
+    # Streams ended because their client stopped reading (or fell QUEUE_LIMIT
+    # events behind), and openings refused because the database failed or too
+    # many were waiting.
+    cut_off: int = 0
+    refused_openings: int = 0
+
+
+class PumpUnavailable(Exception):
+    """The pump has not found the end of the event table (the database fails)."""
 
 
 class EventPump:
@@ -67,6 +74,7 @@ class EventPump:
         idle_seconds: float = IDLE_SECONDS,
     ):
         self.loop = asyncio.get_running_loop()
+        self.thread = threads.for_loop()[0]
         self.waker = waker or make_waker()
         self._read_after = read_after
         self._read_high_water = read_high_water
@@ -82,17 +90,23 @@ class EventPump:
         self._gap_seen_at: float | None = None
 
     # Subscribing ---------------------------------------------------------------
-    async def subscribe(self, order_pk: int | None) -> tuple[Subscriber, int]:
+    async def subscribe(
+        self, order_id: str | None, *, timeout: float | None = None
+    ) -> tuple[Subscriber, int]:
         """Register a subscriber; returns it and the cursor at that moment.
 
         Every event after the returned cursor reaches the subscriber's queue;
         every event up to it is in the table for the caller to replay. Nothing
         awaits between reading the cursor and registering, so no event falls
-        between the two.
+        between the two. Raises PumpUnavailable when the pump cannot start
+        within `timeout` (its database fails).
         """
         self._start()
-        await self._ready.wait()
-        subscriber = Subscriber(order_pk=order_pk)
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            raise PumpUnavailable("the event pump cannot read the events") from None
+        subscriber = Subscriber(order_id=order_id)
         self.subscribers.add(subscriber)
         return subscriber, self.cursor
 
@@ -111,8 +125,8 @@ class EventPump:
             try:
                 if self.cursor is None:
                     self.stats.queries += 1
-                    self.cursor = await sync_to_async(self._read_high_water)(
-                        self.settle
+                    self.cursor = await self.thread.run(
+                        self._read_high_water, self.settle
                     )
                     self._ready.set()
                 else:
@@ -126,8 +140,6 @@ class EventPump:
                 # this loop, so it keeps going, with backoff.
                 failures += 1
                 logger.exception("event pump: reading events failed; retrying")
-                with contextlib.suppress(DatabaseError):
-                    await sync_to_async(close_old_connections)()
                 await asyncio.sleep(min(5.0, 0.25 * 2**failures))
             if self.subscribers:
                 idle_since = None
@@ -145,7 +157,7 @@ class EventPump:
         """Read once and hand out what is settled; returns how many were sent."""
         self.stats.polls += 1
         self.stats.queries += 1
-        events = await sync_to_async(self._read_after)(self.cursor)
+        events = await self.thread.run(self._read_after, self.cursor)
         return self.deliver(events)
 
     def deliver(self, events: list[StreamEvent]) -> int:
