@@ -136,6 +136,7 @@ DATABASES = {
 # "Scale-out": the bound for N web and M worker processes).
 DATABASE_POOL = env_bool("DATABASE_POOL", False)
 DATABASE_POOL_MAX_SIZE = env_number("DATABASE_POOL_MAX_SIZE", 10, cast=int, minimum=1)
+DATABASE_POOL_TIMEOUT = env_number("DATABASE_POOL_TIMEOUT", 10, minimum=0.1)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django turns psycopg's prepared statements off (None); its own cursors bind
     # on the client and never prepare, so this is for the order moves, which
@@ -148,6 +149,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABAS
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": min(2, DATABASE_POOL_MAX_SIZE),
         "max_size": DATABASE_POOL_MAX_SIZE,
+        # A request (or a stream's opening) that cannot have a connection this
+        # soon fails (a 500, a stream's 503) instead of hanging psycopg's 30 s.
+        "timeout": DATABASE_POOL_TIMEOUT,
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Without these, concurrent writers (web + several workers) hit

@@ -18,6 +18,7 @@ from orderproj.asgi import application
 from orders import dispatcher
 from orders.models import OrderEvent
 from orders.services import events_trim
+from orders.streams import asgi as stream_asgi
 from orders.streams import pump as pump_module
 from orders.streams.events import StreamEvent, read_after
 from orders.streams.opening import (
@@ -301,7 +302,9 @@ def test_each_poll_is_one_query_whether_one_client_listens_or_fifty(place_order)
     async def measure(clients: int) -> tuple[int, int]:
         waker = SteppedWaker()
         pump = EventPump(waker=waker, read_after=counted_read_after, settle=0)
-        subscribers = [(await pump.subscribe(order.order_id))[0] for _ in range(clients)]
+        subscribers = [
+            (await pump.subscribe(order.order_id))[0] for _ in range(clients)
+        ]
         queries.clear()
         polls_before = pump.stats.polls
         written = await awrite(order)
@@ -672,3 +675,100 @@ def test_a_resume_id_past_every_event_is_reset_not_waited_for(place_order):
     # An id the pump has not reached yet, but the table has, is no reset.
     opening = plan_opening(last_id=newest, through=newest - 1, order_pk=None)
     assert not opening.reset
+
+
+# Failures while opening or streaming ---------------------------------------------
+def failing_pump() -> EventPump:
+    """The pump of the running loop, made to find the database down for good."""
+
+    def database_down(settle):
+        raise DatabaseError("the database is restarting")
+
+    pump = EventPump(waker=PollWaker(0.01), read_high_water=database_down)
+    pump_module._pumps[asyncio.get_running_loop()] = pump
+    return pump
+
+
+def test_an_opening_whose_pump_cannot_read_the_database_is_a_json_503(
+    place_order, monkeypatch
+):
+    order = place_order()
+    monkeypatch.setattr(stream_asgi, "PUMP_WAIT_SECONDS", 0.3)
+
+    async def scenario():
+        failing_pump()
+        client = await StreamClient(f"/api/orders/{order.order_id}/events").start()
+        body = json.loads(await client.body())
+        await asyncio.wait_for(client.task, 2)
+        return client.status, client.headers, body
+
+    status, headers, body = run(scenario())
+    assert status == 503
+    assert int(headers["retry-after"]) > 0
+    assert body["error"] == "stream_unavailable"
+
+
+def test_a_client_that_leaves_while_its_opening_waits_is_forgotten_at_once(
+    place_order, monkeypatch
+):
+    order = place_order()
+    monkeypatch.setattr(stream_asgi, "PUMP_WAIT_SECONDS", 30)
+
+    async def scenario():
+        pump = failing_pump()
+        client = StreamClient(f"/api/orders/{order.order_id}/events")
+        client.task = asyncio.ensure_future(
+            application(client.scope, client._receive, client.messages.put)
+        )
+        await asyncio.sleep(0.2)
+        assert not client.task.done()  # waiting for the pump
+        client.gone.set()
+        await asyncio.wait_for(client.task, 1)
+        return client.messages.qsize(), len(pump.subscribers)
+
+    assert run(scenario()) == (0, 0)
+
+
+def test_a_programming_error_while_opening_is_a_json_500_and_a_failure_record(
+    place_order, monkeypatch
+):
+    from orders.models import FailureRecord
+
+    order = place_order()
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(stream_asgi, "open_stream", broken)
+
+    async def scenario():
+        client = await StreamClient(f"/api/orders/{order.order_id}/events").start()
+        return client.status, json.loads(await client.body())
+
+    status, body = run(scenario())
+    assert (status, body["error"]) == (500, "internal_error")
+    record = FailureRecord.objects.get()
+    assert record.task == f"stream /api/orders/{order.order_id}/events"
+    assert record.exception_type == "KeyError"
+
+
+def test_a_staff_stream_that_cannot_check_its_session_ends_its_response(
+    place_order, settings, monkeypatch
+):
+    settings.ORDER_STREAM_KEEPALIVE_SECONDS = 0.2
+    headers = staff_session_header()
+
+    def database_down(scope):
+        raise DatabaseError("the database is restarting")
+
+    async def scenario():
+        client = await StreamClient("/api/events", headers=headers).start()
+        monkeypatch.setattr(stream_asgi, "check_staff", database_down)
+        ended = False
+        while not ended:  # keep-alives, until the last body message
+            message = await asyncio.wait_for(client.messages.get(), 3)
+            ended = not message.get("more_body", False)
+        await asyncio.wait_for(client.task, 2)
+        return client.status
+
+    assert run(scenario()) == 200

@@ -1,0 +1,283 @@
+"""The streams under faults, over real HTTP from a real daphne: a client that
+stops reading, a database that goes away under open streams, a burst of
+openings beyond what the web process takes."""
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_scale_out import POSTGRES_URL, scaled
+from tests.e2e.test_streams_e2e import open_raw_stream, read_events, stream_stats
+from tests.sse import read_sse
+from tests.stack import wait_until
+
+pytestmark = pytest.mark.e2e
+
+# Events written for the slow-client test: 20,000 of about 1.2 KiB each on the wire.
+FLOOD_EVENTS = 20_000
+FLOOD = """
+from django.db import transaction
+from django.utils import timezone
+from orders.models import Order, OrderEvent
+order = Order.objects.get(order_id={order_id!r})
+detail = "x" * 1000
+for start in range(0, {count}, 1000):
+    with transaction.atomic():
+        OrderEvent.objects.bulk_create([
+            OrderEvent(order=order, type="delivery.completed", status=order.status,
+                       attempt=order.attempts, detail=detail, at=timezone.now())
+            for _ in range(1000)
+        ])
+print(OrderEvent.objects.filter(order=order).order_by("-pk").first().pk)
+"""
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1])
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_the_web_process_memory_stays_flat(
+    stack,
+):
+    staff = stack.staff_client()
+    order = stack.place()
+    stack.wait_for_terminal(order["order_id"])
+    path = f"/api/orders/{order['order_id']}/events"
+    # A client that reads its response head and then nothing: a small receive
+    # buffer, so what the server sends piles up on the server's side.
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", stack.port))
+    stalled.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    stalled.settimeout(10)
+    assert stalled.recv(64).startswith(b"HTTP/1.1 200")
+    wait_until(
+        lambda: stream_stats(staff)["open_streams"] == 1,
+        timeout=10,
+        what="the stalled stream to be open",
+    )
+    before = rss_kib(stack.web.pid)
+    cut_off_before = stream_stats(staff)["cut_off"]
+    # A client that reads everything, beside it, for as long as it takes.
+    with (
+        ThreadPoolExecutor(1) as pool,
+        httpx.Client(base_url=stack.base_url, timeout=30) as reader,
+    ):
+        reading = pool.submit(
+            read_events,
+            reader,
+            path,
+            until=set(),
+            stop_after=FLOOD_EVENTS + len(stack.status(order["order_id"])["events"]),
+            within=120,
+        )
+        last_id = int(
+            stack.manage(
+                "shell",
+                "-c",
+                FLOOD.format(order_id=order["order_id"], count=FLOOD_EVENTS),
+                timeout=120,
+            ).stdout.split()[-1]
+        )
+        wait_until(
+            lambda: stream_stats(staff)["cut_off"] > cut_off_before,
+            timeout=60,
+            what="the stalled stream to be cut off",
+        )
+        received = reading.result(timeout=150)
+    grown = rss_kib(stack.web.pid) - before
+    stalled.close()
+    # The reader got every event, the stalled client was cut off rather than
+    # buffered: ~24 MB went out on the stream; the web process grew by little.
+    assert received[-1][0] == last_id
+    assert len({event_id for event_id, *_ in received}) == len(received)
+    assert grown < 8 * 1024, f"the web process grew by {grown} KiB"
+    wait_until(
+        lambda: stream_stats(staff)["open_streams"] == 0,
+        timeout=10,
+        what="both streams to be gone",
+    )
+    staff.close()
+
+
+def test_a_burst_of_openings_beyond_the_backlog_gets_a_fast_json_503_with_retry_after(
+    fresh_stack,
+):
+    stack = fresh_stack(ORDER_STREAM_OPEN_THREADS="1", ORDER_STREAM_OPEN_BACKLOG="2")
+    order = stack.place()
+    stack.wait_for_terminal(order["order_id"])
+    path = f"/api/orders/{order['order_id']}/events"
+    live = open_raw_stream(stack.port, path)
+
+    def open_one(_) -> tuple[int, str | None, dict | None, float]:
+        started = time.monotonic()
+        with (
+            httpx.Client(base_url=stack.base_url, timeout=30) as client,
+            client.stream("GET", path) as response,
+        ):
+            body = None if response.status_code == 200 else response.read()
+            return (
+                response.status_code,
+                response.headers.get("retry-after"),
+                json.loads(body) if body else None,
+                time.monotonic() - started,
+            )
+
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(open_one, range(40)))
+    refused = [answer for answer in answers if answer[0] == 503]
+    assert refused, "no opening of the 40 was refused with a backlog of 2"
+    assert {answer[0] for answer in answers} <= {200, 503}
+    for _status, retry_after, body, took in refused:
+        assert int(retry_after) > 0
+        assert body["error"] == "stream_unavailable"
+        assert took < 5
+    # The stream that was open before the burst still gets the order's events.
+    later = stack.place()
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        events = read_events(client, f"/api/orders/{later['order_id']}/events")
+    assert events[-1][1] == "order.completed"
+    live.settimeout(5)
+    assert live.recv(65536)  # the replay at least, and the connection is alive
+    live.close()
+
+
+APPEND_EVENT = """
+from orders.models import Order
+from orders.transitions import append_event
+print(append_event(Order.objects.get(order_id={order_id!r}), "delivery.completed").pk)
+"""
+
+
+def test_streams_under_a_database_that_goes_away_end_properly_and_lose_nothing(
+    tmp_path,
+):
+    """The database restarting, as the web process sees it: every session of its
+    database is ended and new connections are refused for a few seconds. An
+    opening meanwhile is a JSON 503 with Retry-After, not a hang; an order
+    stream stays open and gets what is written once the database is back; the
+    staff stream, which cannot check its session meanwhile, ends properly and
+    resumes from its Last-Event-ID with no gap and no duplicate."""
+    import psycopg
+
+    with scaled(tmp_path, ORDER_STREAM_KEEPALIVE_SECONDS="1") as stack:
+        stack.start()
+        database = stack.env["DATABASE_URL"].rsplit("/", 1)[1]
+        first = stack.place()
+        stack.wait_for_terminal(first["order_id"])
+        staff = stack.staff_client()
+        client = httpx.Client(base_url=stack.base_url, timeout=30)
+        staff_seen: list[int] = []
+        with (
+            read_sse(
+                staff, "/api/events", within=60, what="the staff stream"
+            ) as before,
+            read_sse(
+                client,
+                f"/api/orders/{first['order_id']}/events",
+                within=60,
+                what="the order stream",
+            ) as order_stream,
+        ):
+            assert before.response.status_code == 200
+            assert order_stream.response.status_code == 200
+            warmup = stack.place()
+            staff_events = before.events()
+            for sse in staff_events:
+                if not sse.id:
+                    continue
+                staff_seen.append(int(sse.id))
+                data = json.loads(sse.data)
+                if data["order_id"] == warmup["order_id"] and data["type"] in {
+                    "order.completed",
+                    "order.failed",
+                }:
+                    break
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+                admin.execute(
+                    f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false'
+                )
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [database],
+                )
+                try:
+                    started = time.monotonic()
+                    refused = httpx.get(
+                        f"{stack.base_url}/api/orders/{first['order_id']}/events",
+                        timeout=30,
+                    )
+                    took = time.monotonic() - started
+                    # The staff stream ends, properly, once it cannot check
+                    # its session (twice per keep-alive interval).
+                    staff_seen += [int(sse.id) for sse in staff_events if sse.id]
+                finally:
+                    admin.execute(
+                        f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true'
+                    )
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "stream_unavailable"
+            assert int(refused.headers["retry-after"]) > 0
+            assert took < 15
+            # Back: what is written now reaches the order stream that stayed open.
+            written = wait_until(
+                lambda: _append_when_back(stack, first["order_id"]),
+                timeout=30,
+                interval=0.5,
+                what="the database to be back",
+            )
+            for sse in order_stream.events():
+                if sse.id and int(sse.id) >= written:
+                    break
+            assert int(sse.id) == written
+        # The staff stream resumes from its last id and misses nothing.
+        second = stack.place()
+        resumed_from = staff_seen[-1]
+        resumed: list[int] = []
+        with read_sse(
+            staff,
+            "/api/events",
+            headers={"Last-Event-ID": str(resumed_from)},
+            within=60,
+            what="the staff stream, resumed",
+        ) as after:
+            assert after.response.status_code == 200
+            for sse in after.events():
+                if not sse.id:
+                    continue
+                resumed.append(int(sse.id))
+                data = json.loads(sse.data)
+                if data["order_id"] == second["order_id"] and data["type"] in {
+                    "order.completed",
+                    "order.failed",
+                }:
+                    break
+        in_the_database = stack.event_ids_of(
+            [first["order_id"], warmup["order_id"], second["order_id"]]
+        )
+        assert resumed == [
+            event_id
+            for event_id in in_the_database
+            if resumed_from < event_id <= resumed[-1]
+        ]
+        assert written in resumed
+        client.close()
+        staff.close()
+
+
+def _append_when_back(stack, order_id: str) -> int | None:
+    result = stack.manage(
+        "shell", "-c", APPEND_EVENT.format(order_id=order_id), check=False
+    )
+    return int(result.stdout.split()[-1]) if result.returncode == 0 else None
