@@ -563,16 +563,21 @@ ORDER_STREAM_RETRY_MS = env_number("ORDER_STREAM_RETRY_MS", 2000, cast=int, mini
 ORDER_STREAM_OPEN_THREADS = env_number(
     "ORDER_STREAM_OPEN_THREADS", 2, cast=int, minimum=1
 )
-# Openings waiting for those threads beyond this many are refused at once with a
-# 503 and Retry-After, rather than waiting behind a burst.
-ORDER_STREAM_OPEN_BACKLOG = env_number(
-    "ORDER_STREAM_OPEN_BACKLOG", 1000, cast=int, minimum=1
+# An opening is refused at once with a 503 and Retry-After, rather than waiting
+# behind others, when the last one to start had waited longer than this for a
+# thread (the database is slow, or a burst is more than it serves soon), or when
+# ORDER_STREAM_OPEN_BACKLOG are waiting already.
+ORDER_STREAM_OPEN_MAX_WAIT_SECONDS = env_number(
+    "ORDER_STREAM_OPEN_MAX_WAIT_SECONDS", 2, minimum=0
 )
-# A stream whose client stops reading is cut off once this much of what it was
-# sent waits in the web process, on top of the connection's own send buffer
-# (64 KiB in daphne); the client resumes from its last id when it reads again.
+ORDER_STREAM_OPEN_BACKLOG = env_number(
+    "ORDER_STREAM_OPEN_BACKLOG", 5000, cast=int, minimum=1
+)
+# A stream whose client does not take what it is sent (its connection's send
+# buffer, 64 KiB in daphne, full) writes nothing more; once this much waits for
+# it, it is cut off and its client resumes from its last id when it reads again.
 ORDER_STREAM_MAX_UNSENT_BYTES = env_number(
-    "ORDER_STREAM_MAX_UNSENT_BYTES", 65536, cast=int, minimum=1024
+    "ORDER_STREAM_MAX_UNSENT_BYTES", 1024 * 1024, cast=int, minimum=1024
 )
 # Events older than this are deleted (hourly, by the dispatcher); 0 keeps them all.
 ORDER_EVENT_RETENTION_DAYS = env_number("ORDER_EVENT_RETENTION_DAYS", 7, minimum=0)

@@ -39,15 +39,23 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.1, what: str = 
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
+# Connections the kernel holds for daphne before it accepts them. Twisted's
+# default is 50: a burst of streams opening at once (a page load of a busy
+# dashboard, every browser reconnecting after a restart) overflowed it, and the
+# kernel dropped the rest, whose clients tried again 1, 3, 7, 15 s later (2,000
+# streams took 26 s to open; with 2,048 here, 2 s). The kernel caps it at
+# net.core.somaxconn (4,096 on current kernels).
+LISTEN_BACKLOG = 2048
+
+
 def web_command(host: str, port: int) -> list[str]:
+    interface = host.replace(":", "\\:")  # an IPv6 address, in Twisted's syntax
     return [
         sys.executable,
         "-m",
         "daphne",
-        "-b",
-        host,
-        "-p",
-        str(port),
+        "-e",
+        f"tcp:port={port}:interface={interface}:backlog={LISTEN_BACKLOG}",
         "orderproj.asgi:application",
     ]
 

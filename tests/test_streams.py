@@ -151,6 +151,13 @@ async def awrite(order, **kwargs):
     return await sync_to_async(write, thread_sensitive=False)(order, **kwargs)
 
 
+async def next_event(subscriber, within: float = 3.0):
+    if not subscriber.pending:
+        await subscriber.take(asyncio.get_running_loop().time() + within, 0)
+    assert subscriber.pending, f"no event within {within} s"
+    return subscriber.pending.popleft()
+
+
 def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 30))
 
@@ -206,7 +213,7 @@ def test_pump_holds_events_behind_a_missing_id_until_it_commits_or_settles():
         await asyncio.sleep(0.25)
         # 14 never came: a rolled-back transaction's hole, passed after the window.
         assert pump.deliver([fake_event(15)]) == 1
-        return [subscriber.queue.get_nowait().id for _ in range(4)]
+        return [subscriber.pending.popleft().id for _ in range(4)]
 
     assert run(scenario()) == [11, 12, 13, 15]
 
@@ -220,7 +227,7 @@ def test_pump_hands_each_subscriber_only_the_orders_it_asked_for():
         pump.deliver(
             [fake_event(1, "ord_1"), fake_event(2, "ord_2"), fake_event(3, "ord_1")]
         )
-        return one.queue.qsize(), everything.queue.qsize()
+        return len(one.pending), len(everything.pending)
 
     assert run(scenario()) == (2, 3)
 
@@ -234,9 +241,46 @@ def test_a_subscriber_that_falls_too_far_behind_is_cut_off_not_buffered(
         subscriber = Subscriber(order_id=None)
         for event_id in range(1, 6):
             subscriber.offer(fake_event(event_id))
-        return subscriber.overflowed, subscriber.queue.qsize()
+        return subscriber.overflowed, len(subscriber.pending)
 
-    assert run(scenario()) == (True, 3)
+    # Cut off, and what waited is dropped: the client resumes from its last id.
+    assert run(scenario()) == (True, 0)
+
+
+def test_a_stalled_subscriber_keeps_its_events_until_the_limit_then_is_cut_off():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        subscriber = Subscriber(order_id=None, unsent_limit=5)
+        subscriber.stall(True)
+        subscriber.offer(fake_event(1))  # 2 bytes of data
+        subscriber.offer(fake_event(2))
+        # Nothing is taken while the connection takes nothing.
+        taken_while_stalled = await subscriber.take(loop.time() + 0.05, 1024)
+        subscriber.stall(False)
+        taken = await subscriber.take(loop.time() + 1, 1024)
+        subscriber.stall(True)
+        for event_id in range(3, 6):  # 6 bytes wait: past the limit
+            subscriber.offer(fake_event(event_id))
+        return (
+            taken_while_stalled,
+            [event.id for event in taken],
+            subscriber.overflowed,
+            len(subscriber.pending),
+        )
+
+    assert run(scenario()) == ([], [1, 2], True, 0)
+
+
+def test_a_subscriber_that_is_not_stalled_is_never_cut_off_for_its_bytes():
+    async def scenario():
+        subscriber = Subscriber(order_id=None, unsent_limit=5)
+        for event_id in range(1, 11):
+            subscriber.offer(fake_event(event_id))
+        taken = await subscriber.take(asyncio.get_running_loop().time() + 1, 8)
+        return subscriber.overflowed, [event.id for event in taken]
+
+    # And a batch stops once it holds about max_bytes.
+    assert run(scenario()) == (False, [1, 2, 3, 4])
 
 
 def test_pump_keeps_going_after_the_database_fails_a_read():
@@ -256,7 +300,7 @@ def test_pump_keeps_going_after_the_database_fails_a_read():
             settle=0,
         )
         subscriber, cursor = await pump.subscribe(None)
-        event = await asyncio.wait_for(subscriber.queue.get(), 3)
+        event = await next_event(subscriber)
         return cursor, event.id
 
     assert run(scenario()) == (7, 8)
@@ -311,9 +355,7 @@ def test_each_poll_is_one_query_whether_one_client_listens_or_fifty(place_order)
         for _ in range(polls):
             await waker.step()
         for subscriber in subscribers:  # each got the new event
-            got = [
-                subscriber.queue.get_nowait() for _ in range(subscriber.queue.qsize())
-            ]
+            got = [subscriber.pending.popleft() for _ in range(len(subscriber.pending))]
             assert got[-1].id == written.pk
         return len(queries), pump.stats.polls - polls_before
 
@@ -342,10 +384,10 @@ def test_pump_stops_polling_when_nobody_listens_and_resumes_for_the_next_client(
         written = await awrite(order)
         # The restarted pump may hand out the order's first event too (it was
         # not settled yet when the pump found the end of the table).
-        event = await asyncio.wait_for(subscriber.queue.get(), 3)
+        event = await next_event(subscriber)
         if event.id != written.pk:
             assert event.id < written.pk
-            event = await asyncio.wait_for(subscriber.queue.get(), 3)
+            event = await next_event(subscriber)
         assert event.id == written.pk
         return event.type
 

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 # How long an opening waits for the pump to find the end of the event table (it
 # retries while the database fails) before it is answered 503.
 PUMP_WAIT_SECONDS = 5.0
+# A stream writes at most about this much at once: what the connection's send
+# buffer (64 KiB in daphne) holds before it says it is full.
+BODY_BYTES = 64 * 1024
 # What a 503 asks the client to wait before trying again.
 RETRY_AFTER_SECONDS = 2
 
@@ -101,14 +104,18 @@ class EventStream:
             await send_error(send, refusal.status, refusal.error, refusal.detail)
             return
         response = _Response(send)
-        stream = asyncio.ensure_future(self._stream(scope, response, order_id, last_id))
-        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        # The stream runs in this task; the watcher cancels it when the client
+        # leaves, whatever it is waiting for (the pump, a thread, an event).
+        watcher = asyncio.ensure_future(
+            _cancel_on_disconnect(receive, asyncio.current_task())
+        )
         try:
-            await asyncio.wait({stream, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await self._stream(scope, response, order_id, last_id)
+        except asyncio.CancelledError:
+            if not watcher.done():
+                raise  # cancelled by the server, not by the client leaving
         finally:
-            for task in (stream, watcher):
-                task.cancel()
-            await asyncio.gather(stream, watcher, return_exceptions=True)
+            watcher.cancel()
 
     async def _stream(self, scope, response, order_id, last_id) -> None:
         pump = get_pump()
@@ -166,7 +173,8 @@ class EventStream:
         retry_ms = int(settings.ORDER_STREAM_RETRY_MS)
         keepalive = float(settings.ORDER_STREAM_KEEPALIVE_SECONDS)
         loop = asyncio.get_running_loop()
-        await response.start()
+        subscriber.unsent_limit = settings.ORDER_STREAM_MAX_UNSENT_BYTES
+        await response.start(subscriber)
         # From this first line on, the client misses nothing that is written.
         await response.body(f": stream open\nretry: {retry_ms}\n\n".encode())
         sent = await self._replay(response, opening, subscriber)
@@ -176,9 +184,7 @@ class EventStream:
         recheck = None if self.per_order else keepalive / 2
         quiet_since = loop.time()
         next_check = quiet_since + recheck if recheck else None
-        while not response.cut_off and (
-            not subscriber.overflowed or not subscriber.queue.empty()
-        ):
+        while not subscriber.overflowed:
             if next_check is not None and loop.time() >= next_check:
                 try:
                     await threads.for_loop()[1].run(check_staff, scope)
@@ -189,24 +195,27 @@ class EventStream:
             wake = quiet_since + keepalive
             if next_check is not None:
                 wake = min(wake, next_check)
-            try:
-                event = await asyncio.wait_for(
-                    subscriber.queue.get(), max(0.0, wake - loop.time())
-                )
-            except TimeoutError:
-                if loop.time() >= quiet_since + keepalive:
-                    await response.body(b": keep-alive\n\n")
-                    quiet_since = loop.time()
-                continue
-            if event.id <= sent:
-                continue  # the client had it already (it resumed from a later id)
-            sent = event.id
-            await response.body(frame(event))
-            quiet_since = loop.time()
-        if response.cut_off or subscriber.overflowed:
-            # The client resumes from the last id it read.
+            batch = [
+                event
+                # the client had those up to `sent` already (it resumed from a
+                # later id)
+                for event in await subscriber.take(wake, BODY_BYTES)
+                if event.id > sent
+            ]
+            if batch:
+                sent = batch[-1].id
+                await response.body(b"".join(frame(event) for event in batch))
+                quiet_since = loop.time()
+            elif loop.time() >= quiet_since + keepalive and not subscriber.stalled:
+                await response.body(b": keep-alive\n\n")
+                quiet_since = loop.time()
+        if subscriber.overflowed:
+            # The client resumes from the last id it read. What waited in its
+            # connection is dropped with it.
             pump.stats.cut_off += 1
-        await response.end()
+            await response.abort()
+        else:
+            await response.end()
 
     async def _replay(self, response, opening, subscriber) -> int:
         """Send what the client missed up to the pump's cursor at subscription;
@@ -215,7 +224,7 @@ class EventStream:
         if opening.reset:
             await response.body(reset_frame(opening.last_id))
         batch = opening.replay
-        while batch and not response.cut_off:
+        while batch:
             await response.body(b"".join(frame(event) for event in batch))
             if len(batch) < READ_BATCH:
                 break
@@ -233,28 +242,23 @@ class EventStream:
 
 class _Response:
     """One stream's response: whether it has started, how to end it in each
-    case, and (under daphne) how far its client has fallen behind."""
+    case, and (under daphne) its connection's send window."""
 
     def __init__(self, send):
         self.send = send
         self.started = False
         self.ended = False
-        self.cut_off = False
         self.window = None
 
-    async def start(self) -> None:
-        self.window = flow.watch(self.send, settings.ORDER_STREAM_MAX_UNSENT_BYTES)
+    async def start(self, subscriber) -> None:
+        self.window = flow.watch(self.send, subscriber.stall)
         self.started = True
         await self.send(
             {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
         )
 
     async def body(self, body: bytes) -> None:
-        if self.cut_off:
-            return
         await self.send({"type": "http.response.body", "body": body, "more_body": True})
-        if self.window is not None and not self.window.wrote(len(body)):
-            self.cut_off = True
 
     async def end(self) -> None:
         if self.ended:
@@ -262,6 +266,16 @@ class _Response:
         self.ended = True
         self.release()
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def abort(self) -> None:
+        """Drop the connection and what waits in it (a client that stopped
+        reading); without daphne's window, end the response instead."""
+        if self.window is None:
+            await self.end()
+            return
+        self.ended = True
+        self.release()
+        self.window.abort()
 
     async def refuse(self, status: int, error: str, detail: str) -> None:
         if self.started:
@@ -297,10 +311,11 @@ class _Response:
             self.window.release()
 
 
-async def _wait_for_disconnect(receive) -> None:
+async def _cancel_on_disconnect(receive, stream: asyncio.Task) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            stream.cancel()
             return
 
 

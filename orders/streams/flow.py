@@ -1,17 +1,19 @@
-"""How much a stream has sent that its client has not taken yet.
+"""Backpressure for the streams under daphne.
 
-ASGI gives no backpressure of its own, and daphne's `send()` never waits: what a
-client does not read piles up in the web process without bound (measured: five
-staff streams whose clients never read fell 8,054 events behind). Under daphne a
-stream registers a push producer on its connection (Twisted's producer API):
-Twisted pauses it when the connection's send buffer passes its 64 KiB and
-resumes it once the buffer has drained. What the stream writes while paused is
-what its client has not taken beyond that buffer; past
-ORDER_STREAM_MAX_UNSENT_BYTES the connection is dropped, which frees what it
-held at once, and the client resumes from its last id when it reads again.
+ASGI gives none of its own, and daphne's `send()` never waits: what a client did
+not read piled up in the web process without bound (measured: five staff
+streams whose clients never read fell 8,054 events behind and were never cut
+off). Here a stream registers a push producer on its connection (Twisted's
+producer API): Twisted pauses it when the connection's send buffer passes its
+64 KiB and resumes it once the buffer has drained. While paused, the stream
+writes nothing and its events wait in its Subscriber, which cuts it off past
+ORDER_STREAM_MAX_UNSENT_BYTES; the connection is then dropped, which frees what
+it held at once, and the client resumes from its last id when it reads again.
+A client that reads slowly is served at its own pace.
 """
 
 import functools
+from collections.abc import Callable
 
 from daphne.http_protocol import WebRequest
 from twisted.internet.interfaces import IPushProducer
@@ -20,39 +22,22 @@ from zope.interface import implementer
 
 @implementer(IPushProducer)
 class SendWindow:
-    """A stream's view of its connection's send buffer."""
+    """Tells `on_change` when the connection's send buffer fills up (True) and
+    drains (False)."""
 
-    def __init__(self, request, limit: int):
+    def __init__(self, request, on_change: Callable[[bool], None]):
         self.request = request
-        self.limit = limit
-        self.paused = False
-        self.unsent = 0  # bytes written since the connection's buffer filled up
+        self.on_change = on_change
 
     # Twisted's IPushProducer: the connection calls these.
     def pauseProducing(self) -> None:
-        self.paused = True
+        self.on_change(True)
 
     def resumeProducing(self) -> None:
-        self.paused = False
-        self.unsent = 0
+        self.on_change(False)
 
     def stopProducing(self) -> None:  # the connection is going away
-        self.paused = True
-
-    # The stream calls these.
-    def wrote(self, size: int) -> bool:
-        """Count what was just written; False once the client is too far
-        behind, after dropping its connection."""
-        if not self.paused:
-            return True
-        self.unsent += size
-        if self.unsent <= self.limit:
-            return True
-        self.release()
-        channel = getattr(self.request, "channel", None)
-        if channel is not None and channel.transport is not None:
-            channel.transport.abortConnection()
-        return False
+        self.on_change(True)
 
     def release(self) -> None:
         """Unregister before the response ends (Twisted logs a producer left
@@ -61,15 +46,22 @@ class SendWindow:
         if self.request.producer is self and channel is not None:
             self.request.unregisterProducer()
 
+    def abort(self) -> None:
+        """Drop the connection, and what waits in its send buffer."""
+        self.release()
+        channel = getattr(self.request, "channel", None)
+        if channel is not None and channel.transport is not None:
+            channel.transport.abortConnection()
 
-def watch(send, limit: int) -> SendWindow | None:
+
+def watch(send, on_change: Callable[[bool], None]) -> SendWindow | None:
     """A SendWindow on the connection behind `send`, or None where the server
     gives no way to see its buffer (not daphne, or the in-process tests): there
-    only the subscriber's queue limit bounds a stream."""
+    only the subscriber's QUEUE_LIMIT bounds a stream."""
     request = _daphne_request(send)
     if request is None:
         return None
-    window = SendWindow(request, limit)
+    window = SendWindow(request, on_change)
     request.registerProducer(window, True)
     return window
 

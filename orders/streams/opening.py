@@ -14,6 +14,7 @@ from .events import (
     StreamEvent,
     newest_event_id,
     oldest_event_id,
+    read_order_opening,
     read_replay,
 )
 
@@ -121,9 +122,21 @@ def open_stream(
     Refusal for an unknown order or a caller who is not staff."""
     if order_id is None:
         check_staff(scope)
-        order_pk = None
-    else:
-        order_pk = find_order_pk(order_id)
+        return plan_opening(last_id=last_id, through=through, order_pk=None)
+    if last_id is None:
+        # A page that opens: the order and its history in one statement.
+        order_pk, replay = read_order_opening(order_id, through=through)
+        if order_pk is None:
+            raise Refusal(404, "order_not_found", f"No order with id {order_id!r}.")
+        return Opening(
+            replay=replay,
+            reset=False,
+            resume_from=0,
+            through=through,
+            last_id=None,
+            order_pk=order_pk,
+        )
+    order_pk = find_order_pk(order_id)
     return plan_opening(last_id=last_id, through=through, order_pk=order_pk)
 
 

@@ -5,6 +5,7 @@ contiguous: orders/streams/__init__.py."""
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,9 +26,24 @@ IDLE_SECONDS = 30.0
 
 @dataclass(eq=False)
 class Subscriber:
+    """One open stream, as the pump sees it: the events it has not sent yet,
+    and the future its stream waits on (no queue object, no task per wait:
+    2,000 idle streams are 2,000 deques and futures).
+
+    While its client's connection takes no more (`stalled`, told by the
+    connection: orders/streams/flow.py) the stream sends nothing and events
+    wait here; once more than `unsent_limit` bytes wait, or QUEUE_LIMIT events
+    at any time, the subscriber is cut off (`overflowed`), what waited is
+    dropped, and the client resumes from its last id when it reads again.
+    """
+
     order_id: str | None  # None: every order (the staff stream)
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    unsent_limit: int | None = None  # bytes; None: only QUEUE_LIMIT applies
+    pending: deque = field(default_factory=deque)
+    pending_bytes: int = 0
+    stalled: bool = False
     overflowed: bool = False
+    _waiter: asyncio.Future | None = None
 
     def wants(self, event: StreamEvent) -> bool:
         return self.order_id is None or self.order_id == event.order_id
@@ -35,12 +51,53 @@ class Subscriber:
     def offer(self, event: StreamEvent) -> None:
         if self.overflowed:
             return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            # Cut off rather than buffer without bound; the stream ends and its
-            # client resumes from its last id.
+        self.pending.append(event)
+        self.pending_bytes += len(event.data)
+        self._check_limits()
+        self._wake()
+
+    def stall(self, stalled: bool) -> None:
+        """The connection's send buffer filled up (True) or drained (False)."""
+        self.stalled = stalled
+        self._check_limits()
+        self._wake()
+
+    def _check_limits(self) -> None:
+        if len(self.pending) > QUEUE_LIMIT or (
+            self.stalled
+            and self.unsent_limit is not None
+            and self.pending_bytes > self.unsent_limit
+        ):
             self.overflowed = True
+            self.pending.clear()
+            self.pending_bytes = 0
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def take(self, deadline: float, max_bytes: int) -> list[StreamEvent]:
+        """The waiting events, oldest first, about `max_bytes` of them at the
+        most, once there are some and the connection takes them; [] at
+        `deadline` (loop time), or once cut off."""
+        if not self.overflowed and (self.stalled or not self.pending):
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._waiter
+            except TimeoutError:
+                return []
+            finally:
+                self._waiter = None
+        if self.overflowed or self.stalled:
+            return []
+        batch, size = [], 0
+        while self.pending and size < max_bytes:
+            event = self.pending.popleft()
+            size += len(event.data)
+            batch.append(event)
+        self.pending_bytes -= size
+        return batch
 
 
 @dataclass
@@ -95,7 +152,7 @@ class EventPump:
     ) -> tuple[Subscriber, int]:
         """Register a subscriber; returns it and the cursor at that moment.
 
-        Every event after the returned cursor reaches the subscriber's queue;
+        Every event after the returned cursor reaches the subscriber;
         every event up to it is in the table for the caller to replay. Nothing
         awaits between reading the cursor and registering, so no event falls
         between the two. Raises PumpUnavailable when the pump cannot start
@@ -103,7 +160,8 @@ class EventPump:
         """
         self._start()
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
         except TimeoutError:
             raise PumpUnavailable("the event pump cannot read the events") from None
         subscriber = Subscriber(order_id=order_id)
