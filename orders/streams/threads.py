@@ -14,6 +14,7 @@ are waiting already; either way the live streams are never delayed.
 import asyncio
 import functools
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -25,7 +26,17 @@ class Saturated(Exception):
 
 
 class DatabaseThreads:
-    """A few threads for one kind of database work, with a bounded backlog."""
+    """A few threads for one kind of database work, with a bounded backlog.
+
+    Calls wait in one queue and each thread runs them in turns of up to
+    BATCH, handing the results back to the event loop together: a burst of
+    2,000 openings is some 60 hand-offs between the loop and the threads, not
+    2,000. Each hand-off made the loop wait for the GIL behind a thread
+    (profiled with py-spy: a third of the loop's time went to submitting calls
+    one by one).
+    """
+
+    BATCH = 32
 
     def __init__(
         self,
@@ -41,6 +52,8 @@ class DatabaseThreads:
         self.pending = 0  # submitted and not finished: running or waiting
         # How long the last call to start had waited for a thread (seconds).
         self.last_wait = 0.0
+        self._calls: deque = deque()
+        self._turns = 0  # threads taking a turn now
         self._executor: ThreadPoolExecutor | None = None
 
     async def run(self, function, /, *args, **kwargs):
@@ -56,24 +69,56 @@ class DatabaseThreads:
             raise Saturated(
                 f"{self.name} calls wait {self.last_wait:.2f}s for a thread"
             )
+        loop = asyncio.get_running_loop()
+        result = loop.create_future()
+        self._calls.append(
+            (functools.partial(function, *args, **kwargs), result, time.monotonic())
+        )
+        self.pending += 1
+        try:
+            self._start_turns(loop)
+            return await result
+        finally:
+            self.pending -= 1
+
+    def _start_turns(self, loop) -> None:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=self.threads, thread_name_prefix=self.name
             )
-        self.pending += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor,
-                functools.partial(
-                    self._timed, time.monotonic(), function, *args, **kwargs
-                ),
-            )
-        finally:
-            self.pending -= 1
+        while self._calls and self._turns < min(self.threads, len(self._calls)):
+            self._turns += 1
+            turn = loop.run_in_executor(self._executor, self._take_turn)
+            turn.add_done_callback(functools.partial(self._turn_done, loop))
 
-    def _timed(self, submitted: float, function, /, *args, **kwargs):
-        self.last_wait = time.monotonic() - submitted
-        return with_connection(function, *args, **kwargs)
+    def _take_turn(self) -> list:
+        """In a thread: up to BATCH waiting calls, each with what it returned
+        or raised (raised again where it was awaited)."""
+        done = []
+        while len(done) < self.BATCH:
+            try:
+                call, result, submitted = self._calls.popleft()
+            except IndexError:
+                break
+            if result.done():  # its caller is gone (a client that left)
+                continue
+            self.last_wait = time.monotonic() - submitted
+            try:
+                done.append((result, True, with_connection(call)))
+            except Exception as error:  # noqa: BLE001 - raised in the caller
+                done.append((result, False, error))
+        return done
+
+    def _turn_done(self, loop, turn: asyncio.Future) -> None:
+        self._turns -= 1
+        for result, returned, value in turn.result():
+            if result.done():
+                continue
+            if returned:
+                result.set_result(value)
+            else:
+                result.set_exception(value)
+        self._start_turns(loop)
 
     def close(self) -> None:
         if self._executor is not None:
