@@ -131,7 +131,7 @@ class EventStream:
         except Refusal as refusal:
             await response.refuse(refusal.status, refusal.error, refusal.detail)
         except Saturated as error:
-            pump.stats.refused_openings += 1
+            pump.stats.refused_openings += not response.started
             logger.warning("event stream refused: %s", error)
             await response.unavailable(
                 "Too many streams are opening at once; try again shortly."
@@ -191,6 +191,8 @@ class EventStream:
                 except Refusal as refusal:
                     await response.body(closed_frame(refusal))
                     break
+                except Saturated:
+                    pass  # a burst of openings: look again at the next check
                 next_check = loop.time() + recheck
             wake = quiet_since + keepalive
             if next_check is not None:
@@ -227,6 +229,9 @@ class EventStream:
         while batch:
             await response.body(b"".join(frame(event) for event in batch))
             if len(batch) < READ_BATCH:
+                break
+            await subscriber.writable()
+            if subscriber.overflowed:
                 break
             batch = await threads.for_loop()[1].run(
                 read_replay,

@@ -76,6 +76,15 @@ class Subscriber:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    async def writable(self) -> None:
+        """Once the connection takes more (or the subscriber was cut off)."""
+        while self.stalled and not self.overflowed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
     async def take(self, deadline: float, max_bytes: int) -> list[StreamEvent]:
         """The waiting events, oldest first, about `max_bytes` of them at the
         most, once there are some and the connection takes them; [] at
