@@ -224,16 +224,7 @@ def test_streams_under_a_database_that_goes_away_end_properly_and_lose_nothing(
             assert order_stream.response.status_code == 200
             warmup = stack.place()
             staff_events = before.events()
-            for sse in staff_events:
-                if not is_event(sse):
-                    continue
-                staff_seen.append(int(sse.id))
-                data = json.loads(sse.data)
-                if data["order_id"] == warmup["order_id"] and data["type"] in {
-                    "order.completed",
-                    "order.failed",
-                }:
-                    break
+            staff_seen += ids_until_finished(staff_events, warmup["order_id"])
             with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
                 admin.execute(
                     f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false'
@@ -275,7 +266,6 @@ def test_streams_under_a_database_that_goes_away_end_properly_and_lose_nothing(
         # The staff stream resumes from its last id and misses nothing.
         second = stack.place()
         resumed_from = staff_seen[-1]
-        resumed: list[int] = []
         with read_sse(
             staff,
             "/api/events",
@@ -284,16 +274,7 @@ def test_streams_under_a_database_that_goes_away_end_properly_and_lose_nothing(
             what="the staff stream, resumed",
         ) as after:
             assert after.response.status_code == 200
-            for sse in after.events():
-                if not is_event(sse):
-                    continue
-                resumed.append(int(sse.id))
-                data = json.loads(sse.data)
-                if data["order_id"] == second["order_id"] and data["type"] in {
-                    "order.completed",
-                    "order.failed",
-                }:
-                    break
+            resumed = ids_until_finished(after.events(), second["order_id"])
         in_the_database = stack.event_ids_of(
             [first["order_id"], warmup["order_id"], second["order_id"]]
         )
@@ -305,6 +286,22 @@ def test_streams_under_a_database_that_goes_away_end_properly_and_lose_nothing(
         assert written in resumed
         client.close()
         staff.close()
+
+
+def ids_until_finished(events, order_id: str) -> list[int]:
+    """The ids of `events` (an SSE iterator) up to the one that ends the order."""
+    ids = []
+    for sse in events:
+        if not is_event(sse):
+            continue
+        ids.append(int(sse.id))
+        data = json.loads(sse.data)
+        if data["order_id"] == order_id and data["type"] in {
+            "order.completed",
+            "order.failed",
+        }:
+            return ids
+    raise AssertionError(f"the stream ended before {order_id} finished: {ids}")
 
 
 def _append_when_back(stack, order_id: str) -> int | None:
