@@ -1,9 +1,11 @@
 """Many processes: 2 daphne (A and B) and 2 qcluster on PostgreSQL + Redis, as
-the Procfile runs them (README.md, "Scale-out"). Orders are placed through A and
-watched through B; Redis is stopped for a few seconds and B is restarted while
-orders flow. The Redis is a redis-server of this module's own on a free port, so
-stopping it disturbs nobody else. Skipped, with the reason, where PostgreSQL,
-Redis or redis-server are missing, unless REQUIRE_SERVICES=1."""
+the Procfile runs them (README.md, "Scale-out"). Under load their sessions on
+PostgreSQL stay within the bound README.md states ("Database connections").
+Orders are placed through A and watched through B; Redis is stopped for a few
+seconds and B is restarted while orders flow. The Redis is a redis-server of
+this module's own on a free port, so stopping it disturbs nobody else. Skipped,
+with the reason, where PostgreSQL, Redis or redis-server are missing, unless
+REQUIRE_SERVICES=1."""
 
 import json
 import os
