@@ -9,11 +9,11 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderproj.settings")
-# This is the web process: a pool of PostgreSQL connections shared by the
-# request threads (see DATABASE_POOL in settings.py).
-os.environ.setdefault("DATABASE_POOL", "1")
 
-# Sets Django up, so it comes before anything that imports models.
+# Sets Django up, so it comes before anything that imports models. The settings
+# see this module loading and make this the web process: a pool of PostgreSQL
+# connections shared by the request threads (WEB_PROCESS and DATABASE_POOL in
+# settings.py), its sessions named orderproj-web.
 django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -7,6 +7,7 @@ every variable.
 
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -134,7 +135,29 @@ DATABASES = {
 # workers (one thread each, forked by django-q2) keep persistent connections.
 # So a web process holds at most DATABASE_POOL_MAX_SIZE sessions (README.md,
 # "Scale-out": the bound for N web and M worker processes).
-DATABASE_POOL = env_bool("DATABASE_POOL", False)
+#
+# The web process is the one that loads orderproj/asgi.py, as daphne does before
+# Django's setup. It is told from the modules loaded, not from a variable
+# asgi.py puts in the environment: every process started from one that imported
+# asgi.py inherited that, and a qcluster started so (by a test run that had
+# imported it) gave each of its processes a pool of at least two sessions.
+WEB_PROCESS = "orderproj.asgi" in sys.modules
+DATABASE_POOL = env_bool("DATABASE_POOL", WEB_PROCESS)
+
+
+def default_application_name(argv: list[str], *, web: bool) -> str:
+    """The name this process's PostgreSQL sessions carry in pg_stat_activity, so
+    whoever counts them can tell the processes apart."""
+    if web:
+        return "orderproj-web"
+    if len(argv) > 1 and Path(argv[0]).name == "manage.py":
+        return "orderproj-worker" if argv[1] == "qcluster" else f"orderproj-{argv[1]}"
+    return "orderproj"
+
+
+DATABASE_APPLICATION_NAME = env_str(
+    "DATABASE_APPLICATION_NAME", default_application_name(sys.argv, web=WEB_PROCESS)
+)
 DATABASE_POOL_MAX_SIZE = env_number("DATABASE_POOL_MAX_SIZE", 10, cast=int, minimum=1)
 DATABASE_POOL_TIMEOUT = env_number("DATABASE_POOL_TIMEOUT", 10, minimum=0.1)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -144,6 +167,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # _bound_cursor): parsed and planned once per connection. Behind PgBouncer
     # in transaction mode, it needs max_prepared_statements (PgBouncer 1.21+).
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
+    DATABASES["default"]["OPTIONS"]["application_name"] = DATABASE_APPLICATION_NAME
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {

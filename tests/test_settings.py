@@ -40,8 +40,10 @@ def test_django_q2_logs_through_the_configured_console_handler_at_log_level():
     assert logger.propagate is False
 
 
-def database_settings_of(setup: str, **env: str) -> dict:
-    """DATABASES["default"] as a process that starts with `setup` sees it."""
+def output_of(code: str, **env: str):
+    """What `code`, run in a new Python process with the settings module and
+    `env` but none of this environment's DATABASE_ variables, prints last, as
+    JSON."""
     import json
     import os
     import subprocess
@@ -49,14 +51,6 @@ def database_settings_of(setup: str, **env: str) -> dict:
 
     from django.conf import settings
 
-    code = (
-        f"{setup}\n"
-        "import json\n"
-        "from django.conf import settings\n"
-        "db = settings.DATABASES['default']\n"
-        "print(json.dumps({'conn_max_age': db['CONN_MAX_AGE'],"
-        " 'pool': db.get('OPTIONS', {}).get('pool')}))"
-    )
     environment = {
         key: value
         for key, value in os.environ.items()
@@ -75,9 +69,29 @@ def database_settings_of(setup: str, **env: str) -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
+def database_settings_of(setup: str, **env: str) -> dict:
+    """DATABASES["default"] as a process that starts with `setup` sees it."""
+    return output_of(
+        f"{setup}\n"
+        "import json\n"
+        "from django.conf import settings\n"
+        "db = settings.DATABASES['default']\n"
+        "print(json.dumps({'conn_max_age': db['CONN_MAX_AGE'],"
+        " 'pool': db.get('OPTIONS', {}).get('pool'),"
+        " 'application_name': db.get('OPTIONS', {}).get('application_name')}))",
+        **env,
+    )
+
+
 POSTGRES = "postgres://someone@127.0.0.1:1/nowhere"
 WEB = "import orderproj.asgi"  # what daphne does first
 MANAGE = "import django; django.setup()"  # what manage.py qcluster does
+POOL_OF_A_QCLUSTER = (
+    f"{MANAGE}\n"
+    "import json\n"
+    "from django.conf import settings\n"
+    "print(json.dumps(settings.DATABASES['default']['OPTIONS'].get('pool')))"
+)
 
 
 def test_the_web_process_on_postgresql_shares_a_pool_and_keeps_no_connection():
@@ -86,6 +100,7 @@ def test_the_web_process_on_postgresql_shares_a_pool_and_keeps_no_connection():
     assert database_settings_of(WEB, DATABASE_URL=POSTGRES) == {
         "conn_max_age": 0,
         "pool": {"min_size": 2, "max_size": 10},
+        "application_name": "orderproj-web",
     }
 
 
@@ -102,4 +117,55 @@ def test_workers_on_postgresql_keep_one_persistent_connection_each():
     assert database_settings_of(MANAGE, DATABASE_URL=POSTGRES) == {
         "conn_max_age": 600,
         "pool": None,
+        "application_name": "orderproj",
     }
+
+
+def test_the_web_process_leaves_the_processes_it_starts_no_pool_in_their_environment():
+    """A process inherits its parent's environment: when orderproj/asgi.py set
+    DATABASE_POOL there, a qcluster started from a process that had imported it
+    (a test run does) gave each of its processes a pool of at least two
+    sessions, 34 to 36 on the database against the bound of 32 (README,
+    "Database connections")."""
+    changed = output_of(
+        "import json, os\n"
+        "before = dict(os.environ)\n"
+        "import orderproj.asgi\n"
+        "print(json.dumps(sorted(set(os.environ.items()) ^ set(before.items()))))",
+        DATABASE_URL=POSTGRES,
+    )
+    assert changed == []
+    # A process the web process starts (what a test run that imported
+    # orderproj.asgi does with its qclusters): no pool.
+    started_after_it = (
+        "import subprocess, sys\n"
+        "import orderproj.asgi\n"
+        f"child = subprocess.run([sys.executable, '-c', {POOL_OF_A_QCLUSTER!r}],"
+        " capture_output=True, text=True, check=True, timeout=60)\n"
+        "print(child.stdout.splitlines()[-1])"
+    )
+    assert output_of(started_after_it, DATABASE_URL=POSTGRES) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "web", "name"),
+    [
+        (["-m", "daphne", "orderproj.asgi:application"], True, "orderproj-web"),
+        (["manage.py", "qcluster"], False, "orderproj-worker"),
+        (["/srv/orderproj/manage.py", "qcluster"], False, "orderproj-worker"),
+        (["manage.py", "migrate", "--noinput"], False, "orderproj-migrate"),
+        (["manage.py"], False, "orderproj"),
+        (["-c"], False, "orderproj"),
+    ],
+)
+def test_each_kind_of_process_names_its_database_sessions(argv, web, name):
+    from orderproj.settings import default_application_name
+
+    assert default_application_name(argv, web=web) == name
+
+
+def test_the_database_sessions_name_can_be_set():
+    found = database_settings_of(
+        WEB, DATABASE_URL=POSTGRES, DATABASE_APPLICATION_NAME="shop-web-3"
+    )
+    assert found["application_name"] == "shop-web-3"
