@@ -1,0 +1,577 @@
+"""`manage.py bench streams`: many SSE streams held open against one daphne,
+ours (orderproj.asgi) and django-eventstream's (orders/bench/eventstream/),
+measured in the same run with the same client (orders/bench/sseload.py), the
+same orders and the same database.
+
+For each size and each server, a fresh web process (so its RSS starts clean):
+1. log in a staff user through the admin's login form (the staff streams'
+   session and the retries' CSRF token);
+2. open N order streams (on N orders that FAILED earlier) and the staff streams,
+   all at once from the client processes: the open time, 503s (each retried
+   after its Retry-After), RSS, threads and database connections before and
+   with every stream open;
+3. orders flow: staff retries those orders at a steady rate; each retry runs
+   three failing attempts with backoff (about ten events per order, over a
+   couple of seconds), to the order's own stream and every staff stream;
+   every event's latency from its `at` (written just before its commit) to the
+   client; the web process's database queries per second meanwhile.
+"""
+
+import contextlib
+import importlib.util
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
+
+from orders.processes import LocalService, free_port, spawn, stop, wait_until
+
+from .environment import POSTGRES_SCHEMES, bench_environment, describe
+from .figures import Figures
+from .sseload import LoadClient
+
+SERVERS = {
+    "orderproj": "orderproj.asgi:application",
+    "eventstream": "orders.bench.eventstream.asgi:application",
+}
+LABELS = {"orderproj": "orderproj", "eventstream": "django-eventstream"}
+# The web process's counters: our pump's, the relay's (same fields).
+COUNTERS = {"orderproj": "/api/streams", "eventstream": "/bench/relay"}
+STAFF_USER = "bench-operator"
+STAFF_PASSWORD = secrets.token_urlsafe(16)
+ATTEMPTS = 3
+
+
+def eventstream_installed() -> bool:
+    return importlib.util.find_spec("django_eventstream") is not None
+
+
+@dataclass(frozen=True)
+class StreamsPlan:
+    sizes: tuple[int, ...] = (2000,)
+    staff_streams: int = 20
+    servers: tuple[str, ...] = ("orderproj", "eventstream")
+    client_processes: int = 3
+    # In-flight openings across the client processes (daphne listens with a
+    # backlog of 50: more connecting at once wait for SYN retransmits).
+    open_concurrency: int = 48
+    flow_rate: float = 20.0  # retried orders per second
+    flow_seconds: float = 8.0
+    open_timeout: float = 60.0
+    timeout: float = 300.0
+
+
+@dataclass
+class StreamsRun:
+    server: str
+    streams: int
+    staff_streams: int
+    error: str | None = None
+    opened: int = 0  # order and staff streams
+    staff_opened: int = 0
+    open_s: float | None = None
+    shed_503: int = 0
+    refused: dict = field(default_factory=dict)
+    ended_early: int = 0
+    retries: int = 0
+    retries_refused: int = 0
+    order_events: int = 0
+    staff_events: int = 0
+    # What the server read during the flow, times the staff streams open: what
+    # the staff streams should have received.
+    staff_events_expected: int | None = None
+    latency_ms: Figures = field(default_factory=Figures)
+    order_latency_ms: Figures = field(default_factory=Figures)
+    staff_latency_ms: Figures = field(default_factory=Figures)
+    rss_before_kib: int | None = None
+    rss_open_kib: int | None = None
+    rss_per_stream_kib: float | None = None
+    threads_before: int | None = None
+    threads_open: int | None = None
+    db_connections_before: int | None = None
+    db_connections_open: int | None = None
+    queries_per_s: float | None = None
+    polls_per_s: float | None = None
+
+
+# /proc -----------------------------------------------------------------------------
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS (KiB) and Threads of a process."""
+    figures = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in {"VmRSS", "Threads"}:
+            figures[name] = int(value.split()[0])
+    return figures
+
+
+def sqlite_connections(pid: int, database: Path) -> int:
+    """Open file descriptors of `pid` on the database file (one per
+    connection; the -wal and -shm files are not counted)."""
+    count = 0
+    target = str(database.resolve())
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+            if os.readlink(fd) == target:
+                count += 1
+    return count
+
+
+def postgres_connections(database_url: str) -> int:
+    """Sessions on the bench's database (every process's: the workers' too)."""
+    import psycopg
+
+    server = urlsplit(database_url)
+    name = server.path.lstrip("/")
+    url = server._replace(scheme="postgresql", path="/postgres").geturl()
+    with psycopg.connect(url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]
+        ).fetchone()
+    return row[0]
+
+
+# The web process under test ---------------------------------------------------------
+class WebProcess:
+    """One daphne serving `server`'s application on a port of its own."""
+
+    def __init__(self, server: str, env: dict, workdir: Path, number: int):
+        self.server = server
+        self.env = env
+        self.port = free_port()
+        self.log = workdir / f"web-{server}-{number}.log"
+        self.process = spawn(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                SERVERS[server],
+            ],
+            env=env,
+            log=self.log,
+        )
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        wait_until(self._healthy, timeout=30, what=f"{server}'s daphne to answer")
+        self.staff = self._log_in()
+
+    def _healthy(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"daphne exited:\n{self.log.read_text()}")
+        try:
+            response = httpx.get(f"{self.base_url}/healthz", timeout=2)
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200
+
+    def _log_in(self) -> httpx.Client:
+        """A staff session, through the admin's login form (tests/stack.py)."""
+        client = httpx.Client(base_url=self.base_url, timeout=30)
+        client.get("/admin/login/")
+        response = client.post(
+            "/admin/login/?next=/admin/",
+            data={
+                "username": STAFF_USER,
+                "password": STAFF_PASSWORD,
+                "csrfmiddlewaretoken": client.cookies["csrftoken"],
+            },
+        )
+        if response.status_code != 302:
+            raise RuntimeError(f"staff log-in answered {response.status_code}")
+        client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
+        return client
+
+    @property
+    def cookie(self) -> str:
+        return f"sessionid={self.staff.cookies['sessionid']}"
+
+    def counters(self) -> dict:
+        response = self.staff.get(COUNTERS[self.server])
+        response.raise_for_status()
+        return response.json()
+
+    def status(self) -> dict[str, int]:
+        return proc_status(self.process.pid)
+
+    def db_connections(self) -> int:
+        url = self.env["DATABASE_URL"]
+        if urlsplit(url).scheme in POSTGRES_SCHEMES:
+            return postgres_connections(url)
+        return sqlite_connections(
+            self.process.pid, Path("/" + urlsplit(url).path.lstrip("/"))
+        )
+
+    def stop(self) -> None:
+        self.staff.close()
+        stop(self.process, timeout=15)
+
+
+# The measurement --------------------------------------------------------------------
+class StreamsBench:
+    def __init__(
+        self,
+        plan: StreamsPlan,
+        env: dict,
+        workdir: Path,
+        *,
+        progress: Callable[[str], None] = lambda line: None,
+    ):
+        self.plan = plan
+        self.env = env
+        self.workdir = workdir
+        self.progress = progress
+        self.deadline = time.monotonic() + plan.timeout
+        self.webs = 0
+        self.order_ids: list[str] = []
+
+    def run(self) -> dict:
+        service = LocalService(workdir=self.workdir, env=self.env)
+        service.manage("migrate", "--noinput")
+        service.manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; "
+            f"User.objects.create_superuser({STAFF_USER!r}, 'bench@example.com', "
+            f"{STAFF_PASSWORD!r})",
+        )
+        runs = []
+        servers = [
+            server
+            for server in self.plan.servers
+            if server != "eventstream" or eventstream_installed()
+        ]
+        try:
+            service.start_cluster()
+            self.place_failed_orders(max(self.plan.sizes))
+            for size in self.plan.sizes:
+                for server in servers:
+                    self.progress(
+                        f"{LABELS[server]}: {size} order streams + "
+                        f"{self.plan.staff_streams} staff streams"
+                    )
+                    runs.append(self.measure(server, size))
+        finally:
+            stop(service.cluster, timeout=30)
+        skipped = [server for server in self.plan.servers if server not in servers]
+        return {
+            "plan": asdict(self.plan),
+            "database": describe(self.env),
+            "skipped": {
+                server: "django_eventstream is not installed "
+                "(pip install -r requirements-bench.txt)"
+                for server in skipped
+            },
+            "runs": [asdict(run) for run in runs],
+        }
+
+    def remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"bench streams ran out of its {self.plan.timeout} s")
+        return left
+
+    def place_failed_orders(self, count: int) -> None:
+        """`count` orders whose every attempt fails (transient), placed and
+        left FAILED: the streams' orders, which a retry sets moving again."""
+        self.progress(f"placing {count} orders that fail {ATTEMPTS} times")
+        web = self.start_web("orderproj")
+        try:
+            simulate = {"fail_times": ATTEMPTS, "failure": "transient"}
+            with (
+                httpx.Client(base_url=web.base_url, timeout=30) as client,
+                ThreadPoolExecutor(max_workers=16) as pool,
+            ):
+
+                def place(index: int) -> str:
+                    body = {
+                        "customer_email": f"stream{index}@example.com",
+                        "items": [
+                            {"sku": "STREAM-1", "quantity": 1, "unit_price": "4.20"}
+                        ],
+                        "simulate": simulate,
+                    }
+                    response = client.post("/api/orders", json=body)
+                    if response.status_code != 202:
+                        raise RuntimeError(
+                            f"POST /api/orders answered {response.status_code}: "
+                            f"{response.text}"
+                        )
+                    return response.json()["order_id"]
+
+                self.order_ids = list(pool.map(place, range(count)))
+            self.wait_until_failed(web, count)
+        finally:
+            web.stop()
+
+    def wait_until_failed(self, web: WebProcess, count: int) -> None:
+        def all_failed():
+            response = web.staff.get("/api/dashboard/stats")
+            response.raise_for_status()
+            return response.json()["counts"]["FAILED"] >= count
+
+        wait_until(
+            all_failed,
+            timeout=min(self.remaining(), 120),
+            interval=0.25,
+            what=f"{count} orders to be FAILED",
+        )
+
+    def start_web(self, server: str) -> WebProcess:
+        self.webs += 1
+        return WebProcess(server, self.env, self.workdir, self.webs)
+
+    def measure(self, server: str, size: int) -> StreamsRun:
+        run = StreamsRun(
+            server=server, streams=size, staff_streams=self.plan.staff_streams
+        )
+        web = self.start_web(server)
+        client = None
+        try:
+            # The process as it idles after its first requests (the log-in).
+            web.counters()
+            before = web.status()
+            run.rss_before_kib = before["VmRSS"]
+            run.threads_before = before["Threads"]
+            run.db_connections_before = web.db_connections()
+            targets = [
+                {"path": f"/api/orders/{order_id}/events"}
+                for order_id in self.order_ids[:size]
+            ]
+            staff = [
+                {"path": "/api/events", "cookie": web.cookie}
+                for _ in range(self.plan.staff_streams)
+            ]
+            # Staff streams spread among the order streams, so each client
+            # process holds some of both.
+            step = max(1, len(targets) // max(1, len(staff)))
+            for position, target in enumerate(staff):
+                targets.insert(position * (step + 1), target)
+            bound = self.plan.open_timeout + self.plan.flow_seconds + 60
+            client = LoadClient(
+                port=web.port,
+                targets=targets,
+                processes=self.plan.client_processes,
+                deadline=time.time() + min(self.remaining(), bound),
+                open_concurrency=self.plan.open_concurrency,
+                open_timeout=self.plan.open_timeout,
+                cwd=str(settings.BASE_DIR),
+            )
+            opening = client.wait_opened()
+            run.opened = opening["opened"]
+            run.open_s = opening["open_s"]
+            run.shed_503 = opening["shed"]
+            run.refused = opening["refused"]
+            run.staff_opened = opening["staff_opened"]
+            time.sleep(1.0)  # what the openings left in flight settles
+            held = web.status()
+            run.rss_open_kib = held["VmRSS"]
+            run.threads_open = held["Threads"]
+            run.db_connections_open = web.db_connections()
+            if opening["opened"]:
+                run.rss_per_stream_kib = (
+                    run.rss_open_kib - run.rss_before_kib
+                ) / opening["opened"]
+            self.flow(web, run, size)
+            result = client.stop()
+            client = None
+        except (RuntimeError, TimeoutError, httpx.HTTPError, OSError) as error:
+            # A server that cannot hold the streams is a result: say what
+            # happened, and go on with the next run.
+            run.error = f"{type(error).__name__}: {error}"
+            self.progress(f"{LABELS[server]} at {size} streams: {run.error}")
+            return run
+        finally:
+            if client is not None:
+                client.kill()
+            web.stop()
+        run.ended_early = result.ended_early
+        run.order_events = result.events
+        run.staff_events = result.staff_events
+        run.order_latency_ms = Figures.of([v * 1000 for v in result.latencies])
+        run.staff_latency_ms = Figures.of([v * 1000 for v in result.staff_latencies])
+        run.latency_ms = Figures.of(
+            [v * 1000 for v in (*result.latencies, *result.staff_latencies)]
+        )
+        return run
+
+    def flow(self, web: WebProcess, run: StreamsRun, size: int) -> None:
+        """Retry the streams' orders at a steady rate; the counters' rates over
+        that time; then wait until the retried orders have FAILED again."""
+        count = max(1, round(self.plan.flow_rate * self.plan.flow_seconds))
+        interval = 1 / self.plan.flow_rate
+        start_counters = web.counters()
+        started = time.monotonic()
+
+        def retry(index: int) -> int:
+            time.sleep(max(0.0, started + index * interval - time.monotonic()))
+            order_id = self.order_ids[index % size]
+            return web.staff.post(f"/api/orders/{order_id}/retry").status_code
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(retry, range(count)))
+        for status in statuses:
+            if status in {200, 202}:
+                run.retries += 1
+            elif status == 409:  # still moving from its previous retry
+                run.retries_refused += 1
+            else:
+                raise RuntimeError(f"a retry answered {status}")
+        self.wait_until_failed(web, len(self.order_ids))
+        time.sleep(1.0)  # the last events' poll and delivery
+        end_counters = web.counters()
+        elapsed = time.monotonic() - started
+        run.queries_per_s = (
+            end_counters["queries"] - start_counters["queries"]
+        ) / elapsed
+        run.polls_per_s = (end_counters["polls"] - start_counters["polls"]) / elapsed
+        delivered = end_counters["delivered"] - start_counters["delivered"]
+        run.staff_events_expected = delivered * run.staff_opened
+
+
+@contextlib.contextmanager
+def streams_environment(workers: str) -> Iterator[tuple[dict, Path]]:
+    with (
+        tempfile.TemporaryDirectory(prefix="orderproj-bench-") as folder,
+        bench_environment(
+            Path(folder),
+            # As in production: with DEBUG on, Django keeps every query of a
+            # connection in memory, which the RSS would measure.
+            DEBUG="0",
+            SECRET_KEY=secrets.token_urlsafe(50),
+            SECURE_SSL_REDIRECT="0",
+            SESSION_COOKIE_SECURE="0",
+            CSRF_COOKIE_SECURE="0",
+            SECURE_HSTS_SECONDS="0",
+            ORDER_SIMULATION_ENABLED="1",
+            ORDER_MAX_ATTEMPTS=str(ATTEMPTS),
+            ORDER_RETRY_BASE_SECONDS="0.5",
+            ORDER_RETRY_MULTIPLIER="2",
+            Q_WORKERS=workers,
+        ) as env,
+    ):
+        yield env, Path(folder)
+
+
+def run_streams_bench(
+    plan: StreamsPlan, workers: str, progress: Callable[[str], None]
+) -> dict:
+    with streams_environment(workers) as (env, folder):
+        progress(f"streams: {describe(env)}; {workers} workers")
+        try:
+            return StreamsBench(plan, env, folder, progress=progress).run()
+        except BaseException:
+            logs = "\n".join(
+                f"== {path.name}\n" + path.read_text(errors="replace")[-2000:]
+                for path in sorted(folder.glob("*.log"))
+            )
+            progress(f"the service's logs:\n{logs}")
+            raise
+
+
+# The report -------------------------------------------------------------------------
+ROWS = [
+    ("streams opened", "opened", "{:.0f}"),
+    ("open time (s)", "open_s", "{:.2f}"),
+    ("503 answers (retried)", "shed_503", "{:.0f}"),
+    ("event latency p50 (ms)", ("latency_ms", "p50"), "{:.0f}"),
+    ("event latency p95 (ms)", ("latency_ms", "p95"), "{:.0f}"),
+    ("event latency p99 (ms)", ("latency_ms", "p99"), "{:.0f}"),
+    ("event latency max (ms)", ("latency_ms", "max"), "{:.0f}"),
+    ("events measured", ("latency_ms", "count"), "{:.0f}"),
+    (
+        "staff events received / expected",
+        ("staff_events", "staff_events_expected"),
+        "{}",
+    ),
+    ("RSS before (MiB)", "rss_before_kib", "{:.1f}", 1 / 1024),
+    ("RSS, streams open (MiB)", "rss_open_kib", "{:.1f}", 1 / 1024),
+    ("RSS per stream (KiB)", "rss_per_stream_kib", "{:.1f}"),
+    ("threads before / open", ("threads_before", "threads_open"), "{}"),
+    (
+        "DB connections before / open",
+        ("db_connections_before", "db_connections_open"),
+        "{}",
+    ),
+    ("DB queries/s (web process)", "queries_per_s", "{:.1f}"),
+    ("streams ended by the server", "ended_early", "{:.0f}"),
+]
+
+
+PAIRS = {"threads_before", "db_connections_before", "staff_events"}
+
+
+def cell(run: dict, key, template: str, scale: float = 1.0) -> str:
+    if isinstance(key, tuple) and key[0] in PAIRS:
+        values = [run.get(name) for name in key]
+        return " / ".join("-" if value is None else str(value) for value in values)
+    value = run[key[0]][key[1]] if isinstance(key, tuple) else run.get(key)
+    if value is None:
+        return "-"
+    return template.format(value * scale)
+
+
+def format_streams(report: dict) -> list[str]:
+    plan = report["plan"]
+    lines = [
+        f"streams: {report['database']}; {plan['client_processes']} client "
+        f"processes; orders flowing: {plan['flow_rate']:g} retries/s for "
+        f"{plan['flow_seconds']:g} s (~10 events each)"
+    ]
+    for server, why in report["skipped"].items():
+        lines.append(f"{LABELS[server]}: skipped, {why}")
+    by_size: dict[int, list[dict]] = {}
+    for run in report["runs"]:
+        by_size.setdefault(run["streams"], []).append(run)
+    for size, runs in by_size.items():
+        lines += ["", f"{size} order streams + {plan['staff_streams']} staff streams"]
+        header = f"{'':<32}" + "".join(f"{LABELS[r['server']]:>20}" for r in runs)
+        if len(runs) == 2:
+            header += f"{'ratio':>8}"
+        lines.append(header)
+        for label, key, template, *scale in ROWS:
+            cells = [cell(run, key, template, *scale) for run in runs]
+            line = f"{label:<32}" + "".join(f"{value:>20}" for value in cells)
+            ratio = run_ratio(runs, key)
+            if ratio is not None:
+                line += f"{ratio:>8.2f}"
+            lines.append(line)
+        for run in runs:
+            if run["error"]:
+                lines.append(f"{LABELS[run['server']]}: {run['error']}")
+            if run["refused"]:
+                lines.append(f"{LABELS[run['server']]} refused: {run['refused']}")
+    return lines
+
+
+RATIO_KEYS = {
+    "open_s",
+    ("latency_ms", "p50"),
+    ("latency_ms", "p99"),
+    "rss_per_stream_kib",
+}
+
+
+def run_ratio(runs: list[dict], key) -> float | None:
+    """django-eventstream's figure ÷ ours, where both were measured."""
+    servers = [run["server"] for run in runs]
+    if servers != ["orderproj", "eventstream"] or key not in RATIO_KEYS:
+        return None
+    ours, theirs = (
+        value[key[0]][key[1]] if isinstance(key, tuple) else value[key]
+        for value in runs
+    )
+    if not ours or theirs is None:
+        return None
+    return theirs / ours
