@@ -80,6 +80,9 @@ class StreamsRun:
     staff_opened: int = 0
     open_s: float | None = None
     shed_503: int = 0
+    # CPU time of all the client processes: while opening, and in all.
+    client_cpu_open_s: float | None = None
+    client_cpu_s: float | None = None
     refused: dict = field(default_factory=dict)
     ended_early: int = 0
     retries: int = 0
@@ -373,6 +376,7 @@ class StreamsBench:
             run.open_s = opening["open_s"]
             run.shed_503 = opening["shed"]
             run.refused = opening["refused"]
+            run.client_cpu_open_s = opening["client_cpu_s"]
             run.staff_opened = opening["staff_opened"]
             time.sleep(1.0)  # what the openings left in flight settles
             held = web.status()
@@ -396,6 +400,7 @@ class StreamsBench:
             if client is not None:
                 client.kill()
             web.stop()
+        run.client_cpu_s = result.client_cpu_s
         run.ended_early = result.ended_early
         run.order_events = result.events
         run.staff_events = result.staff_events
@@ -485,6 +490,11 @@ ROWS = [
     ("streams opened", "opened", "{:.0f}"),
     ("open time (s)", "open_s", "{:.2f}"),
     ("503 answers (retried)", "shed_503", "{:.0f}"),
+    (
+        "client CPU opening / in all (s)",
+        ("client_cpu_open_s", "client_cpu_s"),
+        "{:.1f}",
+    ),
     ("event latency p50 (ms)", ("latency_ms", "p50"), "{:.0f}"),
     ("event latency p95 (ms)", ("latency_ms", "p95"), "{:.0f}"),
     ("event latency p99 (ms)", ("latency_ms", "p99"), "{:.0f}"),
@@ -509,13 +519,20 @@ ROWS = [
 ]
 
 
-PAIRS = {"threads_before", "db_connections_before", "staff_events"}
+PAIRS = {
+    "threads_before",
+    "db_connections_before",
+    "staff_events",
+    "client_cpu_open_s",
+}
 
 
 def cell(run: dict, key, template: str, scale: float = 1.0) -> str:
     if isinstance(key, tuple) and key[0] in PAIRS:
         values = [run.get(name) for name in key]
-        return " / ".join("-" if value is None else str(value) for value in values)
+        return " / ".join(
+            "-" if value is None else template.format(value) for value in values
+        )
     value = run[key[0]][key[1]] if isinstance(key, tuple) else run.get(key)
     if value is None:
         return "-"

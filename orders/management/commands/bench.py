@@ -95,6 +95,13 @@ class Command(BaseCommand):
             "4 with --quick).",
         )
         parser.add_argument(
+            "--open-concurrency",
+            type=int,
+            default=StreamsPlan.open_concurrency,
+            help="streams: openings in flight at once, across the client "
+            "processes (default %(default)s).",
+        )
+        parser.add_argument(
             "--json-out", help="streams: also write its JSON report to this file."
         )
         parser.add_argument(
@@ -207,6 +214,7 @@ class Command(BaseCommand):
             staff_streams=sizes["staff_streams"],
             servers=servers,
             client_processes=sizes["client_processes"],
+            open_concurrency=max(1, options["open_concurrency"]),
             flow_rate=options["flow_rate"],
             flow_seconds=flow_seconds,
             timeout=options["timeout"],
