@@ -10,7 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
-LABELS = {"orderproj": "orderproj (ours)", "eventstream": "django-eventstream"}
+LABELS = {
+    "orderproj": "orderproj (ours)",
+    "eventstream": "django-eventstream",
+    "eventstream-storage": "django-eventstream + DjangoModelStorage",
+}
 
 
 def plot(report: dict, output: Path) -> None:

@@ -39,13 +39,20 @@ from .environment import POSTGRES_SCHEMES, bench_environment, describe
 from .figures import Figures
 from .sseload import LoadClient
 
+EVENTSTREAM_ASGI = "orders.bench.eventstream.asgi:application"
 SERVERS = {
     "orderproj": "orderproj.asgi:application",
-    "eventstream": "orders.bench.eventstream.asgi:application",
+    "eventstream": EVENTSTREAM_ASGI,
+    "eventstream-storage": EVENTSTREAM_ASGI,
 }
-LABELS = {"orderproj": "orderproj", "eventstream": "django-eventstream"}
-# The web process's counters: our pump's, the relay's (same fields).
-COUNTERS = {"orderproj": "/api/streams", "eventstream": "/bench/relay"}
+# What each server's web process has in its environment besides the bench's.
+SERVER_ENV = {"eventstream-storage": {"EVENTSTREAM_STORAGE": "1"}}
+DEFAULT_SERVERS = ("orderproj", "eventstream")
+LABELS = {
+    "orderproj": "orderproj",
+    "eventstream": "django-eventstream",
+    "eventstream-storage": "d-e + storage",
+}
 STAFF_USER = "bench-operator"
 STAFF_PASSWORD = secrets.token_urlsafe(16)
 ATTEMPTS = 3
@@ -59,7 +66,7 @@ def eventstream_installed() -> bool:
 class StreamsPlan:
     sizes: tuple[int, ...] = (2000,)
     staff_streams: int = 20
-    servers: tuple[str, ...] = ("orderproj", "eventstream")
+    servers: tuple[str, ...] = DEFAULT_SERVERS
     client_processes: int = 3
     # In-flight openings across the client processes (daphne listens with a
     # backlog of 50: more connecting at once wait for SYN retransmits).
@@ -163,7 +170,7 @@ class WebProcess:
                 str(self.port),
                 SERVERS[server],
             ],
-            env=env,
+            env={**env, **SERVER_ENV.get(server, {})},
             log=self.log,
         )
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -201,7 +208,9 @@ class WebProcess:
         return f"sessionid={self.staff.cookies['sessionid']}"
 
     def counters(self) -> dict:
-        response = self.staff.get(COUNTERS[self.server])
+        """Our pump's counters, or the relay's (the same fields)."""
+        path = "/api/streams" if self.server == "orderproj" else "/bench/relay"
+        response = self.staff.get(path)
         response.raise_for_status()
         return response.json()
 
@@ -253,8 +262,13 @@ class StreamsBench:
         servers = [
             server
             for server in self.plan.servers
-            if server != "eventstream" or eventstream_installed()
+            if server == "orderproj" or eventstream_installed()
         ]
+        if servers != ["orderproj"]:
+            # django-eventstream's own tables (its storage's).
+            service.manage(
+                "migrate", "--noinput", "--settings=orders.bench.eventstream.settings"
+            )
         try:
             service.start_cluster()
             self.place_failed_orders(max(self.plan.sizes))
@@ -514,7 +528,7 @@ ROWS = [
         ("db_connections_before", "db_connections_open"),
         "{}",
     ),
-    ("DB queries/s (web process)", "queries_per_s", "{:.1f}"),
+    ("DB reads/s of the pump / relay", "queries_per_s", "{:.1f}"),
     ("streams ended by the server", "ended_early", "{:.0f}"),
 ]
 
@@ -553,16 +567,21 @@ def format_streams(report: dict) -> list[str]:
         by_size.setdefault(run["streams"], []).append(run)
     for size, runs in by_size.items():
         lines += ["", f"{size} order streams + {plan['staff_streams']} staff streams"]
-        header = f"{'':<32}" + "".join(f"{LABELS[r['server']]:>20}" for r in runs)
-        if len(runs) == 2:
-            header += f"{'ratio':>8}"
+        others = [run for run in runs if run["server"] != "orderproj"]
+        ours = next((run for run in runs if run["server"] == "orderproj"), None)
+        header = f"{'':<34}" + "".join(f"{LABELS[r['server']]:>20}" for r in runs)
+        if ours:
+            header += "".join(f"{'÷ ours':>8}" for _ in others)
         lines.append(header)
         for label, key, template, *scale in ROWS:
             cells = [cell(run, key, template, *scale) for run in runs]
-            line = f"{label:<32}" + "".join(f"{value:>20}" for value in cells)
-            ratio = run_ratio(runs, key)
-            if ratio is not None:
-                line += f"{ratio:>8.2f}"
+            line = f"{label:<34}" + "".join(f"{value:>20}" for value in cells)
+            ratios = [run_ratio(ours, other, key) for other in others] if ours else []
+            if any(ratio is not None for ratio in ratios):
+                line += "".join(
+                    f"{'':>8}" if ratio is None else f"{ratio:>8.2f}"
+                    for ratio in ratios
+                )
             lines.append(line)
         for run in runs:
             if run["error"]:
@@ -580,14 +599,13 @@ RATIO_KEYS = {
 }
 
 
-def run_ratio(runs: list[dict], key) -> float | None:
-    """django-eventstream's figure ÷ ours, where both were measured."""
-    servers = [run["server"] for run in runs]
-    if servers != ["orderproj", "eventstream"] or key not in RATIO_KEYS:
+def run_ratio(ours: dict, other: dict, key) -> float | None:
+    """The other server's figure ÷ ours, where both were measured."""
+    if key not in RATIO_KEYS:
         return None
     ours, theirs = (
-        value[key[0]][key[1]] if isinstance(key, tuple) else value[key]
-        for value in runs
+        run[key[0]][key[1]] if isinstance(key, tuple) else run[key]
+        for run in (ours, other)
     )
     if not ours or theirs is None:
         return None

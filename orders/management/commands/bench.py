@@ -19,7 +19,12 @@ from orders.bench.service import (
     BenchReport,
     format_report,
 )
-from orders.bench.streams import SERVERS, StreamsPlan, run_streams_bench
+from orders.bench.streams import (
+    DEFAULT_SERVERS,
+    SERVERS,
+    StreamsPlan,
+    run_streams_bench,
+)
 from orders.processes import LocalService
 
 # streams and pipeline start their own processes (no --url).
@@ -77,10 +82,10 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--servers",
-            default=",".join(SERVERS),
-            help="streams: which servers to measure (default %(default)s; "
-            "eventstream is skipped, and says so, when django-eventstream is not "
-            "installed: pip install -r requirements-bench.txt).",
+            default=",".join(DEFAULT_SERVERS),
+            help=f"streams: which of {', '.join(SERVERS)} to measure (default "
+            "%(default)s; django-eventstream's are skipped, and the report says "
+            "so, when it is not installed: pip install -r requirements-bench.txt).",
         )
         parser.add_argument(
             "--flow-rate",
