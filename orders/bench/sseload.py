@@ -37,6 +37,7 @@ HOST = "127.0.0.1"
 DEFAULT_RETRY_AFTER = 1.0
 READ_SIZE = 65536
 AT = re.compile(r'"at"\s*:\s*"([^"]+)"')
+EVENT_ID = re.compile(r'"event_id"\s*:\s*(\d+)')
 
 
 # Parsing ---------------------------------------------------------------------------
@@ -179,6 +180,9 @@ class ProcessFigures:
     shed: int = 0  # 503 answers, each retried after its Retry-After
     refused: dict[str, int] = field(default_factory=dict)  # other statuses/errors
     ended_early: int = 0  # streams the server ended before the stop
+    # Events whose event_id is not above the last one the stream gave: sent
+    # twice, or out of order (not counted in the latencies).
+    repeated: int = 0
     events: int = 0
     staff_events: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -290,6 +294,7 @@ class StreamClient:
         parser = StreamParser(chunked=chunked)
         figures = self.figures
         latencies = figures.staff_latencies if staff else figures.latencies
+        last_id = 0
         while True:
             try:
                 data = await reader.read(READ_SIZE)
@@ -303,6 +308,13 @@ class StreamClient:
                 at = written_at(event.data)
                 if at is None:
                     continue
+                match = EVENT_ID.search(event.data)
+                if match:
+                    event_id = int(match.group(1))
+                    if event_id <= last_id:
+                        figures.repeated += 1
+                        continue
+                    last_id = event_id
                 if staff:
                     figures.staff_events += 1
                 else:
@@ -353,6 +365,7 @@ async def serve_one_plan() -> None:
             "result": {
                 **summary_of_opening(figures),
                 "ended_early": figures.ended_early,
+                "repeated": figures.repeated,
                 "events": figures.events,
                 "staff_events": figures.staff_events,
                 "latencies": [round(value, 6) for value in figures.latencies],
@@ -391,6 +404,7 @@ class LoadResult:
     refused: dict[str, int]
     client_cpu_s: float
     ended_early: int
+    repeated: int
     events: int
     staff_events: int
     latencies: list[float]
@@ -471,6 +485,7 @@ class LoadClient:
         return LoadResult(
             **opening,
             ended_early=sum(result["ended_early"] for result in results),
+            repeated=sum(result["repeated"] for result in results),
             events=sum(result["events"] for result in results),
             staff_events=sum(result["staff_events"] for result in results),
             latencies=[v for result in results for v in result["latencies"]],

@@ -21,6 +21,7 @@ import contextlib
 import importlib.util
 import os
 import secrets
+import sqlite3
 import sys
 import tempfile
 import time
@@ -44,6 +45,8 @@ SERVERS = {
     "orderproj": "orderproj.asgi:application",
     "eventstream": EVENTSTREAM_ASGI,
     "eventstream-storage": EVENTSTREAM_ASGI,
+    # daphne holding bare SSE responses: no flow, only what a stream costs it.
+    "floor": "orders.bench.floor:application",
 }
 # What each server's web process has in its environment besides the bench's.
 SERVER_ENV = {"eventstream-storage": {"EVENTSTREAM_STORAGE": "1"}}
@@ -52,6 +55,7 @@ LABELS = {
     "orderproj": "orderproj",
     "eventstream": "django-eventstream",
     "eventstream-storage": "d-e + storage",
+    "floor": "daphne floor",
 }
 STAFF_USER = "bench-operator"
 STAFF_PASSWORD = secrets.token_urlsafe(16)
@@ -96,9 +100,12 @@ class StreamsRun:
     retries_refused: int = 0
     order_events: int = 0
     staff_events: int = 0
-    # What the server read during the flow, times the staff streams open: what
-    # the staff streams should have received.
+    # Events written during the flow, times the staff streams open: what the
+    # staff streams should have received.
     staff_events_expected: int | None = None
+    repeated: int = 0  # events a stream gave again (or out of order)
+    # Whether the server had read every event when the clients stopped.
+    caught_up: bool | None = None
     latency_ms: Figures = field(default_factory=Figures)
     order_latency_ms: Figures = field(default_factory=Figures)
     staff_latency_ms: Figures = field(default_factory=Figures)
@@ -150,6 +157,22 @@ def postgres_connections(database_url: str) -> int:
     return row[0]
 
 
+def newest_event_id(database_url: str) -> int:
+    """The newest OrderEvent id, read straight from the bench's database (the
+    bench's own Django is not configured for it)."""
+    query = "SELECT coalesce(max(id), 0) FROM orders_orderevent"
+    address = urlsplit(database_url)
+    if address.scheme in POSTGRES_SCHEMES:
+        import psycopg
+
+        url = address._replace(scheme="postgresql").geturl()
+        with psycopg.connect(url) as connection:
+            return connection.execute(query).fetchone()[0]
+    path = "/" + address.path.lstrip("/")
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return db.execute(query).fetchone()[0]
+
+
 # The web process under test ---------------------------------------------------------
 class WebProcess:
     """One daphne serving `server`'s application on a port of its own."""
@@ -175,7 +198,7 @@ class WebProcess:
         )
         self.base_url = f"http://127.0.0.1:{self.port}"
         wait_until(self._healthy, timeout=30, what=f"{server}'s daphne to answer")
-        self.staff = self._log_in()
+        self.staff = self._log_in() if server != "floor" else None
 
     def _healthy(self) -> bool:
         if self.process.poll() is not None:
@@ -205,6 +228,8 @@ class WebProcess:
 
     @property
     def cookie(self) -> str:
+        if self.staff is None:
+            return "sessionid=none"
         return f"sessionid={self.staff.cookies['sessionid']}"
 
     def counters(self) -> dict:
@@ -226,7 +251,8 @@ class WebProcess:
         )
 
     def stop(self) -> None:
-        self.staff.close()
+        if self.staff is not None:
+            self.staff.close()
         stop(self.process, timeout=15)
 
 
@@ -262,9 +288,9 @@ class StreamsBench:
         servers = [
             server
             for server in self.plan.servers
-            if server == "orderproj" or eventstream_installed()
+            if server in {"orderproj", "floor"} or eventstream_installed()
         ]
-        if servers != ["orderproj"]:
+        if any(server.startswith("eventstream") for server in servers):
             # django-eventstream's own tables (its storage's).
             service.manage(
                 "migrate", "--noinput", "--settings=orders.bench.eventstream.settings"
@@ -357,7 +383,8 @@ class StreamsBench:
         client = None
         try:
             # The process as it idles after its first requests (the log-in).
-            web.counters()
+            if web.staff is not None:
+                web.counters()
             before = web.status()
             run.rss_before_kib = before["VmRSS"]
             run.threads_before = before["Threads"]
@@ -401,7 +428,8 @@ class StreamsBench:
                 run.rss_per_stream_kib = (
                     run.rss_open_kib - run.rss_before_kib
                 ) / opening["opened"]
-            self.flow(web, run, size)
+            if web.staff is not None:
+                self.flow(web, run, size)
             result = client.stop()
             client = None
         except (RuntimeError, TimeoutError, httpx.HTTPError, OSError) as error:
@@ -416,6 +444,7 @@ class StreamsBench:
             web.stop()
         run.client_cpu_s = result.client_cpu_s
         run.ended_early = result.ended_early
+        run.repeated = result.repeated
         run.order_events = result.events
         run.staff_events = result.staff_events
         run.order_latency_ms = Figures.of([v * 1000 for v in result.latencies])
@@ -431,6 +460,7 @@ class StreamsBench:
         count = max(1, round(self.plan.flow_rate * self.plan.flow_seconds))
         interval = 1 / self.plan.flow_rate
         start_counters = web.counters()
+        newest_before = newest_event_id(self.env["DATABASE_URL"])
         started = time.monotonic()
 
         def retry(index: int) -> int:
@@ -448,15 +478,23 @@ class StreamsBench:
             else:
                 raise RuntimeError(f"a retry answered {status}")
         self.wait_until_failed(web, len(self.order_ids))
-        time.sleep(1.0)  # the last events' poll and delivery
+        newest = newest_event_id(self.env["DATABASE_URL"])
+        # The server's read position reaches the last event (a server that
+        # lags gets up to 30 s), then its delivery gets a moment.
+        catch_up = time.monotonic() + min(30.0, self.remaining())
+        while (web.counters()["cursor"] or 0) < newest:
+            if time.monotonic() > catch_up:
+                break
+            time.sleep(0.1)
+        run.caught_up = (web.counters()["cursor"] or 0) >= newest
+        time.sleep(0.5)
         end_counters = web.counters()
         elapsed = time.monotonic() - started
         run.queries_per_s = (
             end_counters["queries"] - start_counters["queries"]
         ) / elapsed
         run.polls_per_s = (end_counters["polls"] - start_counters["polls"]) / elapsed
-        delivered = end_counters["delivered"] - start_counters["delivered"]
-        run.staff_events_expected = delivered * run.staff_opened
+        run.staff_events_expected = (newest - newest_before) * run.staff_opened
 
 
 @contextlib.contextmanager
@@ -515,7 +553,7 @@ ROWS = [
     ("event latency max (ms)", ("latency_ms", "max"), "{:.0f}"),
     ("events measured", ("latency_ms", "count"), "{:.0f}"),
     (
-        "staff events received / expected",
+        "staff events received / written",
         ("staff_events", "staff_events_expected"),
         "{}",
     ),
@@ -530,6 +568,8 @@ ROWS = [
     ),
     ("DB reads/s of the pump / relay", "queries_per_s", "{:.1f}"),
     ("streams ended by the server", "ended_early", "{:.0f}"),
+    ("events repeated or out of order", "repeated", "{:.0f}"),
+    ("server read every event", "caught_up", "{}"),
 ]
 
 
@@ -541,7 +581,7 @@ PAIRS = {
 }
 
 
-def cell(run: dict, key, template: str, scale: float = 1.0) -> str:
+def cell(run: dict, key, template: str, scale: float | None = None) -> str:
     if isinstance(key, tuple) and key[0] in PAIRS:
         values = [run.get(name) for name in key]
         return " / ".join(
@@ -550,7 +590,7 @@ def cell(run: dict, key, template: str, scale: float = 1.0) -> str:
     value = run[key[0]][key[1]] if isinstance(key, tuple) else run.get(key)
     if value is None:
         return "-"
-    return template.format(value * scale)
+    return template.format(value if scale is None else value * scale)
 
 
 def format_streams(report: dict) -> list[str]:

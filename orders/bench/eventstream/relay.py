@@ -32,11 +32,12 @@ class Relay(threading.Thread):
         self.polls = 0
         self.queries = 0
         self.sent = 0
+        self.cursor: int | None = None
 
     def run(self) -> None:
         self.queries += 1
-        cursor = OrderEvent.objects.order_by("-pk").values_list("pk", flat=True)
-        cursor = cursor.first() or 0
+        newest = OrderEvent.objects.order_by("-pk").values_list("pk", flat=True)
+        self.cursor = newest.first() or 0
         poll = float(settings.ORDER_STREAM_POLL_SECONDS)
         notify.listen(self.wake.set)
         while True:
@@ -47,7 +48,7 @@ class Relay(threading.Thread):
             try:
                 close_old_connections()
                 rows = list(
-                    OrderEvent.objects.filter(pk__gt=cursor)
+                    OrderEvent.objects.filter(pk__gt=self.cursor)
                     .select_related("order")
                     .order_by("pk")[:READ_BATCH]
                 )
@@ -67,7 +68,7 @@ class Relay(threading.Thread):
                 )
                 send_event(STAFF_CHANNEL, event.type, data, json_encode=False)
                 self.sent += 1
-                cursor = event.pk
+                self.cursor = event.pk
 
 
 _relay: Relay | None = None
@@ -86,6 +87,7 @@ def relay_stats(request) -> JsonResponse:
             "polls": _relay.polls,
             "queries": _relay.queries,
             "delivered": _relay.sent,
+            "cursor": _relay.cursor,
             "relay_alive": _relay.is_alive(),
         }
     )
