@@ -8,6 +8,7 @@ matplotlib is a bench-only requirement (requirements-bench.txt).
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 LABELS = {
@@ -26,17 +27,43 @@ def plot(report: dict, output: Path) -> None:
     figure, axes = pyplot.subplots(figsize=(7, 4.5), dpi=100)
     servers = dict.fromkeys(run["server"] for run in report["runs"])
     for server in servers:
-        points = sorted(
-            (run["streams"], run["latency_ms"]["p99"])
-            for run in report["runs"]
-            if run["server"] == server and run["latency_ms"]["p99"] is not None
+        # Every repeat's p99 at each size; the line joins their medians, the
+        # bars span the lowest to the highest.
+        by_size: dict[int, list[float]] = {}
+        for run in report["runs"]:
+            if run["server"] == server and run["latency_ms"]["p99"] is not None:
+                by_size.setdefault(run["streams"], []).append(run["latency_ms"]["p99"])
+        if not by_size:
+            continue
+        sizes = sorted(by_size)
+        medians = [statistics.median(by_size[size]) for size in sizes]
+        low = [
+            median - min(by_size[size])
+            for size, median in zip(sizes, medians, strict=True)
+        ]
+        high = [
+            max(by_size[size]) - median
+            for size, median in zip(sizes, medians, strict=True)
+        ]
+        axes.errorbar(
+            sizes,
+            medians,
+            yerr=[low, high],
+            marker="o",
+            capsize=4,
+            label=LABELS.get(server, server),
         )
-        if points:
-            xs, ys = zip(*points, strict=True)
-            axes.plot(xs, ys, marker="o", label=LABELS.get(server, server))
     plan = report["plan"]
     axes.set_xlabel(f"order streams held (+ {plan['staff_streams']} staff streams)")
-    axes.set_ylabel("event latency p99 (ms)")
+    repeats = plan.get("repeats", 1)
+    axes.set_ylabel(
+        "event latency p99 (ms)"
+        + (
+            f"\nmedian of {repeats} runs, bars: lowest to highest"
+            if repeats > 1
+            else ""
+        )
+    )
     axes.set_title(
         f"One daphne, {report['database'].split(',')[0].split(' ')[0]}; "
         f"{plan['flow_rate']:g} orders/s moving for {plan['flow_seconds']:g} s"

@@ -78,6 +78,9 @@ class StreamsPlan:
     flow_rate: float = 20.0  # retried orders per second
     flow_seconds: float = 8.0
     open_timeout: float = 60.0
+    # Each size and server this many times, in turn (the machine's speed
+    # drifts: a sweep's repeats show by how much).
+    repeats: int = 1
     timeout: float = 300.0
 
 
@@ -86,6 +89,7 @@ class StreamsRun:
     server: str
     streams: int
     staff_streams: int
+    repeat: int = 1
     error: str | None = None
     opened: int = 0  # order and staff streams
     staff_opened: int = 0
@@ -298,13 +302,17 @@ class StreamsBench:
         try:
             service.start_cluster()
             self.place_failed_orders(max(self.plan.sizes))
-            for size in self.plan.sizes:
-                for server in servers:
-                    self.progress(
-                        f"{LABELS[server]}: {size} order streams + "
-                        f"{self.plan.staff_streams} staff streams"
-                    )
-                    runs.append(self.measure(server, size))
+            for repeat in range(1, self.plan.repeats + 1):
+                for size in self.plan.sizes:
+                    for server in servers:
+                        self.progress(
+                            f"{LABELS[server]}: {size} order streams + "
+                            f"{self.plan.staff_streams} staff streams"
+                            + (f" (repeat {repeat})" if self.plan.repeats > 1 else "")
+                        )
+                        run = self.measure(server, size)
+                        run.repeat = repeat
+                        runs.append(run)
         finally:
             stop(service.cluster, timeout=30)
         skipped = [server for server in self.plan.servers if server not in servers]
@@ -602,11 +610,14 @@ def format_streams(report: dict) -> list[str]:
     ]
     for server, why in report["skipped"].items():
         lines.append(f"{LABELS[server]}: skipped, {why}")
-    by_size: dict[int, list[dict]] = {}
+    groups: dict[tuple[int, int], list[dict]] = {}
     for run in report["runs"]:
-        by_size.setdefault(run["streams"], []).append(run)
-    for size, runs in by_size.items():
-        lines += ["", f"{size} order streams + {plan['staff_streams']} staff streams"]
+        groups.setdefault((run["repeat"], run["streams"]), []).append(run)
+    for (repeat, size), runs in groups.items():
+        title = f"{size} order streams + {plan['staff_streams']} staff streams"
+        if plan["repeats"] > 1:
+            title += f" (repeat {repeat} of {plan['repeats']})"
+        lines += ["", title]
         others = [run for run in runs if run["server"] != "orderproj"]
         ours = next((run for run in runs if run["server"] == "orderproj"), None)
         header = f"{'':<34}" + "".join(f"{LABELS[r['server']]:>20}" for r in runs)

@@ -107,6 +107,13 @@ class Command(BaseCommand):
             "processes (default %(default)s).",
         )
         parser.add_argument(
+            "--repeats",
+            type=int,
+            default=1,
+            help="streams: measure each size and server this many times, in "
+            "turn (default %(default)s).",
+        )
+        parser.add_argument(
             "--json-out", help="streams: also write its JSON report to this file."
         )
         parser.add_argument(
@@ -212,6 +219,8 @@ class Command(BaseCommand):
         flow_seconds = options["flow_seconds"]
         if flow_seconds is None:
             flow_seconds = 4.0 if options["quick"] else StreamsPlan.flow_seconds
+        if options["repeats"] < 1:
+            raise CommandError("--repeats must be at least 1.")
         if options["flow_rate"] <= 0 or flow_seconds <= 0:
             raise CommandError("--flow-rate and --flow-seconds must be above 0.")
         return StreamsPlan(
@@ -222,6 +231,7 @@ class Command(BaseCommand):
             open_concurrency=max(1, options["open_concurrency"]),
             flow_rate=options["flow_rate"],
             flow_seconds=flow_seconds,
+            repeats=options["repeats"],
             timeout=options["timeout"],
         )
 
