@@ -122,6 +122,11 @@ class StreamsRun:
     db_connections_open: int | None = None
     queries_per_s: float | None = None
     polls_per_s: float | None = None
+    # The web process's CPU time while the streams opened, and while the orders
+    # flowed (from the first retry until every event was read and delivered).
+    web_cpu_open_s: float | None = None
+    web_cpu_flow_s: float | None = None
+    flow_s: float | None = None
 
 
 # /proc -----------------------------------------------------------------------------
@@ -133,6 +138,13 @@ def proc_status(pid: int) -> dict[str, int]:
         if name in {"VmRSS", "Threads"}:
             figures[name] = int(value.split()[0])
     return figures
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime: fields 14 and 15 of proc(5), in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sqlite_connections(pid: int, database: Path) -> int:
@@ -397,6 +409,7 @@ class StreamsBench:
             run.rss_before_kib = before["VmRSS"]
             run.threads_before = before["Threads"]
             run.db_connections_before = web.db_connections()
+            cpu_before = cpu_seconds(web.process.pid)
             targets = [
                 {"path": f"/api/orders/{order_id}/events"}
                 for order_id in self.order_ids[:size]
@@ -432,6 +445,7 @@ class StreamsBench:
             run.rss_open_kib = held["VmRSS"]
             run.threads_open = held["Threads"]
             run.db_connections_open = web.db_connections()
+            run.web_cpu_open_s = cpu_seconds(web.process.pid) - cpu_before
             if opening["opened"]:
                 run.rss_per_stream_kib = (
                     run.rss_open_kib - run.rss_before_kib
@@ -469,6 +483,7 @@ class StreamsBench:
         interval = 1 / self.plan.flow_rate
         start_counters = web.counters()
         newest_before = newest_event_id(self.env["DATABASE_URL"])
+        cpu_before = cpu_seconds(web.process.pid)
         started = time.monotonic()
 
         def retry(index: int) -> int:
@@ -498,6 +513,8 @@ class StreamsBench:
         time.sleep(0.5)
         end_counters = web.counters()
         elapsed = time.monotonic() - started
+        run.flow_s = elapsed
+        run.web_cpu_flow_s = cpu_seconds(web.process.pid) - cpu_before
         run.queries_per_s = (
             end_counters["queries"] - start_counters["queries"]
         ) / elapsed
@@ -575,6 +592,8 @@ ROWS = [
         "{}",
     ),
     ("DB reads/s of the pump / relay", "queries_per_s", "{:.1f}"),
+    ("web CPU opening / flowing (s)", ("web_cpu_open_s", "web_cpu_flow_s"), "{:.1f}"),
+    ("flow, first retry to last event (s)", "flow_s", "{:.1f}"),
     ("streams ended by the server", "ended_early", "{:.0f}"),
     ("events repeated or out of order", "repeated", "{:.0f}"),
     ("server read every event", "caught_up", "{}"),
@@ -586,6 +605,7 @@ PAIRS = {
     "db_connections_before",
     "staff_events",
     "client_cpu_open_s",
+    "web_cpu_open_s",
 }
 
 
