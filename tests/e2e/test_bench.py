@@ -73,7 +73,11 @@ def assert_streams_run(run: dict, *, streams: int, staff: int) -> None:
     assert run["threads_open"] >= 1
     assert run["db_connections_open"] >= 0
     assert run["queries_per_s"] > 0
+    assert run["web_cpu_flow_s"] > 0
+    assert run["flow_s"] >= 2
     assert run["client_cpu_s"] > 0
+    assert run["caught_up"] is True
+    assert run["repeated"] == 0
 
 
 def test_bench_streams_holds_order_and_staff_streams_while_orders_flow(tmp_path):
@@ -86,7 +90,7 @@ def test_bench_streams_holds_order_and_staff_streams_while_orders_flow(tmp_path)
     assert json.loads(out.read_text()) == streams
     assert streams["plan"]["sizes"] == [20]
     (run,) = streams["runs"]
-    assert run["server"] == "orderproj"
+    assert (run["server"], run["repeat"]) == ("orderproj", 1)
     assert_streams_run(run, streams=20, staff=2)
     # Our staff streams get every event the pump read: none lost.
     assert run["staff_events"] == run["staff_events_expected"] > 0
