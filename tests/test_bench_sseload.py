@@ -1,8 +1,10 @@
 """The lean SSE client of `bench streams` (orders/bench/sseload.py): its parsing,
 fed the way a socket delivers bytes, in arbitrary fragments."""
 
+import asyncio
 import json
 import random
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from orders.bench.sseload import (
     ChunkedDecoder,
     SSEEvent,
+    StreamClient,
     StreamParser,
     parse_head,
     retry_after,
@@ -120,3 +123,70 @@ def test_written_at_reads_the_at_field_of_compact_or_spaced_json():
     assert written_at('{"at":"2026-12-05T20:00:00.250000Z"}') == expected
     assert written_at('{"type": "x", "at": "2026-12-05T20:00:00.250000Z"}') == expected
     assert written_at("") is None
+
+
+def test_a_stream_answered_503_waits_its_retry_after_then_opens_and_measures():
+    """A fake server on 127.0.0.1 sheds the first request with a JSON 503 and
+    Retry-After, then streams one event written after the stream opened and
+    one written before it (replayed history, not measured)."""
+
+    async def scenario():
+        requests = []
+
+        async def serve(reader, writer):
+            head = await reader.readuntil(b"\r\n\r\n")
+            requests.append((time.monotonic(), head))
+            if len(requests) == 1:
+                body = b'{"error": "busy"}'
+                writer.write(
+                    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0.2\r\n"
+                    b"Content-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body
+                )
+                writer.close()
+                return
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            await asyncio.sleep(0.05)
+            now = datetime.now(UTC)
+            old = datetime(2026, 1, 1, tzinfo=UTC)
+            frames = b"".join(
+                b"id: %d\nevent: order.processing\ndata: %s\n\n"
+                % (n, json.dumps({"event_id": n, "at": at.isoformat()}).encode())
+                for n, at in ((1, old), (2, now))
+            )
+            writer.write(chunked(frames, [10]).removesuffix(b"0\r\n\r\n"))
+            await writer.drain()
+            await asyncio.sleep(5)
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = StreamClient(
+            {
+                "port": port,
+                "targets": [{"path": "/api/events", "cookie": "sessionid=x"}],
+                "start_at": time.time(),
+                "deadline": time.time() + 10,
+            }
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(client.run(stop))
+        await asyncio.wait_for(client.all_settled.wait(), 5)
+        while client.figures.staff_events < 2:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(running, 5)
+        server.close()
+        return client.figures, requests
+
+    figures, requests = asyncio.run(scenario())
+    assert (figures.shed, figures.opened, figures.staff_opened) == (1, 1, 1)
+    assert requests[1][0] - requests[0][0] >= 0.2
+    assert b"Cookie: sessionid=x" in requests[1][1]
+    assert b"Accept: text/event-stream" in requests[1][1]
+    assert figures.staff_events == 2
+    assert len(figures.staff_latencies) == 1
+    assert 0 <= figures.staff_latencies[0] < 5
+    assert figures.refused == {}

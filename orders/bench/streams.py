@@ -98,6 +98,8 @@ class StreamsRun:
     # CPU time of all the client processes: while opening, and in all.
     client_cpu_open_s: float | None = None
     client_cpu_s: float | None = None
+    # How late the last client process began after the common start.
+    client_start_lag_s: float | None = None
     refused: dict = field(default_factory=dict)
     ended_early: int = 0
     retries: int = 0
@@ -439,6 +441,7 @@ class StreamsBench:
             run.shed_503 = opening["shed"]
             run.refused = opening["refused"]
             run.client_cpu_open_s = opening["client_cpu_s"]
+            run.client_start_lag_s = opening["client_start_lag_s"]
             run.staff_opened = opening["staff_opened"]
             time.sleep(1.0)  # what the openings left in flight settles
             held = web.status()
@@ -567,6 +570,7 @@ ROWS = [
     ("streams opened", "opened", "{:.0f}"),
     ("open time (s)", "open_s", "{:.2f}"),
     ("503 answers (retried)", "shed_503", "{:.0f}"),
+    ("client start lag (s)", "client_start_lag_s", "{:.2f}"),
     (
         "client CPU opening / in all (s)",
         ("client_cpu_open_s", "client_cpu_s"),
