@@ -22,7 +22,6 @@ import importlib.util
 import os
 import secrets
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +33,14 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from orders.processes import LocalService, free_port, spawn, stop, wait_until
+from orders.processes import (
+    LocalService,
+    free_port,
+    spawn,
+    stop,
+    wait_until,
+    web_command,
+)
 
 from .environment import POSTGRES_SCHEMES, bench_environment, describe
 from .figures import Figures
@@ -72,8 +78,8 @@ class StreamsPlan:
     staff_streams: int = 20
     servers: tuple[str, ...] = DEFAULT_SERVERS
     client_processes: int = 3
-    # In-flight openings across the client processes (daphne listens with a
-    # backlog of 50: more connecting at once wait for SYN retransmits).
+    # In-flight openings across the client processes (with Twisted's default
+    # listen backlog of 50, more connecting at once wait for SYN retransmits).
     open_concurrency: int = 48
     flow_rate: float = 20.0  # retried orders per second
     flow_seconds: float = 8.0
@@ -200,19 +206,14 @@ class WebProcess:
         self.env = env
         self.port = free_port()
         self.log = workdir / f"web-{server}-{number}.log"
+        # The product's daphne command (its listen options included), with this
+        # server's application.
+        command = [
+            SERVERS[server] if part == SERVERS["orderproj"] else part
+            for part in web_command("127.0.0.1", self.port)
+        ]
         self.process = spawn(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                SERVERS[server],
-            ],
-            env={**env, **SERVER_ENV.get(server, {})},
-            log=self.log,
+            command, env={**env, **SERVER_ENV.get(server, {})}, log=self.log
         )
         self.base_url = f"http://127.0.0.1:{self.port}"
         wait_until(self._healthy, timeout=30, what=f"{server}'s daphne to answer")
