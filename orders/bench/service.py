@@ -6,25 +6,24 @@
   enqueues one task, routed when ORDER_BENCH_BASELINE is on), and then the time
   from placing to COMPLETED and how fast the workers drain;
 - retries: how long after its due time a retry's attempt starts;
-- streams: time to open N SSE streams, and how long an event takes from its
-  commit to a connected client.
+
+`manage.py bench streams` is orders/bench/streams.py.
 """
 
-import asyncio
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import httpx
 
 from .figures import Figures
+from .streams import format_streams
 
 TERMINAL = {"COMPLETED", "FAILED"}
 BASELINE_PATH = "/api/bench/baseline"
-SERVICE_SCENARIOS = ("placing", "retries", "streams")
+SERVICE_SCENARIOS = ("placing", "retries")
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,6 @@ class BenchPlan:
     orders: int = 200
     concurrency: int = 20
     retry_orders: int = 30
-    streams: int = 100
     timeout: float = 300.0
     scenarios: tuple[str, ...] = SERVICE_SCENARIOS
 
@@ -51,9 +49,8 @@ class BenchReport:
     time_to_complete_s: Figures = field(default_factory=Figures)
     drain_rate_per_s: float = 0.0
     retry_lateness_s: Figures = field(default_factory=Figures)
-    streams_opened: int = 0
-    streams_open_s: float = 0.0
-    event_latency_s: Figures = field(default_factory=Figures)
+    # `manage.py bench streams`'s report (orders/bench/streams.py), if it ran.
+    streams: dict | None = None
     # `manage.py bench pipeline`'s report (orders/bench/pipeline.py), if it ran.
     pipeline: dict | None = None
 
@@ -64,8 +61,9 @@ class BenchReport:
             if scenario not in self.plan.scenarios:
                 for name in names:
                     del report[name]
-        if self.pipeline is None:
-            del report["pipeline"]
+        for part in ("streams", "pipeline"):
+            if getattr(self, part) is None:
+                del report[part]
         return report
 
 
@@ -82,7 +80,6 @@ SCENARIO_FIELDS = {
         "drain_rate_per_s",
     ],
     "retries": ["retry_lateness_s"],
-    "streams": ["streams_opened", "streams_open_s", "event_latency_s"],
 }
 
 
@@ -121,9 +118,6 @@ class Bench:
         if "retries" in scenarios:
             self.progress(f"{self.plan.retry_orders} orders that fail once, then retry")
             self.measure_retry_lateness()
-        if "streams" in scenarios:
-            self.progress(f"{self.plan.streams} live streams")
-            asyncio.run(self.measure_streams())
         return self.report
 
     def measure_placing(self) -> None:
@@ -248,69 +242,6 @@ class Bench:
                 lateness.append((parse_time(attempt["at"]) - due).total_seconds())
         self.report.retry_lateness_s = Figures.of(lateness)
 
-    # Streams ----------------------------------------------------------------------
-    async def measure_streams(self) -> None:
-        """Open one stream per new order, then let the orders run: every live
-        event's latency is its arrival time minus the time it was written."""
-        count = self.plan.streams
-        limits = httpx.Limits(max_connections=count + 10)
-        timeout = httpx.Timeout(30, read=max(30, self.plan.timeout))
-        async with httpx.AsyncClient(
-            base_url=self.base_url, limits=limits, timeout=timeout
-        ) as client:
-            # The first attempt fails and the retry waits ORDER_RETRY_BASE_SECONDS,
-            # so most events to measure are written after the streams are open;
-            # only events written after a stream opened are counted.
-            plan = {"delay_ms": 100, "fail_times": 1}
-            order_ids = await asyncio.gather(
-                *(self._place_async(client, index, plan) for index in range(count))
-            )
-            opened: list[float] = []
-            latencies: list[float] = []
-            started = time.perf_counter()
-            readers = [
-                asyncio.create_task(
-                    self._read_stream(client, order_id, opened, latencies)
-                )
-                for order_id in order_ids
-            ]
-            remaining = max(1.0, self.deadline - time.monotonic())
-            done, pending = await asyncio.wait(readers, timeout=remaining)
-            for task in pending:
-                task.cancel()
-            for task in done:
-                task.result()
-            self.report.streams_opened = len(opened)
-            self.report.streams_open_s = max(opened, default=started) - started
-            self.report.event_latency_s = Figures.of(latencies)
-
-    async def _place_async(self, client, index: int, simulate: dict) -> str:
-        response = await client.post("/api/orders", json=order_body(index, simulate))
-        if response.status_code != 202:
-            raise RuntimeError(
-                f"POST /api/orders answered {response.status_code}: {response.text}"
-            )
-        return response.json()["order_id"]
-
-    async def _read_stream(self, client, order_id, opened, latencies) -> None:
-        async with client.stream("GET", f"/api/orders/{order_id}/events") as response:
-            if response.status_code != 200:
-                raise RuntimeError(f"stream answered {response.status_code}")
-            opened.append(time.perf_counter())
-            opened_at = datetime.now(UTC)
-            data = None
-            async for line in response.aiter_lines():
-                if line.startswith("data:"):
-                    data = json.loads(line[5:])
-                elif line == "" and data is not None:
-                    received = datetime.now(UTC)
-                    written = parse_time(data["at"])
-                    if written >= opened_at:
-                        latencies.append((received - written).total_seconds())
-                    if data["status"] in TERMINAL:
-                        return
-                    data = None
-
 
 def format_report(report: BenchReport) -> str:
     plan = report.plan
@@ -341,14 +272,8 @@ def format_report(report: BenchReport) -> str:
             report.retry_lateness_s.line("retry lateness", "s"),
             "",
         ]
-    if "streams" in plan.scenarios:
-        lines += [
-            f"streams: {plan.streams}",
-            f"{'streams opened':<32} {report.streams_opened} in "
-            f"{report.streams_open_s:.2f} s",
-            report.event_latency_s.line("event latency (commit→client)", "s"),
-            "",
-        ]
+    if report.streams is not None:
+        lines += [*format_streams(report.streams), ""]
     if report.pipeline is not None:
         lines += format_pipeline(report.pipeline)
     return "\n".join(lines).rstrip()

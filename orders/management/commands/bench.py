@@ -19,17 +19,27 @@ from orders.bench.service import (
     BenchReport,
     format_report,
 )
+from orders.bench.streams import (
+    DEFAULT_SERVERS,
+    SERVERS,
+    StreamsPlan,
+    run_streams_bench,
+)
 from orders.processes import LocalService
 
-SCENARIOS = (*SERVICE_SCENARIOS, "pipeline")
-GROUPS = {"service": SERVICE_SCENARIOS, "all": SCENARIOS}
+# streams and pipeline start their own processes (no --url).
+SCENARIOS = (*SERVICE_SCENARIOS, "streams", "pipeline")
+GROUPS = {"service": (*SERVICE_SCENARIOS, "streams"), "all": SCENARIOS}
+OWN_PROCESSES = {"streams", "pipeline"}
 
 # (full size, --quick size) of every plan option.
 SIZES = {
     "orders": (BenchPlan.orders, 100),
     "concurrency": (BenchPlan.concurrency, BenchPlan.concurrency),
     "retry_orders": (BenchPlan.retry_orders, 10),
-    "streams": (BenchPlan.streams, 20),
+    "streams": (2000, 200),
+    "staff_streams": (StreamsPlan.staff_streams, StreamsPlan.staff_streams),
+    "client_processes": (StreamsPlan.client_processes, StreamsPlan.client_processes),
     "noop_tasks": (PipelinePlan.noop_tasks, 500),
     "pipeline_orders": (PipelinePlan.orders, 300),
     "pickups": (PipelinePlan.pickups, 15),
@@ -40,7 +50,9 @@ class Command(BaseCommand):
     help = (
         "Measures the service. Scenarios: placing (POST /api/orders latency and "
         "rate beside a minimal-view baseline, time to complete, drain rate), "
-        "retries (retry lateness), streams (opening SSE streams, event latency), "
+        "retries (retry lateness), streams (N SSE streams held against one daphne: "
+        "open time, event latency, RSS per stream, threads, DB connections and "
+        "queries/s, beside django-eventstream serving the same events), "
         "pipeline (orders/s drained against django-q2 no-op tasks/s on the same "
         "cluster, pickup latency); service = placing retries streams; all "
         "(the default) = every one. Each run gets a throwaway database and queue: "
@@ -64,6 +76,46 @@ class Command(BaseCommand):
                 type=int,
                 help=f"default {full} ({quick} with --quick)",
             )
+        parser.add_argument(
+            "--sizes",
+            help="streams: a sweep, e.g. 100,500,1000,2000 (instead of --streams).",
+        )
+        parser.add_argument(
+            "--servers",
+            default=",".join(DEFAULT_SERVERS),
+            help=f"streams: which of {', '.join(SERVERS)} to measure (default "
+            "%(default)s; django-eventstream's are skipped, and the report says "
+            "so, when it is not installed: pip install -r requirements-bench.txt).",
+        )
+        parser.add_argument(
+            "--flow-rate",
+            type=float,
+            default=StreamsPlan.flow_rate,
+            help="streams: orders set moving per second (default %(default)s).",
+        )
+        parser.add_argument(
+            "--flow-seconds",
+            type=float,
+            help=f"streams: for how long (default {StreamsPlan.flow_seconds:g}; "
+            "4 with --quick).",
+        )
+        parser.add_argument(
+            "--open-concurrency",
+            type=int,
+            default=StreamsPlan.open_concurrency,
+            help="streams: openings in flight at once, across the client "
+            "processes (default %(default)s).",
+        )
+        parser.add_argument(
+            "--repeats",
+            type=int,
+            default=1,
+            help="streams: measure each size and server this many times, in "
+            "turn (default %(default)s).",
+        )
+        parser.add_argument(
+            "--json-out", help="streams: also write its JSON report to this file."
+        )
         parser.add_argument(
             "--timeout",
             type=float,
@@ -97,18 +149,20 @@ class Command(BaseCommand):
         url = options["url"]
         if url and urlsplit(url).hostname not in {"127.0.0.1", "localhost", "::1"}:
             raise CommandError("--url must be a service on this machine (127.0.0.1).")
-        if url and "pipeline" in scenarios:
-            if options["scenarios"] and "all" not in options["scenarios"]:
+        own = [name for name in scenarios if name in OWN_PROCESSES]
+        if url and own:
+            named = set(options["scenarios"]) & OWN_PROCESSES
+            if named:
                 raise CommandError(
-                    "pipeline starts and stops its own workers; it cannot run "
-                    "against --url."
+                    f"{sorted(named)[0]} starts and stops its own processes; it "
+                    "cannot run against --url."
                 )
-            scenarios = [name for name in scenarios if name != "pipeline"]
+            scenarios = [name for name in scenarios if name not in OWN_PROCESSES]
+        streams_plan = self._streams_plan(options, sizes)
         plan = BenchPlan(
             orders=sizes["orders"],
             concurrency=sizes["concurrency"],
             retry_orders=sizes["retry_orders"],
-            streams=sizes["streams"],
             timeout=options["timeout"],
             scenarios=tuple(name for name in scenarios if name in SERVICE_SCENARIOS),
         )
@@ -125,6 +179,14 @@ class Command(BaseCommand):
                 report = Bench(url, plan, progress=progress).run()
             else:
                 report = self._run_service(plan, options["workers"], progress)
+        if "streams" in scenarios:
+            report.streams = run_streams_bench(
+                streams_plan, options["workers"], progress
+            )
+            if options["json_out"]:
+                Path(options["json_out"]).write_text(
+                    json.dumps(report.streams, indent=2) + "\n"
+                )
         if "pipeline" in scenarios:
             report.pipeline = self._run_pipeline(
                 pipeline_plan, options["workers"], progress, quiet=options["json"]
@@ -133,6 +195,45 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
         else:
             self.stdout.write(format_report(report))
+
+    @staticmethod
+    def _streams_plan(options: dict, sizes: dict) -> StreamsPlan:
+        if options["sizes"]:
+            try:
+                stream_sizes = tuple(int(size) for size in options["sizes"].split(","))
+            except ValueError:
+                raise CommandError(
+                    f"--sizes must be numbers separated by commas, not "
+                    f"{options['sizes']!r}."
+                ) from None
+            if min(stream_sizes) < 1:
+                raise CommandError("--sizes must be at least 1 each.")
+        else:
+            stream_sizes = (sizes["streams"],)
+        servers = tuple(options["servers"].split(","))
+        unknown = [server for server in servers if server not in SERVERS]
+        if unknown:
+            raise CommandError(
+                f"unknown server {unknown[0]!r}: choose from {', '.join(SERVERS)}."
+            )
+        flow_seconds = options["flow_seconds"]
+        if flow_seconds is None:
+            flow_seconds = 4.0 if options["quick"] else StreamsPlan.flow_seconds
+        if options["repeats"] < 1:
+            raise CommandError("--repeats must be at least 1.")
+        if options["flow_rate"] <= 0 or flow_seconds <= 0:
+            raise CommandError("--flow-rate and --flow-seconds must be above 0.")
+        return StreamsPlan(
+            sizes=stream_sizes,
+            staff_streams=sizes["staff_streams"],
+            servers=servers,
+            client_processes=sizes["client_processes"],
+            open_concurrency=max(1, options["open_concurrency"]),
+            flow_rate=options["flow_rate"],
+            flow_seconds=flow_seconds,
+            repeats=options["repeats"],
+            timeout=options["timeout"],
+        )
 
     @staticmethod
     def _scenarios(names: list[str]) -> list[str]:

@@ -1,0 +1,93 @@
+"""Feeds django-eventstream the events our streams send: a thread in its web
+process reads new OrderEvent rows every ORDER_STREAM_POLL_SECONDS, and at once
+after a commit of this process that wrote events (orders.notify): the wake-up
+of our pump on the embedded default (orders/streams/wakers.py). It calls
+`send_event()` for the order's channel and the staff channel, with the same JSON
+document as ours (orders/selectors.py, event_document)."""
+
+import json
+import logging
+import threading
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+from django.http import JsonResponse
+from django_eventstream import send_event
+
+from orders import notify
+from orders.models import OrderEvent
+from orders.selectors import event_document
+
+from .channels import STAFF_CHANNEL, order_channel
+
+logger = logging.getLogger(__name__)
+
+READ_BATCH = 500
+
+
+class Relay(threading.Thread):
+    def __init__(self):
+        super().__init__(name="eventstream-relay", daemon=True)
+        self.wake = threading.Event()
+        self.polls = 0
+        self.queries = 0
+        self.sent = 0
+        self.cursor: int | None = None
+
+    def run(self) -> None:
+        self.queries += 1
+        newest = OrderEvent.objects.order_by("-pk").values_list("pk", flat=True)
+        self.cursor = newest.first() or 0
+        poll = float(settings.ORDER_STREAM_POLL_SECONDS)
+        notify.listen(self.wake.set)
+        while True:
+            self.wake.wait(poll)
+            self.wake.clear()
+            self.polls += 1
+            self.queries += 1
+            try:
+                close_old_connections()
+                rows = list(
+                    OrderEvent.objects.filter(pk__gt=self.cursor)
+                    .select_related("order")
+                    .order_by("pk")[:READ_BATCH]
+                )
+            except DatabaseError:
+                # As our pump: the database restarting must not end the relay.
+                logger.exception("relay: reading events failed; retrying")
+                continue
+            for event in rows:
+                data = json.dumps(
+                    event_document(event, event.order.order_id), separators=(",", ":")
+                )
+                send_event(
+                    order_channel(event.order.order_id),
+                    event.type,
+                    data,
+                    json_encode=False,
+                )
+                send_event(STAFF_CHANNEL, event.type, data, json_encode=False)
+                self.sent += 1
+                self.cursor = event.pk
+
+
+_relay: Relay | None = None
+
+
+def start_relay() -> None:
+    global _relay
+    _relay = Relay()
+    _relay.start()
+
+
+def relay_stats(request) -> JsonResponse:
+    """The relay's counters, as GET /api/streams gives our pump's."""
+    return JsonResponse(
+        {
+            "polls": _relay.polls,
+            "queries": _relay.queries,
+            "delivered": _relay.sent,
+            "cursor": _relay.cursor,
+            "relay_alive": _relay.is_alive(),
+        }
+    )
