@@ -204,7 +204,7 @@ def test_pump_holds_events_behind_a_missing_id_until_it_commits_or_settles():
         pump = EventPump(settle=0.2)
         pump.cursor = 10
         subscriber = Subscriber(order_id=None)
-        pump.subscribers.add(subscriber)
+        pump.add(subscriber)
         assert pump.deliver([fake_event(11), fake_event(13)]) == 1
         assert pump.cursor == 11  # 12 may still be committing
         # 12 commits: both go out, in order.
@@ -223,7 +223,8 @@ def test_pump_hands_each_subscriber_only_the_orders_it_asked_for():
         pump = EventPump(settle=0)
         pump.cursor = 0
         one, everything = Subscriber(order_id="ord_1"), Subscriber(None)
-        pump.subscribers |= {one, everything}
+        pump.add(one)
+        pump.add(everything)
         pump.deliver(
             [fake_event(1, "ord_1"), fake_event(2, "ord_2"), fake_event(3, "ord_1")]
         )
