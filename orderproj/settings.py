@@ -567,6 +567,12 @@ FAILURE_NOTIFY_WINDOW_SECONDS = env_number(
 # Server-Sent Events (orders/streams/). Each web process polls the event table
 # this often while any client is connected; one poll serves every client.
 ORDER_STREAM_POLL_SECONDS = env_number("ORDER_STREAM_POLL_SECONDS", 0.2, minimum=0.01)
+# On SQLite (the embedded default) each web process also looks at the
+# database's -wal file this often while a stream is open, and reads at once when
+# another process (a worker) has committed: a stat(), not a query.
+ORDER_STREAM_WAL_CHECK_SECONDS = env_number(
+    "ORDER_STREAM_WAL_CHECK_SECONDS", 0.01, minimum=0.001
+)
 # With REDIS_URL the writers' messages wake the pump at once (orders/notify.py);
 # it still polls this often in case one is lost, and every
 # ORDER_STREAM_POLL_SECONDS while Redis cannot be reached.

@@ -203,3 +203,46 @@ def test_with_a_layer_the_pump_gets_a_layer_waker(settings):
         assert (waker.interval, waker.fallback) == (0.3, 7.0)
 
     run(scenario)
+
+
+def test_a_commit_by_another_process_to_the_sqlite_file_wakes_the_pump_at_once(
+    tmp_path,
+):
+    import sqlite3
+
+    from orders.streams.wakers import SQLiteWalWaker
+
+    path = tmp_path / "db.sqlite3"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE t (x)")
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        waker = SQLiteWalWaker(5.0, f"{path}-wal", every=0.005)
+        # No commit: it waits (here cut short at 0.3 s of its 5 s interval).
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await waker.wait()
+        # A commit on another connection, as a worker's would be.
+        loop.call_later(0.05, writer.execute, "INSERT INTO t VALUES (1)")
+        started = loop.time()
+        await asyncio.wait_for(waker.wait(), DEADLINE)
+        return loop.time() - started
+
+    woke_after = asyncio.run(scenario())
+    writer.close()
+    assert 0.04 < woke_after < 0.5
+
+
+def test_the_embedded_default_watches_the_wal_of_a_sqlite_file_only():
+    from orders.streams.wakers import sqlite_wal_path
+
+    sqlite = "django.db.backends.sqlite3"
+    postgres = "django.db.backends.postgresql"
+    assert sqlite_wal_path({"ENGINE": sqlite, "NAME": "/srv/db.sqlite3"}) == (
+        "/srv/db.sqlite3-wal"
+    )
+    memory = "file:memorydb_default?mode=memory&cache=shared"
+    assert sqlite_wal_path({"ENGINE": sqlite, "NAME": memory}) is None
+    assert sqlite_wal_path({"ENGINE": postgres, "NAME": "orderproj"}) is None

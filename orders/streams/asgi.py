@@ -239,6 +239,8 @@ class EventStream:
                 through=through,
                 order_pk=opening.order_pk,
             )
+        # Sent: the stream holds no copy of its history while it is open.
+        opening.replay = []
         # Live events all come after `through`; a client that resumed from a later
         # id (it came from another process whose pump was ahead) has those up to
         # its id already.

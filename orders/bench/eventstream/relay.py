@@ -1,13 +1,16 @@
 """Feeds django-eventstream the events our streams send: a thread in its web
-process reads new OrderEvent rows every ORDER_STREAM_POLL_SECONDS, and at once
-after a commit of this process that wrote events (orders.notify): the wake-up
-of our pump on the embedded default (orders/streams/wakers.py). It calls
-`send_event()` for the order's channel and the staff channel, with the same JSON
-document as ours (orders/selectors.py, event_document)."""
+process reads new OrderEvent rows on the wake-up of our pump on the embedded
+default (orders/streams/wakers.py): at once after a commit of this process
+that wrote events (orders.notify), within ORDER_STREAM_WAL_CHECK_SECONDS of
+any process's commit (the SQLite file's -wal), and every
+ORDER_STREAM_POLL_SECONDS. It calls `send_event()` for the order's channel and
+the staff channel, with the same JSON document as ours (orders/selectors.py,
+event_document)."""
 
 import json
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
@@ -17,6 +20,7 @@ from django_eventstream import send_event
 from orders import notify
 from orders.models import OrderEvent
 from orders.selectors import event_document
+from orders.streams.wakers import sqlite_wal_path, wal_signature
 
 from .channels import STAFF_CHANNEL, order_channel
 
@@ -33,6 +37,7 @@ class Relay(threading.Thread):
         self.queries = 0
         self.sent = 0
         self.cursor: int | None = None
+        self.wal_seen: tuple[int, int] | None = None
 
     def run(self) -> None:
         self.queries += 1
@@ -41,7 +46,7 @@ class Relay(threading.Thread):
         poll = float(settings.ORDER_STREAM_POLL_SECONDS)
         notify.listen(self.wake.set)
         while True:
-            self.wake.wait(poll)
+            self._wait(poll)
             self.wake.clear()
             self.polls += 1
             self.queries += 1
@@ -69,6 +74,25 @@ class Relay(threading.Thread):
                 send_event(STAFF_CHANNEL, event.type, data, json_encode=False)
                 self.sent += 1
                 self.cursor = event.pk
+
+    def _wait(self, poll: float) -> None:
+        """Our pump's wake-up on the embedded default (orders/streams/wakers.py,
+        SQLiteWalWaker): this process's own commits at once, every process's
+        within ORDER_STREAM_WAL_CHECK_SECONDS through the SQLite file's -wal,
+        and a poll every ORDER_STREAM_POLL_SECONDS."""
+        wal_path = sqlite_wal_path(settings.DATABASES["default"])
+        if wal_path is None:
+            self.wake.wait(poll)
+            return
+        every = float(settings.ORDER_STREAM_WAL_CHECK_SECONDS)
+        deadline = time.monotonic() + poll
+        while not self.wake.wait(min(every, max(0.0, deadline - time.monotonic()))):
+            seen = wal_signature(wal_path)
+            if seen != self.wal_seen:
+                self.wal_seen = seen
+                return
+            if time.monotonic() >= deadline:
+                return
 
 
 _relay: Relay | None = None
