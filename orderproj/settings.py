@@ -571,7 +571,7 @@ ORDER_STREAM_POLL_SECONDS = env_number("ORDER_STREAM_POLL_SECONDS", 0.2, minimum
 # database's -wal file this often while a stream is open, and reads at once when
 # another process (a worker) has committed: a stat(), not a query.
 ORDER_STREAM_WAL_CHECK_SECONDS = env_number(
-    "ORDER_STREAM_WAL_CHECK_SECONDS", 0.01, minimum=0.001
+    "ORDER_STREAM_WAL_CHECK_SECONDS", 0.005, minimum=0.001
 )
 # With REDIS_URL the writers' messages wake the pump at once (orders/notify.py);
 # it still polls this often in case one is lost, and every
