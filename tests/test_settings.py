@@ -99,16 +99,21 @@ def test_the_web_process_on_postgresql_shares_a_pool_and_keeps_no_connection():
     too), which turns DATABASE_POOL on: no connection outlives its request."""
     assert database_settings_of(WEB, DATABASE_URL=POSTGRES) == {
         "conn_max_age": 0,
-        "pool": {"min_size": 2, "max_size": 10},
+        "pool": {"min_size": 2, "max_size": 10, "timeout": 10.0},
         "application_name": "orderproj-web",
     }
 
 
 def test_the_pool_size_is_the_web_process_bound_and_can_be_set():
     found = database_settings_of(WEB, DATABASE_URL=POSTGRES, DATABASE_POOL_MAX_SIZE="4")
-    assert found["pool"] == {"min_size": 2, "max_size": 4}
+    assert found["pool"] == {"min_size": 2, "max_size": 4, "timeout": 10.0}
     found = database_settings_of(WEB, DATABASE_URL=POSTGRES, DATABASE_POOL_MAX_SIZE="1")
-    assert found["pool"] == {"min_size": 1, "max_size": 1}
+    assert found["pool"] == {"min_size": 1, "max_size": 1, "timeout": 10.0}
+
+
+def test_a_request_waits_for_a_pool_connection_as_long_as_it_is_told():
+    found = database_settings_of(WEB, DATABASE_URL=POSTGRES, DATABASE_POOL_TIMEOUT="2")
+    assert found["pool"]["timeout"] == 2.0
 
 
 def test_workers_on_postgresql_keep_one_persistent_connection_each():
