@@ -44,6 +44,7 @@ class Subscriber:
     stalled: bool = False
     overflowed: bool = False
     _waiter: asyncio.Future | None = None
+    _timer: asyncio.TimerHandle | None = None
 
     def offer(self, event: StreamEvent) -> None:
         if self.overflowed:
@@ -84,15 +85,21 @@ class Subscriber:
 
     async def take(self, deadline: float, max_bytes: int) -> list[StreamEvent]:
         """The waiting events, oldest first, about `max_bytes` of them at the
-        most, once there are some and the connection takes them; [] at
-        `deadline` (loop time), or once cut off."""
+        most, once there are some and the connection takes them; [] once cut
+        off, or by `deadline` (loop time; it may come back earlier with [],
+        and the caller looks at the time)."""
         if not self.overflowed and (self.stalled or not self.pending):
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            # One timer per stream, moved only to an earlier deadline: a timer
+            # per wait (and its timeout object), cancelled by the next event,
+            # lingered in the loop's heap for the whole keep-alive interval.
+            if self._timer is None or self._timer.when() > deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(deadline, self._timer_fired)
+            self._waiter = loop.create_future()
             try:
-                async with asyncio.timeout_at(deadline):
-                    await self._waiter
-            except TimeoutError:
-                return []
+                await self._waiter
             finally:
                 self._waiter = None
         if self.overflowed or self.stalled:
@@ -104,6 +111,16 @@ class Subscriber:
             batch.append(event)
         self.pending_bytes -= size
         return batch
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._wake()
+
+    def close(self) -> None:
+        """The stream is over: its timer goes with it."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 @dataclass
@@ -187,6 +204,7 @@ class EventPump:
             self._by_order.setdefault(subscriber.order_id, set()).add(subscriber)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
+        subscriber.close()
         self.subscribers.discard(subscriber)
         self._everything.discard(subscriber)
         wanting = self._by_order.get(subscriber.order_id)
