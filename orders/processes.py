@@ -60,6 +60,29 @@ def web_command(host: str, port: int) -> list[str]:
     ]
 
 
+def log_in_through_the_admin(base_url: str, username: str, password: str):
+    """An httpx client with the session of this account, logged in as a person
+    would be, through the admin's login form; raises if the form refuses."""
+    import httpx
+
+    client = httpx.Client(base_url=base_url, timeout=30)
+    client.get("/admin/login/")
+    response = client.post(
+        "/admin/login/?next=/admin/",
+        data={
+            "username": username,
+            "password": password,
+            "csrfmiddlewaretoken": client.cookies["csrftoken"],
+        },
+    )
+    if response.status_code != 302:
+        client.close()
+        raise RuntimeError(
+            f"logging in as {username!r} answered {response.status_code}"
+        )
+    return client
+
+
 def cluster_command() -> list[str]:
     return [sys.executable, "manage.py", "qcluster"]
 

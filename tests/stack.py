@@ -19,6 +19,7 @@ from orders.processes import (
     cluster_command,
     free_port,
     local_env,
+    log_in_through_the_admin,
     simulated_gateway_dir,
     spawn,
     stop,
@@ -128,18 +129,7 @@ class Stack(LocalService):
     def log_in(self, username: str, password: str) -> httpx.Client:
         """A client with the session of this account, logged in as a person
         would be, through the admin's login form."""
-        client = self.client()
-        client.get("/admin/login/")
-        response = client.post(
-            "/admin/login/?next=/admin/",
-            data={
-                "username": username,
-                "password": password,
-                "csrfmiddlewaretoken": client.cookies["csrftoken"],
-            },
-        )
-        assert response.status_code == 302, response.text
-        return client
+        return log_in_through_the_admin(self.base_url, username, password)
 
     def place(self, client: httpx.Client | None = None, **simulate) -> dict:
         client = client or self.client()

@@ -36,6 +36,7 @@ from django.conf import settings
 from orders.processes import (
     LocalService,
     free_port,
+    log_in_through_the_admin,
     spawn,
     stop,
     wait_until,
@@ -229,19 +230,8 @@ class WebProcess:
         return response.status_code == 200
 
     def _log_in(self) -> httpx.Client:
-        """A staff session, through the admin's login form (tests/stack.py)."""
-        client = httpx.Client(base_url=self.base_url, timeout=30)
-        client.get("/admin/login/")
-        response = client.post(
-            "/admin/login/?next=/admin/",
-            data={
-                "username": STAFF_USER,
-                "password": STAFF_PASSWORD,
-                "csrfmiddlewaretoken": client.cookies["csrftoken"],
-            },
-        )
-        if response.status_code != 302:
-            raise RuntimeError(f"staff log-in answered {response.status_code}")
+        """A staff session, through the admin's login form."""
+        client = log_in_through_the_admin(self.base_url, STAFF_USER, STAFF_PASSWORD)
         client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
         return client
 
