@@ -191,8 +191,9 @@ class EventStream:
                 except Refusal as refusal:
                     await response.body(closed_frame(refusal))
                     break
-                except Saturated:
-                    pass  # a burst of openings: look again at the next check
+                except Saturated as error:
+                    # A burst of openings: look again at the next check.
+                    logger.info("staff stream: session check put off: %s", error)
                 next_check = loop.time() + recheck
             wake = quiet_since + keepalive
             if next_check is not None:
