@@ -136,6 +136,10 @@ class StreamsRun:
     web_cpu_open_s: float | None = None
     web_cpu_flow_s: float | None = None
     flow_s: float | None = None
+    # orderproj only (its /api/streams): full garbage collections while the
+    # orders flowed, and the longest of them (orders/collector.py).
+    full_collections_flow: int | None = None
+    longest_full_collection_ms: float | None = None
 
 
 # /proc -----------------------------------------------------------------------------
@@ -513,6 +517,14 @@ class StreamsBench:
             end_counters["queries"] - start_counters["queries"]
         ) / elapsed
         run.polls_per_s = (end_counters["polls"] - start_counters["polls"]) / elapsed
+        if "collector" in end_counters:
+            run.full_collections_flow = (
+                end_counters["collector"]["full_collections"]
+                - start_counters["collector"]["full_collections"]
+            )
+            run.longest_full_collection_ms = end_counters["collector"][
+                "longest_full_ms"
+            ]
         run.staff_events_expected = (newest - newest_before) * run.staff_opened
 
 
@@ -589,6 +601,8 @@ ROWS = [
     ("DB reads/s of the pump / relay", "queries_per_s", "{:.1f}"),
     ("web CPU opening / flowing (s)", ("web_cpu_open_s", "web_cpu_flow_s"), "{:.1f}"),
     ("flow, first retry to last event (s)", "flow_s", "{:.1f}"),
+    ("full GC collections while flowing", "full_collections_flow", "{:.0f}"),
+    ("longest full GC collection, run (ms)", "longest_full_collection_ms", "{:.0f}"),
     ("streams ended by the server", "ended_early", "{:.0f}"),
     ("events repeated or out of order", "repeated", "{:.0f}"),
     ("server read every event", "caught_up", "{}"),

@@ -8,6 +8,7 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError
 
+from ..collector import frozen_survivors
 from ..errors import error_document, send_error
 from ..failures import record_failure
 from . import flow, threads
@@ -370,6 +371,7 @@ async def stream_stats(scope, receive, send):
             "openings_waiting": opening_threads.pending,
             "cursor": pump.cursor,
             "tasks": len(asyncio.all_tasks()),
+            "collector": frozen_survivors.as_dict(),
         }
     ).encode()
     await send(
