@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +33,8 @@ class CollectorStats:
     sweeps: int = 0
     longest_full_ms: float = 0.0
     last_full_ms: float = 0.0
+    # The lengths of the latest full collections, newest last.
+    recent_full_ms: deque = field(default_factory=lambda: deque(maxlen=32))
 
 
 @dataclass
@@ -69,6 +72,7 @@ class FrozenSurvivors:
         if started is not None:
             took_ms = (time.perf_counter() - started) * 1000
             self.stats.last_full_ms = took_ms
+            self.stats.recent_full_ms.append(round(took_ms, 2))
             self.stats.longest_full_ms = max(self.stats.longest_full_ms, took_ms)
         self.stats.full_collections += 1
         if self.clock() - self._last_sweep >= self.sweep_seconds:
@@ -87,6 +91,7 @@ class FrozenSurvivors:
             "sweeps": self.stats.sweeps,
             "longest_full_ms": round(self.stats.longest_full_ms, 2),
             "last_full_ms": round(self.stats.last_full_ms, 2),
+            "recent_full_ms": list(self.stats.recent_full_ms),
             "frozen_objects": gc.get_freeze_count(),
         }
 

@@ -67,7 +67,7 @@ def test_survivors_of_a_full_collection_are_frozen(collector):
     assert in_collectors_sight(kept)
     gc.collect()
     assert not in_collectors_sight(kept)
-    assert collector.stats.full_collections == 1
+    assert collector.stats.full_collections >= 1
 
 
 def test_young_collections_freeze_nothing(collector):
@@ -108,10 +108,16 @@ def test_no_sweep_before_its_time(collector, clock):
 
 
 def test_the_length_of_full_collections_is_recorded(collector):
+    kept = [make_cycle() for _ in range(50_000)]  # a walk that takes a while
+    gc.collect()
     gc.collect()
     figures = collector.as_dict()
-    assert figures["full_collections"] == 1
-    assert figures["longest_full_ms"] >= figures["last_full_ms"] > 0
+    assert figures["full_collections"] >= 2
+    assert figures["longest_full_ms"] > 0
+    assert figures["longest_full_ms"] >= figures["last_full_ms"]
+    assert len(figures["recent_full_ms"]) == figures["full_collections"]
+    assert figures["recent_full_ms"][-1] == round(figures["last_full_ms"], 2)
+    assert len(kept) == 50_000
 
 
 def test_uninstall_hands_everything_back(clock):
