@@ -68,7 +68,8 @@ INSTALLED_APPS = [
     # orders first so that its `qcluster` command (cluster + dispatcher) wins.
     "orders",
     "daphne",
-    "django.contrib.admin",
+    # django.contrib.admin, with the operators' console (orders/admin_site.py).
+    "orders.apps.OperationsAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

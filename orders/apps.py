@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class OrdersConfig(AppConfig):
@@ -27,3 +28,13 @@ class OrdersConfig(AppConfig):
         got_request_exception.connect(
             failures.on_request_failed, dispatch_uid="orders.failures.request"
         )
+
+
+class OperationsAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin with the operators' console as its default site, so
+    admin.site and @admin.register are that site (in INSTALLED_APPS in place of
+    django.contrib.admin)."""
+
+    # Not the config of the `orders` app: that is OrdersConfig.
+    default = False
+    default_site = "orders.admin_site.OperationsAdminSite"

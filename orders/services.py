@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from . import takenalong
@@ -709,25 +709,32 @@ def failure_retry_order(*, failure: FailureRecord) -> Order:
     return order_retry(order=order)
 
 
+def failure_rerun_refusal(failure: FailureRecord) -> str | None:
+    """Why a failure's task cannot be run again, or None if it can: the one
+    decision behind failure_rerun and the order page's re-run buttons."""
+    from django.utils.module_loading import import_string
+
+    if not failure.task.startswith(RERUNNABLE_TASK_PREFIX):
+        return (
+            f"Failure #{failure.pk} is from {failure.task}, which is not a task of "
+            "this project; only orders.tasks.* can be re-run."
+        )
+    try:
+        import_string(failure.task)
+    except ImportError:
+        return f"Failure #{failure.pk}: task {failure.task} no longer exists."
+    return None
+
+
 def failure_rerun(*, failure: FailureRecord) -> FailureRecord:
     """Run the failed task again with the same arguments, after commit.
 
     The record is kept (and stays unresolved until someone resolves it); if the
     run fails again, a new record is written.
     """
-    from django.utils.module_loading import import_string
-
-    if not failure.task.startswith(RERUNNABLE_TASK_PREFIX):
-        raise FailureNotRerunnable(
-            f"Failure #{failure.pk} is from {failure.task}, which is not a task of "
-            "this project; only orders.tasks.* can be re-run."
-        )
-    try:
-        import_string(failure.task)
-    except ImportError as exc:
-        raise FailureNotRerunnable(
-            f"Failure #{failure.pk}: task {failure.task} no longer exists."
-        ) from exc
+    refusal = failure_rerun_refusal(failure)
+    if refusal:
+        raise FailureNotRerunnable(refusal)
     task, args, kwargs = failure.task, list(failure.args), dict(failure.kwargs)
 
     def enqueue():
@@ -749,6 +756,12 @@ def events_trim(*, now=None, retention_days: float | None = None) -> int:
     """Delete events older than ORDER_EVENT_RETENTION_DAYS (0 keeps them all);
     returns how many. In batches, so SQLite's write lock is held only briefly.
 
+    The timeline of an order an operator still has to deal with is kept whatever
+    its age: a FAILED order's, and one with an unresolved FailureRecord's, until
+    the order is retried or the records resolved. Each batch resumes after the
+    last id it deleted, so the kept events are read past once per run, not once
+    per batch.
+
     A client resuming from a deleted id gets stream.reset
     (orders/streams/opening.py)."""
     days = (
@@ -759,13 +772,24 @@ def events_trim(*, now=None, retention_days: float | None = None) -> int:
     if days <= 0:
         return 0
     cutoff = (now or timezone.now()) - timedelta(days=days)
-    deleted = 0
+    unresolved = FailureRecord.objects.filter(
+        order_id=OuterRef("order_id"), resolved=False
+    )
+    trimmable = (
+        OrderEvent.objects.filter(at__lt=cutoff)
+        .exclude(order__status=Status.FAILED)
+        .filter(~Exists(unresolved))
+    )
+    deleted, after = 0, 0
     while True:
         ids = list(
-            OrderEvent.objects.filter(at__lt=cutoff)
+            trimmable.filter(pk__gt=after)
             .order_by("pk")
             .values_list("pk", flat=True)[:TRIM_BATCH]
         )
         if not ids:
             return deleted
-        deleted += OrderEvent.objects.filter(pk__in=ids).delete()[0]
+        after = ids[-1]
+        # Checked again as it deletes: an order that failed since the read keeps
+        # its timeline.
+        deleted += trimmable.filter(pk__in=ids).delete()[0]
