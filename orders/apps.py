@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import pre_delete
 
 
 class OrdersConfig(AppConfig):
@@ -27,3 +28,16 @@ class OrdersConfig(AppConfig):
         got_request_exception.connect(
             failures.on_request_failed, dispatch_uid="orders.failures.request"
         )
+        # Deleting an order deletes its events: GET /metrics keeps what they
+        # counted (services.events_tally), in the deleting transaction.
+        pre_delete.connect(
+            on_order_deleting,
+            sender="orders.Order",
+            dispatch_uid="orders.metrics.order_deleting",
+        )
+
+
+def on_order_deleting(sender, instance, **kwargs) -> None:
+    from .services import order_deleting
+
+    order_deleting(order=instance)

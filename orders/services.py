@@ -25,7 +25,14 @@ from .exceptions import (
     StepError,
 )
 from .gateways import STEPS, StepResult, order_steps, step_idempotency_key
-from .models import Delivery, FailureRecord, Order, OrderEvent, OrderLine
+from .models import (
+    Delivery,
+    EventTally,
+    FailureRecord,
+    Order,
+    OrderEvent,
+    OrderLine,
+)
 from .retry import backoff_delay_from_settings
 from .transitions import (
     Claimed,
@@ -761,11 +768,42 @@ def events_trim(*, now=None, retention_days: float | None = None) -> int:
     cutoff = (now or timezone.now()) - timedelta(days=days)
     deleted = 0
     while True:
-        ids = list(
-            OrderEvent.objects.filter(at__lt=cutoff)
-            .order_by("pk")
-            .values_list("pk", flat=True)[:TRIM_BATCH]
-        )
-        if not ids:
-            return deleted
-        deleted += OrderEvent.objects.filter(pk__in=ids).delete()[0]
+        with transaction.atomic():
+            # Locked, so a trim in another qcluster neither tallies nor deletes
+            # them too (SQLite: the IMMEDIATE transaction is the lock).
+            ids = list(
+                OrderEvent.objects.select_for_update(skip_locked=True)
+                .filter(at__lt=cutoff)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:TRIM_BATCH]
+            )
+            if not ids:
+                return deleted
+            batch = OrderEvent.objects.filter(pk__in=ids)
+            events_tally(events=batch)
+            deleted += batch.delete()[0]
+
+
+def events_tally(*, events) -> dict[str, int]:
+    """Add what these events count (orders/metrics.py) to EventTally, just before
+    they are deleted and in the deleting transaction, so the counters of GET
+    /metrics never go down. Returns what was added."""
+    from .metrics import event_tallies
+
+    counts = {
+        name: value
+        for name, value in events.aggregate(**event_tallies()).items()
+        if value
+    }
+    EventTally.objects.bulk_create(
+        [EventTally(name=name) for name in counts], ignore_conflicts=True
+    )
+    for name, value in counts.items():
+        EventTally.objects.filter(name=name).update(value=F("value") + value)
+    return counts
+
+
+def order_deleting(*, order: Order) -> None:
+    """An order is being deleted (the admin; its events go with it): what its
+    events counted is kept (events_tally)."""
+    events_tally(events=OrderEvent.objects.filter(order=order))
