@@ -104,12 +104,12 @@ def test_the_figures_are_the_databases_after_retries_and_failures(metrics_stack)
     finished = [metrics_stack.wait_for_terminal(o["order_id"]) for o in placed]
     assert [o["status"] for o in finished] == ["COMPLETED"] * 4 + ["FAILED"] * 3
 
+    def scraped_once_the_queue_is_empty():
+        figures = scrape(metrics_stack)
+        return figures if one(figures, "orders_queue_depth") == 0 else None
+
     after = wait_until(
-        lambda: (
-            (figures := scrape(metrics_stack))
-            and one(figures, "orders_queue_depth") == 0
-            and figures
-        ),
+        scraped_once_the_queue_is_empty,
         timeout=30,
         what="the queue to empty after every order finished",
     )
