@@ -612,3 +612,8 @@ ORDER_STREAM_MAX_UNSENT_BYTES = env_number(
 )
 # Events older than this are deleted (hourly, by the dispatcher); 0 keeps them all.
 ORDER_EVENT_RETENTION_DAYS = env_number("ORDER_EVENT_RETENTION_DAYS", 7, minimum=0)
+
+# Monitoring -----------------------------------------------------------------------
+# GET /metrics (Prometheus) answers staff sessions and `Authorization: Bearer
+# <METRICS_TOKEN>`; unset, only staff sessions. README.md, "Metrics".
+METRICS_TOKEN = env_str("METRICS_TOKEN")

@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
+from django.db.models.signals import pre_delete
 
 
 class OrdersConfig(AppConfig):
@@ -28,6 +29,13 @@ class OrdersConfig(AppConfig):
         got_request_exception.connect(
             failures.on_request_failed, dispatch_uid="orders.failures.request"
         )
+        # Deleting an order deletes its events: GET /metrics keeps what they
+        # counted (services.events_tally), in the deleting transaction.
+        pre_delete.connect(
+            on_order_deleting,
+            sender="orders.Order",
+            dispatch_uid="orders.metrics.order_deleting",
+        )
 
 
 class OperationsAdminConfig(admin_apps.AdminConfig):
@@ -38,3 +46,9 @@ class OperationsAdminConfig(admin_apps.AdminConfig):
     # Not the config of the `orders` app: that is OrdersConfig.
     default = False
     default_site = "orders.admin_site.OperationsAdminSite"
+
+
+def on_order_deleting(sender, instance, **kwargs) -> None:
+    from .services import order_deleting
+
+    order_deleting(order=instance)

@@ -219,3 +219,18 @@ class FailureRecord(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.task}: {self.exception_type}"
+
+
+class EventTally(models.Model):
+    """What the order events already deleted counted, so counters derived from
+    the event table never go down (orders/metrics.py, EVENT_TALLIES).
+
+    A row per tally name; events_trim and an order's deletion add what the
+    events they delete counted, in the transaction that deletes them.
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} = {self.value}"

@@ -199,8 +199,8 @@ def _json(model: type[BaseModel], description: str, **extra) -> dict:
     }
 
 
-def _error(description: str) -> dict:
-    return _json(Error, description)
+def _error(description: str, **extra) -> dict:
+    return _json(Error, description, **extra)
 
 
 def _path(name: str, placeholder: str | None = None) -> str:
@@ -369,6 +369,35 @@ def _operations() -> dict:
                 },
             }
         },
+        _path("metrics"): {
+            "get": {
+                "operationId": "metricsScrape",
+                "summary": "Prometheus metrics (staff, or the metrics token)",
+                "description": "The Prometheus text format (OpenMetrics when "
+                "`Accept` asks for it), read from the database at each scrape. "
+                "A staff session, or `Authorization: Bearer <METRICS_TOKEN>`. "
+                "See README, Metrics.",
+                "security": [{"session": []}, {"metricsToken": []}],
+                "responses": {
+                    "200": {
+                        "description": "The metrics.",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {
+                                "schema": {"type": "string"}
+                            },
+                        },
+                    },
+                    "401": _error(
+                        "`not_authenticated` (no session and no token) or "
+                        "`invalid_token` (an Authorization header without the "
+                        "right bearer token).",
+                        headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+                    ),
+                    "403": _error("`forbidden`: a session, not a staff account's."),
+                },
+            }
+        },
         _path("healthz"): {
             "get": {
                 "operationId": "health",
@@ -410,6 +439,12 @@ def openapi_document() -> dict:
                     "name": "sessionid",
                     "description": "A staff account's session (log in at "
                     "/admin/login/).",
+                },
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The METRICS_TOKEN setting's value (GET "
+                    "/metrics only).",
                 },
                 "csrf": {
                     "type": "apiKey",

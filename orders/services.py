@@ -25,7 +25,14 @@ from .exceptions import (
     StepError,
 )
 from .gateways import STEPS, StepResult, order_steps, step_idempotency_key
-from .models import Delivery, FailureRecord, Order, OrderEvent, OrderLine
+from .models import (
+    Delivery,
+    EventTally,
+    FailureRecord,
+    Order,
+    OrderEvent,
+    OrderLine,
+)
 from .retry import backoff_delay_from_settings
 from .transitions import (
     Claimed,
@@ -782,14 +789,45 @@ def events_trim(*, now=None, retention_days: float | None = None) -> int:
     )
     deleted, after = 0, 0
     while True:
-        ids = list(
-            trimmable.filter(pk__gt=after)
-            .order_by("pk")
-            .values_list("pk", flat=True)[:TRIM_BATCH]
-        )
-        if not ids:
-            return deleted
-        after = ids[-1]
-        # Checked again as it deletes: an order that failed since the read keeps
-        # its timeline.
-        deleted += trimmable.filter(pk__in=ids).delete()[0]
+        with transaction.atomic():
+            # Locked, so a trim in another qcluster neither tallies nor deletes
+            # them too (SQLite: the IMMEDIATE transaction is the lock).
+            ids = list(
+                trimmable.select_for_update(skip_locked=True, of=("self",))
+                .filter(pk__gt=after)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:TRIM_BATCH]
+            )
+            if not ids:
+                return deleted
+            after = ids[-1]
+            # The same rows are tallied and deleted, so the counters of GET
+            # /metrics count each event once.
+            batch = OrderEvent.objects.filter(pk__in=ids)
+            events_tally(events=batch)
+            deleted += batch.delete()[0]
+
+
+def events_tally(*, events) -> dict[str, int]:
+    """Add what these events count (orders/metrics.py) to EventTally, just before
+    they are deleted and in the deleting transaction, so the counters of GET
+    /metrics never go down. Returns what was added."""
+    from .metrics import event_tallies
+
+    counts = {
+        name: value
+        for name, value in events.aggregate(**event_tallies()).items()
+        if value
+    }
+    EventTally.objects.bulk_create(
+        [EventTally(name=name) for name in counts], ignore_conflicts=True
+    )
+    for name, value in counts.items():
+        EventTally.objects.filter(name=name).update(value=F("value") + value)
+    return counts
+
+
+def order_deleting(*, order: Order) -> None:
+    """An order is being deleted (from a shell: the admin offers no Delete), its
+    events with it: what they counted is kept (events_tally)."""
+    events_tally(events=OrderEvent.objects.filter(order=order))

@@ -3,7 +3,7 @@ from django.templatetags.static import static
 from django.urls import path, re_path, register_converter
 from django.views.generic import RedirectView
 
-from . import api, api_deliveries, api_docs, views
+from . import api, api_deliveries, api_docs, api_metrics, views
 
 
 class PublicIdConverter:
@@ -43,6 +43,7 @@ urlpatterns = [
     ),
     path("api/dashboard/stats", views.dashboard_stats, name="api-dashboard-stats"),
     path("healthz", api.healthz, name="healthz"),
+    path("metrics", api_metrics.metrics_scrape, name="metrics"),
     # Any other /api/ URL: a JSON 404 (handler404 is not used while DEBUG is on).
     re_path(r"^api/", api.api_not_found, name="api-not-found"),
     # Browsers ask for it on every page, the admin's included.

@@ -299,3 +299,32 @@ def get_pump() -> EventPump:
             del _pumps[old_loop]
         pump = _pumps[loop] = EventPump()
     return pump
+
+
+@dataclass
+class ProcessStreamStats:
+    """The streams of every pump in this process, summed, and the cursors of
+    the pumps that are running (one loop under daphne)."""
+
+    open_streams: int = 0
+    opened_total: int = 0
+    cut_off: int = 0
+    refused_openings: int = 0
+    cursors: list[int] = field(default_factory=list)
+
+
+def process_stats() -> ProcessStreamStats:
+    """This process's stream figures, for GET /metrics, which runs in a request
+    thread, not on the loop: it only reads integers the loop writes."""
+    totals = ProcessStreamStats()
+    for loop, event_pump in list(_pumps.items()):
+        if loop.is_closed():
+            continue
+        stats = event_pump.stats
+        totals.open_streams += stats.open_streams
+        totals.opened_total += stats.opened_total
+        totals.cut_off += stats.cut_off
+        totals.refused_openings += stats.refused_openings
+        if event_pump.cursor is not None:
+            totals.cursors.append(event_pump.cursor)
+    return totals

@@ -38,6 +38,7 @@ OPERATIONS = [
     "retryOrder",
     "completeDelivery",
     "dashboardStats",
+    "metricsScrape",
     "health",
 ]
 # Those with something to get wrong: a body, a path parameter or a header.
