@@ -135,7 +135,7 @@ def _record(
             traceback_text.rstrip(),
         )
     try:
-        record = _store(
+        record = failure_store(
             task=task,
             args=[_json_safe(value) for value in args],
             kwargs={str(key): _json_safe(value) for key, value in kwargs.items()},
@@ -163,27 +163,36 @@ def _record(
     return record
 
 
-def _store(**fields) -> FailureRecord:
-    """Save the record and count it in its group, in one transaction.
+def failure_store(
+    *,
+    task: str,
+    args: list,
+    kwargs: dict,
+    exception_type: str,
+    message: str,
+    traceback_text: str,
+    order: Order | None,
+    now: datetime | None = None,
+) -> FailureRecord:
+    """Save the record and count it in its group, in one transaction; raises if
+    the database refuses (record_failure is the caller that never raises).
 
     The group's row is locked (select_for_update; on SQLite the IMMEDIATE
     transaction holds the whole database) before it is read, so processes
     racing on PostgreSQL count every record and reopen a resolved group once.
     Whether a mail is due is the failure mailer's decision, from the group.
     """
-    now = timezone.now()
-    location = failure_location(fields["traceback_text"])
+    now = now or timezone.now()
+    location = failure_location(traceback_text)
     fingerprint = failure_fingerprint(
-        task=fields["task"],
-        exception_type=fields["exception_type"],
-        location=location,
+        task=task, exception_type=exception_type, location=location
     )
     with transaction.atomic():
         group, _ = FailureGroup.objects.get_or_create(
             fingerprint=fingerprint,
             defaults={
-                "task": fields["task"],
-                "exception_type": fields["exception_type"],
+                "task": task,
+                "exception_type": exception_type,
                 "location": location,
                 "first_seen": now,
                 "last_seen": now,
@@ -193,13 +202,13 @@ def _store(**fields) -> FailureRecord:
         record = FailureRecord.objects.create(
             occurred_at=now,
             group=group,
-            task=fields["task"],
-            args=fields["args"],
-            kwargs=fields["kwargs"],
-            exception_type=fields["exception_type"],
-            message=fields["message"],
-            traceback=fields["traceback_text"],
-            order=fields["order"],
+            task=task,
+            args=args,
+            kwargs=kwargs,
+            exception_type=exception_type,
+            message=message,
+            traceback=traceback_text,
+            order=order,
         )
         changes = {
             "count": F("count") + 1,

@@ -11,7 +11,7 @@ from django_q.conf import Conf
 from orders import dispatcher, services
 from orders.management.commands import place_orders
 from orders.models import FailureRecord, Order
-from tests.factories import place, processed
+from tests.factories import failure_record, place, processed
 
 pytestmark = pytest.mark.django_db
 Status = Order.Status
@@ -117,9 +117,7 @@ def test_place_orders_refuses_a_fail_rate_when_simulation_is_off(settings):
 
 def test_order_status_prints_the_timeline():
     order = processed(fail_times=1, failure="permanent")
-    FailureRecord.objects.create(
-        task="orders.tasks.process_order", order=order, exception_type="X"
-    )
+    failure_record(order, exception_type="X")
 
     output = run("order_status", order.order_id)
 
@@ -235,13 +233,7 @@ def test_reap_stuck_with_nothing_stuck_says_so():
 
 
 def failure(order=None, **fields) -> FailureRecord:
-    return FailureRecord.objects.create(
-        task="orders.tasks.process_order",
-        order=order,
-        exception_type=fields.pop("exception_type", "KeyError"),
-        message=fields.pop("message", "'card_token'"),
-        **fields,
-    )
+    return failure_record(order, **fields)
 
 
 def test_failures_lists_records_with_their_order_and_state():
