@@ -281,6 +281,43 @@ def test_failures_with_none_recorded_says_so():
     assert run("failures") == "No failures recorded.\n"
 
 
+def test_failures_groups_lists_each_group_once_with_its_count_and_place():
+    for _ in range(3):
+        grouped = failure_record()
+    failure_record(task="orders.tasks.order_delivery_completed", resolved=True)
+
+    output = run("failures", "--groups")
+    open_only = run("failures", "--groups", "--unresolved")
+
+    assert f"{grouped.group.pk:>5}" in output
+    assert "      3  open" in output
+    assert "resolved   orders.tasks.order_delivery_completed" in output
+    assert "KeyError (orders/services.py in order_process)" in output
+    assert "order_delivery_completed" not in open_only
+
+
+def test_failures_resolve_group_resolves_it_with_its_records():
+    record = failure_record()
+    failure_record()
+
+    first = run("failures", "--resolve-group", str(record.group.pk))
+    second = run("failures", "--resolve-group", str(record.group.pk))
+
+    assert f"Group #{record.group.pk} marked resolved" in first
+    assert "was already resolved" in second
+    assert not FailureRecord.objects.filter(resolved=False).exists()
+    assert "regression" not in run("failures", "--groups")
+
+
+def test_failures_resolve_group_of_an_unknown_group_is_a_clear_error():
+    with pytest.raises(CommandError, match="No failure group #999"):
+        run("failures", "--resolve-group", "999")
+
+
+def test_failures_groups_with_none_says_so():
+    assert run("failures", "--groups") == "No failure groups.\n"
+
+
 # complete_delivery ------------------------------------------------------------------
 
 
