@@ -1,6 +1,7 @@
 """Failure groups: what joins records into one, the mail each group is owed,
 resolving a group and its records, and grouping the records stored before."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,7 +10,12 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from orders import selectors, services
-from orders.failures import GroupMail, failures_mail_pending, group_mail_due
+from orders.failures import (
+    GroupMail,
+    failures_mail_pending,
+    group_mail_due,
+    record_failure,
+)
 from orders.models import FailureGroup, FailureRecord, Order
 from tests.factories import failure_record, failure_traceback, processed
 
@@ -17,6 +23,14 @@ pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=15)
+
+
+def raised(error: BaseException) -> BaseException:
+    """The error with a traceback, as if it had been raised."""
+    try:
+        raise error
+    except BaseException as caught:  # noqa: BLE001
+        return caught
 
 
 def due(**state):
@@ -225,3 +239,71 @@ def test_records_stored_before_groups_existed_are_grouped_by_their_traceback():
         MigrationExecutor(connection).migrate(
             MigrationExecutor(connection).loader.graph.leaf_nodes()
         )
+
+
+# Racing processes ---------------------------------------------------------------------
+
+
+def in_threads(count: int, work) -> list:
+    """Run `work` in `count` threads at once, each on its own connection, as
+    processes racing on the database would; their results."""
+    from django.db import connection as thread_connection
+
+    start = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            start.wait()
+            results[index] = work()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test
+            errors.append(error)
+        finally:
+            thread_connection.close()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_failures_of_a_new_kind_make_one_group_that_counts_them_all(
+    mailoutbox,
+):
+    def fail_ten_times():
+        for number in range(10):
+            stored = record_failure(
+                task="orders.tasks.process_order",
+                error=raised(ConnectionError(f"gateway down ({number})")),
+            )
+            assert stored is not None, "the failure was not stored"
+
+    in_threads(4, fail_ten_times)
+    tried = in_threads(4, failures_mail_pending)
+
+    group = FailureGroup.objects.get()
+    assert group.count == FailureRecord.objects.count() == 40
+    assert sum(tried) == 1
+    assert len(mailoutbox) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_mailers_send_a_reopened_groups_mail_once(mailoutbox):
+    record = failure_record()
+    failures_mail_pending()
+    services.failure_group_resolve(group=record.group)
+    failure_record()
+
+    tried = in_threads(4, failures_mail_pending)
+
+    assert sum(tried) == 1
+    assert [mail.subject.split(":")[0] for mail in mailoutbox] == [
+        "[orderproj] orders.tasks.process_order failed",
+        "[orderproj] Regression",
+    ]
