@@ -1,0 +1,76 @@
+"""The failure groups' admin pages in a real Chromium, as staff see them on a
+phone and on a laptop, and the failure records list on a 1280 px screen. The
+`page` fixture fails a test on any console error, a CSP violation included."""
+
+import pytest
+
+from tests.e2e.test_browser import browser, page  # noqa: F401 - fixtures
+from tests.e2e.test_failure_groups_e2e import LISTENER, enqueue, groups
+from tests.stack import STAFF_PASSWORD, STAFF_USER, wait_until
+
+pytestmark = pytest.mark.e2e
+
+KIND = "orders.models.Order.DoesNotExist"
+PHONE = {"width": 390, "height": 844}
+LAPTOP = {"width": 1280, "height": 800}
+
+
+@pytest.fixture(scope="module")
+def group(stack) -> dict:
+    """A group of three failures of the delivery listener, made by real workers."""
+    enqueue(stack, [[f"ord_gone{n}", "dlv_none"] for n in range(3)])
+    return wait_until(
+        lambda: [g for g in groups(stack, KIND) if g["count"] == 3],
+        timeout=30,
+        what="three failures in one group",
+    )[0]
+
+
+def log_in_to_the_admin(stack, page, path: str) -> None:
+    page.goto(f"{stack.base_url}/admin/login/?next={path}")
+    page.fill("#id_username", STAFF_USER)
+    page.fill("#id_password", STAFF_PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"**{path}")
+
+
+@pytest.mark.parametrize("viewport", [PHONE, LAPTOP], ids=["phone", "laptop"])
+def test_staff_see_the_groups_list_and_a_groups_page(stack, page, group, viewport):
+    page.set_viewport_size(viewport)
+    log_in_to_the_admin(stack, page, "/admin/orders/failuregroup/")
+
+    row = page.locator("#result_list tbody tr", has_text="order_delivery_completed")
+    assert row.locator("td.field-count").inner_text() == "3"
+    sparkline = row.locator("svg.failure-sparkline")
+    assert sparkline.is_visible()
+    assert sparkline.locator("rect").count() == 24
+    assert "3 in the last 24 h" in sparkline.get_attribute("aria-label")
+
+    row.locator("th a").click()
+    page.wait_for_url(f"**/admin/orders/failuregroup/{group['id']}/change/")
+    content = page.locator("#content").inner_text()
+    assert "orders/services.py in order_delivery_completed" in content
+    assert LISTENER in content
+    assert "all 3 records of this group" in content
+    assert page.locator("pre.failure-traceback").is_visible()
+    # The traceback wraps inside the screen (the stylesheet, not a style
+    # attribute, which the CSP would refuse).
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+
+
+def test_the_records_list_fits_a_laptop_with_its_exception_and_message(
+    stack, page, group
+):
+    page.set_viewport_size(LAPTOP)
+    log_in_to_the_admin(stack, page, "/admin/orders/failurerecord/")
+
+    assert page.locator("#nav-sidebar").is_visible()
+    assert page.locator("#changelist-filter").is_visible()
+    for column in ["short_exception", "short_message", "group_link"]:
+        header = page.locator(f"#result_list th.column-{column}")
+        box = header.bounding_box()
+        assert box is not None and header.is_visible(), column
+        assert box["x"] + box["width"] <= LAPTOP["width"], column
+    assert page.evaluate("document.documentElement.scrollWidth") <= LAPTOP["width"]
+    first_message = page.locator("#result_list td.field-short_message").first
+    assert "Order matching query does not exist" in first_message.inner_text()
