@@ -4,11 +4,16 @@ phone and on a laptop, and the failure records list on a 1280 px screen. The
 
 import pytest
 
-from tests.e2e.test_browser import browser, page  # noqa: F401 - fixtures
+from tests.e2e import test_browser
 from tests.e2e.test_failure_groups_e2e import LISTENER, enqueue, groups
 from tests.stack import STAFF_PASSWORD, STAFF_USER, wait_until
 
 pytestmark = pytest.mark.e2e
+
+# The browser pages of tests/e2e/test_browser.py: Chromium, and a page that
+# fails the test on any console error.
+browser = test_browser.browser
+page = test_browser.page
 
 KIND = "orders.models.Order.DoesNotExist"
 PHONE = {"width": 390, "height": 844}
