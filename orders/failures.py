@@ -241,6 +241,7 @@ class GroupMail(StrEnum):
 
 def group_mail_due(
     *,
+    resolved: bool,
     count: int,
     mailed_at: datetime | None,
     mailed_count: int,
@@ -252,8 +253,11 @@ def group_mail_due(
 
     A group nobody was mailed about: at once. A group that reopened after its
     last mail: at once. A group with failures since its last mail: a digest, once
-    the window since that mail has passed. Otherwise none.
+    the window since that mail has passed. Otherwise none, and none for a
+    resolved group: someone has dealt with it (it reopens if it fails again).
     """
+    if resolved:
+        return None
     if mailed_at is None:
         return GroupMail.NEW
     if reopened_at is not None and reopened_at > mailed_at:
@@ -265,7 +269,7 @@ def group_mail_due(
 
 def _groups_owed_a_mail(now: datetime, window: timedelta):
     """The database's side of group_mail_due, to find the candidates."""
-    return FailureGroup.objects.filter(
+    return FailureGroup.objects.filter(resolved=False).filter(
         Q(mailed_at__isnull=True)
         | Q(reopened_at__gt=F("mailed_at"))
         | Q(count__gt=F("mailed_count"), mailed_at__lte=now - window)
@@ -289,6 +293,7 @@ def failures_mail_pending() -> int:
     tried = 0
     for group in list(candidates):
         kind = group_mail_due(
+            resolved=group.resolved,
             count=group.count,
             mailed_at=group.mailed_at,
             mailed_count=group.mailed_count,

@@ -35,6 +35,7 @@ def raised(error: BaseException) -> BaseException:
 
 def due(**state):
     defaults = {
+        "resolved": False,
         "count": 1,
         "mailed_at": None,
         "mailed_count": 0,
@@ -62,6 +63,14 @@ def test_a_group_with_failures_since_its_mail_gets_a_digest_once_the_window_pass
 
 def test_a_group_quiet_since_its_mail_gets_no_digest_however_long_ago():
     assert due(count=3, mailed_at=NOW - timedelta(days=9), mailed_count=3) is None
+
+
+def test_a_resolved_group_is_owed_no_mail_for_what_happened_before():
+    state = {"count": 9, "mailed_at": NOW - WINDOW * 2, "mailed_count": 1}
+
+    assert due(**state) is GroupMail.DIGEST
+    assert due(**state, resolved=True) is None
+    assert due(resolved=True) is None
 
 
 def test_a_group_reopened_after_its_mail_is_owed_a_mail_at_once():
