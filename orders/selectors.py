@@ -1,6 +1,6 @@
 """Reads: what the API, pages and streams show of orders."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from statistics import median
 
 from django.db.models import Count
@@ -237,12 +237,14 @@ def failure_group_hourly_counts(
 ) -> list[int]:
     """How many records the group had in each of the last `hours` hours, oldest
     first; the last bucket is the hour now running."""
-    now = now or timezone.now()
+    now = (now or timezone.now()).astimezone(UTC)
     current_hour = now.replace(minute=0, second=0, microsecond=0)
     since = current_hour - timedelta(hours=hours - 1)
     rows = (
         group.records.filter(occurred_at__gte=since)
-        .annotate(hour=TruncHour("occurred_at"))
+        # In UTC, as `now` is: hours of a zone offset by 30 minutes would
+        # straddle two buckets.
+        .annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
         .values("hour")
         .annotate(n=Count("id"))
     )
