@@ -3,6 +3,7 @@ qcluster's failure mailer sends, and the mails land in files (EMAIL_URL file://)
 read here as the admins would read them."""
 
 import email
+import email.policy
 import json
 import re
 from pathlib import Path
@@ -36,21 +37,21 @@ def stack(tmp_path_factory, mail_dir):
     running.stop()
 
 
-def mails(mail_dir: Path, subject_contains: str) -> list[email.message.Message]:
+def mails(mail_dir: Path, subject_contains: str) -> list[email.message.EmailMessage]:
     """The mails Django's file backend wrote (each file: messages, each followed
     by a line of 79 dashes) whose subject contains the text, oldest first."""
     found = []
     for path in sorted(mail_dir.iterdir(), key=lambda p: p.stat().st_mtime_ns):
         for chunk in path.read_text().split("-" * 79 + "\n"):
             if chunk.strip():
-                message = email.message_from_string(chunk)
+                message = email.message_from_string(chunk, policy=email.policy.default)
                 if subject_contains in message["Subject"]:
                     found.append(message)
     return found
 
 
-def body(message: email.message.Message) -> str:
-    return message.get_payload(decode=True).decode()
+def body(message: email.message.EmailMessage) -> str:
+    return message.get_content()
 
 
 def enqueue(stack, calls: list[list[str]]) -> None:
