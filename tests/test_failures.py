@@ -7,6 +7,7 @@ from decimal import Decimal
 from multiprocessing import Value
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends import locmem
 from django.db.models.signals import pre_save
 from django.utils import timezone
@@ -445,6 +446,15 @@ def test_email_url_selects_console_or_smtp_with_credentials():
     assert smtp["EMAIL_HOST_USER"] == "me@x.org"
     assert smtp["EMAIL_HOST_PASSWORD"] == "s3cret"
     assert smtp["EMAIL_USE_TLS"] is True
+
+
+def test_email_url_file_writes_each_mail_to_a_file_in_that_directory():
+    assert email_settings("file:///var/tmp/mails") == {
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": "/var/tmp/mails",
+    }
+    with pytest.raises(ImproperlyConfigured, match="needs a directory path"):
+        email_settings("file://")
 
 
 def test_a_failure_record_and_its_mail_never_show_a_password_the_error_quoted(
