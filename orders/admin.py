@@ -1,10 +1,14 @@
 """The operators' console. Nothing here writes a field by hand: every change goes
 through an action that calls a service, and failure records are never deleted."""
 
+import re
+
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from . import dispatcher, exceptions, selectors, services
 from .exceptions import InvalidTransition
@@ -206,12 +210,43 @@ def shorten(text: str, chars: int):
     return format_html('<span title="{}">{}…</span>', text, text[: chars - 1])
 
 
+# Where a name may wrap: after "_" or ".", and between the words of CamelCase.
+NAME_BREAKS = re.compile(r"(?<=[_.])|(?<=[a-z])(?=[A-Z])")
+
+
+def breakable(name: str):
+    """The name with line-break opportunities (<wbr>) between its words: a table
+    column is never narrower than its longest word."""
+    return format_html_join(
+        mark_safe("<wbr>"), "{}", ((part,) for part in NAME_BREAKS.split(name))
+    )
+
+
 def last_name(dotted: str):
-    """ "orders.tasks.process_order" as "process_order", the whole in a tooltip."""
+    """The last part of a dotted name ("process_order" of
+    "orders.tasks.process_order"), the whole in a tooltip."""
     tail = dotted.rsplit(".", 1)[-1]
-    if tail == dotted:
-        return dotted
-    return format_html('<span title="{}">{}</span>', dotted, tail)
+    return format_html('<span title="{}">{}</span>', dotted, breakable(tail))
+
+
+def compact_time(moment, *, title: str):
+    """ "2026-12-05 23:30:12", which wraps between date and time: the admin's long
+    form ("Dec. 5, 2026, 11:30 p.m.") takes a sixth of a laptop's list."""
+    local = timezone.localtime(moment)
+    return format_html(
+        '<span title="{}">{}</span>', title, f"{local:%Y-%m-%d %H:%M:%S}"
+    )
+
+
+def short_order_link(order: Order | None):
+    """The order's link with its id cut after 8 hex digits (the whole in a
+    tooltip): a full id is one unbreakable 36-character word."""
+    if order is None:
+        return "-"
+    url = reverse("admin:orders_order_change", args=[order.pk])
+    return format_html(
+        '<a href="{}" title="{}">{}…</a>', url, order.order_id, order.order_id[:10]
+    )
 
 
 def group_link(group: FailureGroup | None):
@@ -231,7 +266,7 @@ def record_link(record: FailureRecord | None):
 def sparkline(counts: list[int]):
     """Records per hour as an inline SVG bar chart: no script, no inline style,
     so the admin's Content-Security-Policy lets it show."""
-    bar, gap, height = 3, 1, 20
+    bar, gap, height = 2, 1, 20
     peak = max(counts) or 1
     bars = format_html_join(
         "",
@@ -268,14 +303,14 @@ class FailureGroupAdmin(ViewOnlyRecordAdmin):
     mails, if it fails again."""
 
     list_display = [
-        "id",
         "short_task",
         "short_exception",
         "count",
         "last_24_hours",
-        "last_seen",
+        "seen",
         "state",
     ]
+    list_display_links = ["short_task"]
     list_filter = ["resolved", "task", "exception_type"]
     search_fields = ["records__order__order_id"]
     search_help_text = "Search by order id (ord_…)."
@@ -321,6 +356,10 @@ class FailureGroupAdmin(ViewOnlyRecordAdmin):
     @admin.display(description="exception", ordering="exception_type")
     def short_exception(self, obj):
         return last_name(obj.exception_type)
+
+    @admin.display(description="last seen", ordering="last_seen")
+    def seen(self, obj):
+        return compact_time(obj.last_seen, title=f"group #{obj.pk}")
 
     @admin.display(description="last 24 h")
     def last_24_hours(self, obj):
@@ -429,15 +468,15 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
     # Short columns, the whole text in tooltips: the list fits a 1280 px screen
     # beside the admin's menu and filters without hiding exception or message.
     list_display = [
-        "id",
-        "occurred_at",
+        "when",
         "short_task",
         "short_exception",
         "short_message",
-        "order_link",
+        "short_order",
         "group_link",
         "resolved",
     ]
+    list_display_links = ["when"]
     list_filter = ["resolved", "task", "exception_type"]
     search_fields = ["message", "order__order_id", "task", "exception_type"]
     date_hierarchy = "occurred_at"
@@ -469,6 +508,10 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="when", ordering="occurred_at")
+    def when(self, obj):
+        return compact_time(obj.occurred_at, title=f"#{obj.pk}")
+
     @admin.display(description="task", ordering="task")
     def short_task(self, obj):
         return last_name(obj.task)
@@ -484,6 +527,10 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
     @admin.display(description="order", ordering="order__order_id")
     def order_link(self, obj):
         return order_link(obj.order)
+
+    @admin.display(description="order", ordering="order__order_id")
+    def short_order(self, obj):
+        return short_order_link(obj.order)
 
     @admin.display(description="group", ordering="group")
     def group_link(self, obj):

@@ -205,8 +205,24 @@ def test_the_records_list_shortens_long_names_and_keeps_them_in_tooltips(operato
 
     page = operator.get(RECORDS).content.decode()
 
-    assert f'<span title="{LISTENER}">order_delivery_completed</span>' in page
+    # Names wrap between their words (<wbr>), never inside one.
+    assert f'<span title="{LISTENER}">order_<wbr>delivery_<wbr>completed</span>' in page
     assert (
-        '<span title="orders.exceptions.ListenerFailed">ListenerFailed</span>' in page
+        '<span title="orders.exceptions.ListenerFailed">Listener<wbr>Failed</span>'
+        in page
     )
     assert f'<span title="{"x" * 200}">{"x" * 59}…</span>' in page
+
+
+def test_the_records_list_shows_a_short_order_id_with_the_whole_in_a_tooltip(
+    operator,
+):
+    order = processed(fail_times=1, failure="permanent")
+    failure_record(order)
+
+    page = operator.get(RECORDS).content.decode()
+
+    assert (
+        f'<a href="/admin/orders/order/{order.pk}/change/" title="{order.order_id}">'
+        f"{order.order_id[:10]}…</a>"
+    ) in page
