@@ -203,8 +203,8 @@ def test_rerunning_a_group_hands_each_distinct_call_of_its_open_records_to_the_q
 def test_records_stored_before_groups_existed_are_grouped_by_their_traceback():
     executor = MigrationExecutor(connection)
     before, after = (
-        [("orders", "0007_failuregroup")],
-        [("orders", "0008_group_failure_records")],
+        [("orders", "0008_failuregroup")],
+        [("orders", "0009_group_failure_records")],
     )
     executor.migrate(before)
     old_apps = executor.loader.project_state(before).apps

@@ -73,6 +73,6 @@ def group_records(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("orders", "0007_failuregroup")]
+    dependencies = [("orders", "0008_failuregroup")]
 
     operations = [migrations.RunPython(group_records, migrations.RunPython.noop)]

@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("orders", "0008_group_failure_records")]
+    dependencies = [("orders", "0009_group_failure_records")]
 
     operations = [
         migrations.AlterField(

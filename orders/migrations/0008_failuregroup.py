@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orders', '0006_order_pending_idx'),
+        ('orders', '0007_eventtally'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
