@@ -39,7 +39,8 @@ lint: install $(NODE_STAMP)
 POSTGRES_TESTS := tests/test_transitions.py tests/test_properties.py \
 	tests/test_steps.py tests/test_services_orders.py tests/test_dispatcher.py \
 	tests/test_deliveries.py tests/test_batches.py tests/test_taken_along.py \
-	tests/test_stream_reads.py tests/test_services_events.py tests/test_metrics.py
+	tests/test_stream_reads.py tests/test_services_events.py tests/test_metrics.py \
+	tests/test_failure_groups.py
 
 test: lint
 	$(BIN)/python -m pytest

@@ -494,7 +494,7 @@ LOGGING = {
     "loggers": {
         # Django's own config mails the admins on every 500 (its mail_admins
         # handler); here the root's console logs them, and the failure handler
-        # mails them under FAILURE_NOTIFY_LIMIT (orders/failures.py).
+        # mails them per failure group (orders/failures.py).
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         # django-q2's logger is named "django-q" (django_q/conf.py).
         "django-q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
@@ -515,8 +515,11 @@ CSRF_FAILURE_VIEW = "orders.api.csrf_failure"
 #   smtp://user:password@host:587       SMTP with STARTTLS (smtps://... for TLS
 #                                       from the start, smtp+plain://... for none)
 #   dummy://                            drop mails
-# FAILURE_NOTIFY_LIMIT mails at most per task and exception type in any
-# FAILURE_NOTIFY_WINDOW_SECONDS; the rest are only recorded.
+#   file:///var/tmp/mails               write each mail to a file in that
+#                                       directory (for tests and staging)
+# Mails go per failure group: a new group at once, then at most one digest per
+# FAILURE_DIGEST_WINDOW_SECONDS while it keeps failing; a resolved group that
+# fails again at once.
 
 
 def env_addresses(name: str, default: str = "") -> list[tuple[str, str]]:
@@ -537,10 +540,17 @@ def email_settings(url: str) -> dict:
         return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
     if parts.scheme == "dummy":
         return {"EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend"}
+    if parts.scheme == "file":
+        if not parts.path:
+            raise ImproperlyConfigured("EMAIL_URL file:// needs a directory path")
+        return {
+            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "EMAIL_FILE_PATH": unquote(parts.path),
+        }
     if parts.scheme not in {"smtp", "smtps", "smtp+plain"}:
         raise ImproperlyConfigured(
-            f"EMAIL_URL scheme {parts.scheme!r} is not one of console, dummy, smtp, "
-            "smtps, smtp+plain"
+            f"EMAIL_URL scheme {parts.scheme!r} is not one of console, dummy, file, "
+            "smtp, smtps, smtp+plain"
         )
     return {
         "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
@@ -559,9 +569,8 @@ EMAIL_URL = env_str("EMAIL_URL", "console://")
 globals().update(email_settings(EMAIL_URL))
 SERVER_EMAIL = env_str("SERVER_EMAIL", "orderproj@localhost")
 EMAIL_SUBJECT_PREFIX = env_str("EMAIL_SUBJECT_PREFIX", "[orderproj] ")
-FAILURE_NOTIFY_LIMIT = env_number("FAILURE_NOTIFY_LIMIT", 5, cast=int, minimum=0)
-FAILURE_NOTIFY_WINDOW_SECONDS = env_number(
-    "FAILURE_NOTIFY_WINDOW_SECONDS", 900, minimum=1
+FAILURE_DIGEST_WINDOW_SECONDS = env_number(
+    "FAILURE_DIGEST_WINDOW_SECONDS", 900, minimum=1
 )
 
 # Streams ------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The operators' console. Nothing here writes a field by hand: every change goes
 through an action that calls a service, and failure records are never deleted."""
 
+import re
+
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
@@ -9,12 +11,21 @@ from django.db.models import Exists, OuterRef
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from . import dispatcher, exceptions, selectors, services
 from .exceptions import InvalidTransition
-from .models import Delivery, FailureRecord, Order, OrderEvent, OrderLine
+from .models import (
+    Delivery,
+    FailureGroup,
+    FailureRecord,
+    Order,
+    OrderEvent,
+    OrderLine,
+)
 
 
 def order_link(order: Order | None):
@@ -445,25 +456,292 @@ class OrderAdmin(ViewOnlyRecordAdmin):
         return super().changelist_view(request, extra_context)
 
 
-@admin.register(FailureRecord)
-class FailureRecordAdmin(ViewOnlyRecordAdmin):
+FAILURES_CSS = {"all": ["orders/admin-failures.css"]}
+
+
+def shorten(text: str, chars: int):
+    """The text cut to `chars`, the whole of it in a tooltip: the failure lists
+    fit a laptop screen without hiding a column."""
+    if len(text) <= chars:
+        return text
+    return format_html('<span title="{}">{}…</span>', text, text[: chars - 1])
+
+
+# Where a name may wrap: after "_" or ".", and between the words of CamelCase.
+NAME_BREAKS = re.compile(r"(?<=[_.])|(?<=[a-z])(?=[A-Z])")
+
+
+def breakable(name: str):
+    """The name with line-break opportunities (<wbr>) between its words: a table
+    column is never narrower than its longest word."""
+    return format_html_join(
+        mark_safe("<wbr>"), "{}", ((part,) for part in NAME_BREAKS.split(name))
+    )
+
+
+def last_name(dotted: str):
+    """The last part of a dotted name ("process_order" of
+    "orders.tasks.process_order"), the whole in a tooltip."""
+    tail = dotted.rsplit(".", 1)[-1]
+    return format_html('<span title="{}">{}</span>', dotted, breakable(tail))
+
+
+def compact_time(moment, *, title: str):
+    """ "2026-12-05 23:30:12", which wraps between date and time: the admin's long
+    form ("Dec. 5, 2026, 11:30 p.m.") takes a sixth of a laptop's list."""
+    local = timezone.localtime(moment)
+    return format_html(
+        '<span title="{}">{}</span>', title, f"{local:%Y-%m-%d %H:%M:%S}"
+    )
+
+
+def short_order_link(order: Order | None):
+    """The order's link with its id cut after 8 hex digits (the whole in a
+    tooltip): a full id is one unbreakable 36-character word."""
+    if order is None:
+        return "-"
+    url = reverse("admin:orders_order_change", args=[order.pk])
+    return format_html(
+        '<a href="{}" title="{}">{}…</a>', url, order.order_id, order.order_id[:10]
+    )
+
+
+def group_link(group: FailureGroup | None):
+    if group is None:
+        return "-"
+    url = reverse("admin:orders_failuregroup_change", args=[group.pk])
+    return format_html('<a href="{}">#{}</a>', url, group.pk)
+
+
+def record_link(record: FailureRecord | None):
+    if record is None:
+        return "-"
+    url = reverse("admin:orders_failurerecord_change", args=[record.pk])
+    return format_html('<a href="{}">#{}</a>', url, record.pk)
+
+
+def sparkline(counts: list[int]):
+    """Records per hour as an inline SVG bar chart: no script, no inline style,
+    so the admin's Content-Security-Policy lets it show."""
+    bar, gap, height = 2, 1, 20
+    peak = max(counts) or 1
+    bars = format_html_join(
+        "",
+        '<rect x="{}" y="{}" width="{}" height="{}"></rect>',
+        (
+            (
+                index * (bar + gap),
+                height - max(1, round(n / peak * height)) if n else height - 1,
+                bar,
+                max(1, round(n / peak * height)) if n else 1,
+            )
+            for index, n in enumerate(counts)
+        ),
+    )
+    width = len(counts) * (bar + gap)
+    label = f"{sum(counts)} in the last {len(counts)} h, at most {max(counts)} an hour"
+    return format_html(
+        '<svg class="failure-sparkline" role="img" aria-label="{}" width="{}" '
+        'height="{}" viewBox="0 0 {} {}"><title>{}</title>{}</svg>',
+        label,
+        width,
+        height,
+        width,
+        height,
+        label,
+        bars,
+    )
+
+
+@admin.register(FailureGroup)
+class FailureGroupAdmin(ViewOnlyRecordAdmin):
+    """Failures of one kind together (orders/fingerprints.py), most recently
+    seen first. Resolving a group resolves its open records; it reopens, and
+    mails, if it fails again."""
+
     list_display = [
-        "id",
-        "occurred_at",
+        "short_task",
+        "short_exception",
+        "count",
+        "last_24_hours",
+        "seen",
+        "state",
+    ]
+    list_display_links = ["short_task"]
+    list_filter = ["resolved", "task", "exception_type"]
+    search_fields = ["records__order__order_id"]
+    search_help_text = "Search by order id (ord_…)."
+    date_hierarchy = "last_seen"
+    actions = ["resolve_groups", "retry_failed_orders", "rerun_tasks"]
+    fields = [
+        "state",
         "task",
         "exception_type",
+        "location",
+        "count",
+        "first_seen",
+        "last_seen",
+        "last_24_hours",
+        "latest_record_link",
+        "all_records",
+        "orders_touched",
+        "resolved_by",
+        "resolved_at",
+        "reopened_at",
+        "reopened_times",
+        "mailed_at",
+        "mailed_count",
+        "fingerprint",
+        "latest_traceback",
+    ]
+    readonly_fields = fields
+    list_per_page = 50
+
+    class Media:
+        css = FAILURES_CSS
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="task", ordering="task")
+    def short_task(self, obj):
+        return last_name(obj.task)
+
+    @admin.display(description="exception", ordering="exception_type")
+    def short_exception(self, obj):
+        return last_name(obj.exception_type)
+
+    @admin.display(description="last seen", ordering="last_seen")
+    def seen(self, obj):
+        return compact_time(obj.last_seen, title=f"group #{obj.pk}")
+
+    @admin.display(description="last 24 h")
+    def last_24_hours(self, obj):
+        return sparkline(selectors.failure_group_hourly_counts(group=obj))
+
+    @admin.display(description="state", ordering="resolved")
+    def state(self, obj):
+        if obj.resolved:
+            return "resolved"
+        if obj.is_regression:
+            return format_html(
+                '<strong class="failure-regression">regression</strong> (reopened {}×)',
+                obj.reopened_times,
+            )
+        return "open"
+
+    @admin.display(description="latest record")
+    def latest_record_link(self, obj):
+        return record_link(obj.latest_record)
+
+    @admin.display(description="records")
+    def all_records(self, obj):
+        url = reverse("admin:orders_failurerecord_changelist")
+        return format_html(
+            '<a href="{}?group__id__exact={}">all {} records of this group</a>',
+            url,
+            obj.pk,
+            obj.count,
+        )
+
+    @admin.display(description="orders it touched")
+    def orders_touched(self, obj):
+        orders = selectors.failure_group_orders(group=obj)
+        shown = list(orders[: self.ORDERS_SHOWN])
+        if not shown:
+            return "-"
+        links = format_html_join(", ", "{}", ((order_link(order),) for order in shown))
+        total = orders.count()
+        if total > len(shown):
+            return format_html("{} … and {} more", links, total - len(shown))
+        return links
+
+    ORDERS_SHOWN = 20
+
+    @admin.display(description="latest traceback")
+    def latest_traceback(self, obj):
+        if obj.latest_record is None:
+            return "-"
+        return format_html(
+            '<pre class="failure-traceback">{}</pre>', obj.latest_record.traceback
+        )
+
+    @admin.action(description="Resolve the selected groups", permissions=["change"])
+    def resolve_groups(self, request, queryset):
+        resolved = 0
+        for group in queryset:
+            if services.failure_group_resolve(group=group, user=request.user):
+                resolved += 1
+                self.log_change(request, group, "Resolved, with its open records.")
+        self.message_user(
+            request,
+            f"{count(resolved, 'group')} resolved, with their open records.",
+        )
+
+    @admin.action(
+        description="Retry every FAILED order of the selected groups",
+        permissions=["change"],
+    )
+    def retry_failed_orders(self, request, queryset):
+        retried, skipped = 0, []
+        for group in queryset:
+            done, passed = services.failure_group_retry_orders(group=group)
+            retried += len(done)
+            skipped += [f"{order.order_id} ({order.status})" for order in passed]
+            if done:
+                self.log_change(
+                    request, group, f"Retried {count(len(done), 'FAILED order')}."
+                )
+        report_retries(self, request, retried, skipped, "sent back to PENDING")
+
+    @admin.action(
+        description="Re-run every failed task of the selected groups",
+        permissions=["change"],
+    )
+    def rerun_tasks(self, request, queryset):
+        rerun, refused = 0, []
+        for group in queryset:
+            try:
+                handed = services.failure_group_rerun(group=group)
+            except exceptions.FailureNotRerunnable as exc:
+                refused.append(f"Group #{group.pk}: {exc}")
+                continue
+            rerun += handed
+            self.log_change(request, group, f"Re-ran {count(handed, 'task')}.")
+        self.message_user(
+            request,
+            f"{count(rerun, 'task')} handed to the queue again; the groups stay "
+            "open until resolved.",
+        )
+        for reason in refused:
+            self.message_user(request, reason, messages.WARNING)
+
+
+@admin.register(FailureRecord)
+class FailureRecordAdmin(ViewOnlyRecordAdmin):
+    # Short columns, the whole text in tooltips: the list fits a 1280 px screen
+    # beside the admin's menu and filters without hiding exception or message.
+    list_display = [
+        "when",
+        "short_task",
+        "short_exception",
         "short_message",
-        "order_link",
-        "notified",
+        "short_order",
+        "group_link",
         "resolved",
     ]
-    list_filter = ["resolved", "task", "exception_type", "notified"]
+    list_display_links = ["when"]
+    list_filter = ["resolved", "task", "exception_type"]
     search_fields = ["message", "order__order_id", "task", "exception_type"]
     date_hierarchy = "occurred_at"
-    list_select_related = ["order"]
+    list_select_related = ["order", "group"]
     actions = ["mark_resolved", "retry_related_orders", "rerun_tasks"]
     fields = [
         "occurred_at",
+        "group_link",
         "task",
         "args",
         "kwargs",
@@ -471,13 +749,14 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
         "exception_type",
         "message",
         "formatted_traceback",
-        "notified",
-        "mailed_at",
         "resolved",
         "resolved_by",
         "resolved_at",
     ]
     readonly_fields = fields
+
+    class Media:
+        css = FAILURES_CSS
 
     def has_add_permission(self, request):
         return False
@@ -486,20 +765,37 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="when", ordering="occurred_at")
+    def when(self, obj):
+        return compact_time(obj.occurred_at, title=f"#{obj.pk}")
+
+    @admin.display(description="task", ordering="task")
+    def short_task(self, obj):
+        return last_name(obj.task)
+
+    @admin.display(description="exception", ordering="exception_type")
+    def short_exception(self, obj):
+        return last_name(obj.exception_type)
+
     @admin.display(description="message")
     def short_message(self, obj):
-        return obj.message if len(obj.message) <= 80 else obj.message[:79] + "…"
+        return shorten(obj.message, 60)
 
     @admin.display(description="order", ordering="order__order_id")
     def order_link(self, obj):
         return order_link(obj.order)
 
+    @admin.display(description="order", ordering="order__order_id")
+    def short_order(self, obj):
+        return short_order_link(obj.order)
+
+    @admin.display(description="group", ordering="group")
+    def group_link(self, obj):
+        return group_link(obj.group)
+
     @admin.display(description="traceback")
     def formatted_traceback(self, obj):
-        return format_html(
-            '<pre style="white-space: pre-wrap; font-size: 12px">{}</pre>',
-            obj.traceback,
-        )
+        return format_html('<pre class="failure-traceback">{}</pre>', obj.traceback)
 
     @admin.action(description="Mark resolved", permissions=["change"])
     def mark_resolved(self, request, queryset):
@@ -508,7 +804,11 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
             if services.failure_resolve(failure=failure, user=request.user):
                 resolved += 1
                 self.log_change(request, failure, "Marked resolved.")
-        self.message_user(request, f"{count(resolved, 'failure')} marked resolved.")
+        self.message_user(
+            request,
+            f"{count(resolved, 'failure')} marked resolved (a group whose last "
+            "open record this was is resolved with it).",
+        )
 
     @admin.action(description="Retry the related orders", permissions=["change"])
     def retry_related_orders(self, request, queryset):

@@ -3,15 +3,17 @@
 Every failure outside a request ends here: an order step failing in an unexpected
 way (services.order_process calls record_failure), a delivery listener, and any
 other django-q2 task, through the django-q2 signals connected in OrdersConfig.ready.
-A failure is logged with its traceback and stored as a FailureRecord at once. The
-mail to the ADMINS (at most FAILURE_NOTIFY_LIMIT per task and exception type in any
-FAILURE_NOTIFY_WINDOW_SECONDS; every record is kept either way) is sent later by
-the failure mailer, a thread of each qcluster (run_failure_mailer): no worker ever
-waits on a mail server, and an attempt's outcome is never behind a mail.
+A failure is logged with its traceback and stored as a FailureRecord at once, in
+its FailureGroup (same task, exception type and place in the project's code:
+orders/fingerprints.py). The ADMINS are mailed per group, not per record: a new
+group at once, a group that keeps failing in one digest per
+FAILURE_DIGEST_WINDOW_SECONDS, a resolved group that fails again at once. The
+mails are sent later by the failure mailer, a thread of each qcluster
+(run_failure_mailer): no worker ever waits on a mail server, and an attempt's
+outcome is never behind a mail.
 
-A request that raises (a 500) is recorded the same way (on_request_failed), so
-its mail goes through the same limit: a flood of failing requests sends at most
-FAILURE_NOTIFY_LIMIT mails per view and exception type in the window.
+A request that raises (a 500) is recorded the same way (on_request_failed): a
+flood of failing requests is one group, one mail and a digest.
 """
 
 import contextlib
@@ -21,16 +23,20 @@ import sys
 import threading
 import time
 import traceback
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.core.mail import mail_admins
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import close_old_connections, transaction
+from django.db.models import DateTimeField, F, Q, Value
+from django.db.models.functions import Greatest
 from django.urls import reverse
 from django.utils import timezone
 
-from .models import FailureRecord, Order
+from .fingerprints import failure_fingerprint, failure_location
+from .models import FailureGroup, FailureRecord, Order
 
 logger = logging.getLogger("orders.failures")
 
@@ -62,8 +68,8 @@ def record_failure(
     order: Order | None = None,
     kwargs: dict | None = None,
 ) -> FailureRecord | None:
-    """Log and store an exception from async work; the failure mailer mails it
-    (rate-limited) later.
+    """Log and store an exception from async work; the failure mailer mails its
+    group later.
 
     Never raises. Returns the stored record, or None when nothing was stored
     (the exception was recorded before, or the database refused).
@@ -129,7 +135,7 @@ def _record(
             traceback_text.rstrip(),
         )
     try:
-        record = _store(
+        record = failure_store(
             task=task,
             args=[_json_safe(value) for value in args],
             kwargs={str(key): _json_safe(value) for key, value in kwargs.items()},
@@ -157,63 +163,161 @@ def _record(
     return record
 
 
-def _store(**fields) -> FailureRecord:
-    """Save the record and decide, in the same transaction, whether it is mailed.
+def failure_store(
+    *,
+    task: str,
+    args: list,
+    kwargs: dict,
+    exception_type: str,
+    message: str,
+    traceback_text: str,
+    order: Order | None,
+    now: datetime | None = None,
+) -> FailureRecord:
+    """Save the record and count it in its group, in one transaction; raises if
+    the database refuses (record_failure is the caller that never raises).
 
-    The decision counts earlier mails in the database, so the limit holds across
-    every web and worker process. On SQLite the IMMEDIATE transaction makes it
-    exact; on PostgreSQL two processes racing may each send one more.
+    The group's row is locked (select_for_update; on SQLite the IMMEDIATE
+    transaction holds the whole database) before it is read, so processes
+    racing on PostgreSQL count every record and reopen a resolved group once.
+    Whether a mail is due is the failure mailer's decision, from the group.
     """
-    now = timezone.now()
-    window_start = now - timedelta(seconds=settings.FAILURE_NOTIFY_WINDOW_SECONDS)
+    now = now or timezone.now()
+    location = failure_location(traceback_text)
+    fingerprint = failure_fingerprint(
+        task=task, exception_type=exception_type, location=location
+    )
     with transaction.atomic():
-        mailed = FailureRecord.objects.filter(
-            task=fields["task"],
-            exception_type=fields["exception_type"],
-            occurred_at__gte=window_start,
-            notified=True,
-        ).count()
-        return FailureRecord.objects.create(
-            occurred_at=now,
-            notified=mailed < settings.FAILURE_NOTIFY_LIMIT,
-            task=fields["task"],
-            args=fields["args"],
-            kwargs=fields["kwargs"],
-            exception_type=fields["exception_type"],
-            message=fields["message"],
-            traceback=fields["traceback_text"],
-            order=fields["order"],
+        group, _ = FailureGroup.objects.get_or_create(
+            fingerprint=fingerprint,
+            defaults={
+                "task": task,
+                "exception_type": exception_type,
+                "location": location,
+                "first_seen": now,
+                "last_seen": now,
+            },
         )
+        group = FailureGroup.objects.select_for_update().get(pk=group.pk)
+        record = FailureRecord.objects.create(
+            occurred_at=now,
+            group=group,
+            task=task,
+            args=args,
+            kwargs=kwargs,
+            exception_type=exception_type,
+            message=message,
+            traceback=traceback_text,
+            order=order,
+        )
+        changes = {
+            "count": F("count") + 1,
+            "last_seen": Greatest(
+                F("last_seen"), Value(now, output_field=DateTimeField())
+            ),
+            "latest_record": record,
+        }
+        if group.resolved:
+            # A regression: the group is open again and the mailer says so.
+            changes.update(
+                resolved=False,
+                resolved_by=None,
+                resolved_at=None,
+                reopened_at=now,
+                reopened_times=F("reopened_times") + 1,
+            )
+        FailureGroup.objects.filter(pk=group.pk).update(**changes)
+        return record
 
 
 # The failure mailer -------------------------------------------------------------
 
 
-def failures_mail_pending() -> int:
-    """Mail the admins about every record that is to be mailed and has not been
-    yet, oldest first; returns how many mails were tried.
+class GroupMail(StrEnum):
+    NEW = "new"
+    DIGEST = "digest"
+    REOPENED = "reopened"
 
-    Each record is taken with a conditional UPDATE before its mail is sent, so
-    the mailers of several qclusters never send one twice. A mail that fails is
-    logged and not tried again: at most one mail per record.
+
+def group_mail_due(
+    *,
+    resolved: bool,
+    count: int,
+    mailed_at: datetime | None,
+    mailed_count: int,
+    reopened_at: datetime | None,
+    now: datetime,
+    window: timedelta,
+) -> GroupMail | None:
+    """Which mail a group is owed now, if any.
+
+    A group nobody was mailed about: at once. A group that reopened after its
+    last mail: at once. A group with failures since its last mail: a digest, once
+    the window since that mail has passed. Otherwise none, and none for a
+    resolved group: someone has dealt with it (it reopens if it fails again).
     """
-    pending = (
-        FailureRecord.objects.filter(notified=True, mailed_at__isnull=True)
-        .order_by("id")
-        .values_list("pk", flat=True)[:MAIL_BATCH]
+    if resolved:
+        return None
+    if mailed_at is None:
+        return GroupMail.NEW
+    if reopened_at is not None and reopened_at > mailed_at:
+        return GroupMail.REOPENED
+    if count > mailed_count and now - mailed_at >= window:
+        return GroupMail.DIGEST
+    return None
+
+
+def _groups_owed_a_mail(now: datetime, window: timedelta):
+    """The database's side of group_mail_due, to find the candidates."""
+    return FailureGroup.objects.filter(resolved=False).filter(
+        Q(mailed_at__isnull=True)
+        | Q(reopened_at__gt=F("mailed_at"))
+        | Q(count__gt=F("mailed_count"), mailed_at__lte=now - window)
     )
+
+
+def failures_mail_pending() -> int:
+    """Mail the admins about every group that is owed a mail (group_mail_due),
+    least recently seen first; returns how many mails were tried.
+
+    Each mail is taken with a conditional UPDATE on the group's mailed_at and
+    mailed_count as they were read, so the mailers of several qclusters never
+    send one twice, on PostgreSQL as on SQLite. A mail that fails is logged and
+    not tried again: the group waits for its next failure's digest.
+    """
+    now = timezone.now()
+    window = timedelta(seconds=settings.FAILURE_DIGEST_WINDOW_SECONDS)
+    candidates = _groups_owed_a_mail(now, window).order_by("last_seen", "id")[
+        :MAIL_BATCH
+    ]
     tried = 0
-    for pk in list(pending):
-        taken = FailureRecord.objects.filter(pk=pk, mailed_at__isnull=True).update(
-            mailed_at=timezone.now()
+    for group in list(candidates):
+        kind = group_mail_due(
+            resolved=group.resolved,
+            count=group.count,
+            mailed_at=group.mailed_at,
+            mailed_count=group.mailed_count,
+            reopened_at=group.reopened_at,
+            now=now,
+            window=window,
         )
+        if kind is None:
+            continue
+        taken = FailureGroup.objects.filter(
+            pk=group.pk,
+            mailed_at=group.mailed_at,
+            mailed_count=group.mailed_count,
+        ).update(mailed_at=timezone.now(), mailed_count=group.count)
         if not taken:
             continue
-        record = FailureRecord.objects.select_related("order").get(pk=pk)
-        _send_mail(
-            subject=f"{record.task} failed: {record.exception_type}: {record.message}",
-            body=failure_mail_body(record, _similar_unmailed(record)),
+        latest = (
+            FailureRecord.objects.select_related("order")
+            .filter(group=group)
+            .order_by("-occurred_at", "-id")
+            .first()
         )
+        subject, body = group_mail(group, latest, kind)
+        _send_mail(subject=subject, body=body)
         tried += 1
     return tried
 
@@ -238,41 +342,59 @@ def run_failure_mailer(
     logger.info("failure mailer stopped")
 
 
-def _similar_unmailed(record: FailureRecord) -> int:
-    """Failures like this one recorded without a mail in the window before it."""
-    window = timedelta(seconds=settings.FAILURE_NOTIFY_WINDOW_SECONDS)
-    return (
-        FailureRecord.objects.filter(
-            task=record.task,
-            exception_type=record.exception_type,
-            notified=False,
-            occurred_at__gte=record.occurred_at - window,
-            occurred_at__lte=record.occurred_at,
+def group_mail(
+    group: FailureGroup, latest: FailureRecord | None, kind: GroupMail
+) -> tuple[str, str]:
+    """The subject and body of a group's mail of this kind."""
+    summary = f"{group.exception_type}: {latest.message if latest else ''}"
+    if kind is GroupMail.NEW:
+        subject = f"{group.task} failed: {summary}"
+        opening = [f"A new kind of failure (group #{group.pk})."]
+    elif kind is GroupMail.REOPENED:
+        subject = f"Regression: {group.task} failed again: {summary}"
+        opening = [
+            f"Group #{group.pk} was resolved and has failed again "
+            f"(reopened at {group.reopened_at.isoformat()}, "
+            f"{group.reopened_times} time(s) so far)."
+        ]
+    else:
+        more = group.count - group.mailed_count
+        subject = (
+            f"{group.task}: {more} more {group.exception_type} since "
+            f"{group.mailed_at:%Y-%m-%d %H:%M} UTC"
         )
-        .exclude(pk=record.pk)
-        .count()
-    )
-
-
-def failure_mail_body(record: FailureRecord, similar_unmailed: int = 0) -> str:
-    window_minutes = settings.FAILURE_NOTIFY_WINDOW_SECONDS / 60
+        opening = [
+            f"{more} more failure(s) of group #{group.pk} since the last mail "
+            f"({group.mailed_at.isoformat()}); at most one digest per "
+            f"{settings.FAILURE_DIGEST_WINDOW_SECONDS:g} s "
+            "(FAILURE_DIGEST_WINDOW_SECONDS)."
+        ]
     lines = [
-        f"Failure #{record.pk} at {record.occurred_at.isoformat()}",
-        f"Task:      {record.task}",
+        *opening,
+        "",
+        f"Group:      {reverse('admin:orders_failuregroup_change', args=[group.pk])}",
+        f"Task:       {group.task}",
+        f"Exception:  {group.exception_type}",
+        f"Where:      {group.location or '-'}",
+        f"Count:      {group.count} since {group.first_seen.isoformat()}",
+        f"Last seen:  {group.last_seen.isoformat()}",
+        "",
+    ]
+    if latest is not None:
+        lines += [failure_mail_body(latest)]
+    return subject, "\n".join(lines)
+
+
+def failure_mail_body(record: FailureRecord) -> str:
+    """The latest record of a group, as its mail shows it."""
+    lines = [
+        f"Latest failure #{record.pk} at {record.occurred_at.isoformat()}",
         f"Arguments: {json.dumps(record.args)} {json.dumps(record.kwargs)}",
         f"Order:     {record.order.order_id if record.order else '-'}",
         f"Exception: {record.exception_type}: {record.message}",
         f"Admin:     {reverse('admin:orders_failurerecord_change', args=[record.pk])}",
         "",
-    ]
-    if similar_unmailed:
-        lines += [
-            f"{similar_unmailed} similar failure(s) in the last {window_minutes:g} "
-            "minutes were recorded without a mail (FAILURE_NOTIFY_LIMIT).",
-            "",
-        ]
-    lines += [
-        "Retry or re-run it from the admin, or: manage.py failures --unresolved",
+        "Retry or re-run it from the admin, or: manage.py failures --groups",
         "",
         record.traceback,
     ]
@@ -303,22 +425,23 @@ def _json_safe(value):
 
 
 class _InProcessLimiter:
-    """The rate limit for when the database cannot count mails."""
+    """When the database cannot store a failure (so it has no group): one mail
+    per task and exception type per FAILURE_DIGEST_WINDOW_SECONDS in this
+    process."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._sent: dict[tuple, list[float]] = {}
+        self._sent: dict[tuple, float] = {}
 
     def allow(self, key: tuple) -> bool:
         now = time.monotonic()
-        window = settings.FAILURE_NOTIFY_WINDOW_SECONDS
+        window = settings.FAILURE_DIGEST_WINDOW_SECONDS
         with self._lock:
-            recent = [t for t in self._sent.get(key, []) if now - t < window]
-            allowed = len(recent) < settings.FAILURE_NOTIFY_LIMIT
-            if allowed:
-                recent.append(now)
-            self._sent[key] = recent
-            return allowed
+            last = self._sent.get(key)
+            if last is not None and now - last < window:
+                return False
+            self._sent[key] = now
+            return True
 
 
 _fallback_limiter = _InProcessLimiter()
@@ -335,8 +458,8 @@ def on_request_failed(sender, request=None, **kwargs) -> None:
 
     Django has logged it already (logger django.request, with the traceback);
     this stores it and leaves the mail to the failure mailer. The "task" is the
-    view's URL name, so the limit counts per view and exception type whatever
-    path or id the requests carried.
+    view's URL name, so requests to one view failing the same way are one group
+    whatever path or id they carried.
     """
     try:
         error = sys.exc_info()[1]

@@ -46,7 +46,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import dispatcher
-from .models import Delivery, EventTally, Order, OrderEvent
+from .models import Delivery, EventTally, FailureGroup, Order, OrderEvent
 from .services import queue_broker
 from .streams import pump
 
@@ -119,6 +119,24 @@ class OrdersCollector(Collector):
             dispatcher_lag(now),
         )
         yield from self._streams(now)
+        yield self._failure_groups()
+
+    def _failure_groups(self) -> Metric:
+        """Open groups, the regressions among them apart: what an operator has
+        to look at (orders/failures.py)."""
+        family = GaugeMetricFamily(
+            "orders_failure_groups_open",
+            "Failure groups not resolved; reopened=true: resolved once and "
+            "failing again.",
+            labels=["reopened"],
+        )
+        counts = FailureGroup.objects.filter(resolved=False).aggregate(
+            false=Count("pk", filter=Q(reopened_at__isnull=True)),
+            true=Count("pk", filter=Q(reopened_at__isnull=False)),
+        )
+        for reopened, count in counts.items():
+            family.add_metric([reopened], count)
+        return family
 
     def _orders_by_status(self) -> Metric:
         family = GaugeMetricFamily(

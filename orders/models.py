@@ -167,6 +167,63 @@ class Delivery(models.Model):
         return self.completed_at is not None
 
 
+class FailureGroup(models.Model):
+    """Every FailureRecord of one kind: the same task, exception type and place
+    in the project's code (see orders/fingerprints.py), whatever the message said.
+
+    The admins are mailed per group, not per record (orders/failures.py): a new
+    group at once, a group that keeps failing in a digest at most once per
+    FAILURE_DIGEST_WINDOW_SECONDS, a resolved group that fails again (a
+    regression) at once. Groups are never deleted, like their records.
+    """
+
+    fingerprint = models.CharField(max_length=64, unique=True)
+    task = models.CharField(max_length=255, db_index=True)
+    exception_type = models.CharField(max_length=255, db_index=True)
+    # The innermost frame of the project's own code: "orders/services.py in
+    # order_process" (no line number, so an unrelated edit above it does not
+    # start a new group).
+    location = models.CharField(max_length=500, blank=True)
+    count = models.PositiveBigIntegerField(default=0)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+    latest_record = models.ForeignKey(
+        "FailureRecord",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    resolved = models.BooleanField(default=False, db_index=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    # When a resolved group last happened again; a mail is due while this is
+    # later than mailed_at.
+    reopened_at = models.DateTimeField(null=True, blank=True)
+    reopened_times = models.PositiveIntegerField(default=0)
+    # When the failure mailer (a qcluster thread) last took a mail about this
+    # group, and the group's count then: a digest reports the difference.
+    mailed_at = models.DateTimeField(null=True, blank=True)
+    mailed_count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-last_seen", "-id"]
+
+    def __str__(self) -> str:
+        return f"group #{self.pk} {self.task}: {self.exception_type}"
+
+    @property
+    def is_regression(self) -> bool:
+        """Open again after someone resolved it."""
+        return not self.resolved and self.reopened_at is not None
+
+
 class FailureRecord(models.Model):
     """An exception that escaped async work, kept for operators until resolved.
 
@@ -189,12 +246,10 @@ class FailureRecord(models.Model):
         related_name="failures",
     )
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
-    # Whether the admins are mailed about this one (notifications are
-    # rate-limited per task and exception type; see FAILURE_NOTIFY_LIMIT).
-    notified = models.BooleanField(default=False)
-    # When the failure mailer (a qcluster thread) took this record's mail; null
-    # while it is due. Never sent by the process that failed: see failures.py.
-    mailed_at = models.DateTimeField(null=True, blank=True)
+    # The admins are mailed about the group, not each record (FailureGroup).
+    group = models.ForeignKey(
+        FailureGroup, on_delete=models.PROTECT, related_name="records"
+    )
     resolved = models.BooleanField(default=False, db_index=True)
     resolved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -208,13 +263,8 @@ class FailureRecord(models.Model):
     class Meta:
         ordering = ["-occurred_at", "-id"]
         indexes = [
-            models.Index(fields=["task", "exception_type", "notified", "occurred_at"]),
-            # The mailer's question, every second: only the due records are in it.
-            models.Index(
-                fields=["id"],
-                condition=models.Q(notified=True, mailed_at__isnull=True),
-                name="orders_failure_mail_due",
-            ),
+            # A group's sparkline: its records of the last day, by hour.
+            models.Index(fields=["group", "occurred_at"]),
         ]
 
     def __str__(self) -> str:

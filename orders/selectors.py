@@ -1,15 +1,15 @@
 """Reads: what the API, pages and streams show of orders."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from statistics import median
 
 from django.db.models import Count
-from django.db.models.functions import TruncMinute
+from django.db.models.functions import TruncHour, TruncMinute
 from django.urls import reverse
 from django.utils import timezone
 
 from .gateways import STEPS
-from .models import Order, OrderEvent
+from .models import FailureGroup, Order, OrderEvent
 
 
 def iso(value: datetime | None) -> str | None:
@@ -225,3 +225,37 @@ def dashboard_stats(*, now: datetime | None = None) -> dict:
         "rates": dashboard_rates(now=now),
         "failed_orders": dashboard_failed_orders(),
     }
+
+
+# Failure groups -------------------------------------------------------------------
+
+SPARKLINE_HOURS = 24
+
+
+def failure_group_hourly_counts(
+    *, group: FailureGroup, now: datetime | None = None, hours: int = SPARKLINE_HOURS
+) -> list[int]:
+    """How many records the group had in each of the last `hours` hours, oldest
+    first; the last bucket is the hour now running."""
+    now = (now or timezone.now()).astimezone(UTC)
+    current_hour = now.replace(minute=0, second=0, microsecond=0)
+    since = current_hour - timedelta(hours=hours - 1)
+    rows = (
+        group.records.filter(occurred_at__gte=since)
+        # In UTC, as `now` is: hours of a zone offset by 30 minutes would
+        # straddle two buckets.
+        .annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
+        .values("hour")
+        .annotate(n=Count("id"))
+    )
+    counts = [0] * hours
+    for row in rows:
+        index = int((row["hour"] - since).total_seconds() // 3600)
+        if 0 <= index < hours:
+            counts[index] += row["n"]
+    return counts
+
+
+def failure_group_orders(*, group: FailureGroup):
+    """The orders the group's records are about, most recent first."""
+    return Order.objects.filter(failures__group=group).distinct().order_by("-id")

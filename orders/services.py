@@ -5,6 +5,7 @@ Views, tasks, admin actions and commands parse their input and call these.
 
 import contextlib
 import functools
+import json
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from .exceptions import (
     FailureHasNoOrder,
     FailureNotRerunnable,
     IdempotencyConflict,
+    InvalidTransition,
     ListenerFailed,
     StepError,
 )
@@ -28,6 +30,7 @@ from .gateways import STEPS, StepResult, order_steps, step_idempotency_key
 from .models import (
     Delivery,
     EventTally,
+    FailureGroup,
     FailureRecord,
     Order,
     OrderEvent,
@@ -696,13 +699,82 @@ RERUNNABLE_TASK_PREFIX = "orders.tasks."
 
 
 def failure_resolve(*, failure: FailureRecord, user=None) -> bool:
-    """Mark a failure resolved, recording who and when. False if it already was."""
+    """Mark a failure resolved, recording who and when. False if it already was.
+
+    Resolving the last open record of a group resolves the group too (with the
+    same who and when): nothing of it is left to look at. The group's row is
+    locked first, as the failure handler locks it before adding a record, so a
+    record arriving meanwhile either is seen here (the group stays open) or
+    reopens the group after.
+    """
     now = timezone.now()
-    resolved = FailureRecord.objects.filter(pk=failure.pk, resolved=False).update(
-        resolved=True, resolved_by=user, resolved_at=now
-    )
+    with transaction.atomic():
+        FailureGroup.objects.select_for_update().filter(pk=failure.group_id).first()
+        resolved = FailureRecord.objects.filter(pk=failure.pk, resolved=False).update(
+            resolved=True, resolved_by=user, resolved_at=now
+        )
+        if resolved:
+            FailureGroup.objects.filter(pk=failure.group_id, resolved=False).exclude(
+                records__resolved=False
+            ).update(resolved=True, resolved_by=user, resolved_at=now)
     failure.refresh_from_db()
     return bool(resolved)
+
+
+def failure_group_resolve(*, group: FailureGroup, user=None) -> bool:
+    """Mark a group resolved and every open record of it, recording who and
+    when. False if the group already was. If it fails again it reopens, and the
+    admins are mailed about the regression (orders/failures.py)."""
+    now = timezone.now()
+    with transaction.atomic():
+        FailureGroup.objects.select_for_update().filter(pk=group.pk).first()
+        resolved = FailureGroup.objects.filter(pk=group.pk, resolved=False).update(
+            resolved=True, resolved_by=user, resolved_at=now
+        )
+        if resolved:
+            group.records.filter(resolved=False).update(
+                resolved=True, resolved_by=user, resolved_at=now
+            )
+    group.refresh_from_db()
+    return bool(resolved)
+
+
+def failure_group_retry_orders(
+    *, group: FailureGroup
+) -> tuple[list[Order], list[Order]]:
+    """Retry every FAILED order the group's records are about; the records stay.
+
+    Returns (retried, skipped): an order that is no longer FAILED (retried
+    already, or still running) is skipped.
+    """
+    retried, skipped = [], []
+    for order in Order.objects.filter(failures__group=group).distinct().order_by("id"):
+        try:
+            retried.append(order_retry(order=order))
+        except InvalidTransition:
+            skipped.append(order)
+    return retried, skipped
+
+
+def failure_group_rerun(*, group: FailureGroup) -> int:
+    """Re-run the failed task of every open record of the group, once per
+    distinct arguments (a thousand failures of one call are one re-run); returns
+    how many were handed to the queue.
+
+    Raises FailureNotRerunnable if the group's task is not one of the project's
+    (see failure_rerun); nothing is re-run then.
+    """
+    seen: set[str] = set()
+    rerun = 0
+    records = group.records.filter(resolved=False).order_by("id")
+    for failure in records.iterator():
+        key = json.dumps([failure.args, failure.kwargs], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        failure_rerun(failure=failure)
+        rerun += 1
+    return rerun
 
 
 def failure_retry_order(*, failure: FailureRecord) -> Order:

@@ -3,7 +3,8 @@
 from decimal import Decimal
 
 from orders import services
-from orders.models import Order, OrderEvent
+from orders.failures import failure_store
+from orders.models import FailureRecord, Order, OrderEvent
 from orders.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
 
 
@@ -43,3 +44,54 @@ def event_types(order: Order) -> list[str]:
         .order_by("id")
         .values_list("type", flat=True)
     )
+
+
+def failure_traceback(
+    *,
+    where: str = "orders/services.py",
+    function: str = "order_process",
+    line="KeyError",
+) -> str:
+    """A traceback's text raised in `function` of the project's file `where`,
+    through a frame of Django's, as the failure handler stores it."""
+    from django.conf import settings
+
+    return (
+        "Traceback (most recent call last):\n"
+        f'  File "{settings.BASE_DIR / where}", line 10, in {function}\n'
+        "    Order.objects.get(pk=1)\n"
+        '  File "/venv/lib/python3.11/site-packages/django/db/models/query.py", '
+        "line 633, in get\n"
+        "    raise self.model.DoesNotExist(\n"
+        f"{line}\n"
+    )
+
+
+def failure_record(
+    order: Order | None = None,
+    *,
+    task: str = "orders.tasks.process_order",
+    exception_type: str = "KeyError",
+    message: str = "'card_token'",
+    traceback: str | None = None,
+    args: list | None = None,
+    kwargs: dict | None = None,
+    resolved: bool = False,
+    occurred_at=None,
+) -> FailureRecord:
+    """A failure stored as the failure handler stores it, in its group."""
+    record = failure_store(
+        task=task,
+        args=args if args is not None else ([order.order_id] if order else []),
+        kwargs=kwargs or {},
+        exception_type=exception_type,
+        message=message,
+        traceback_text=traceback
+        if traceback is not None
+        else failure_traceback(line=f"{exception_type}: {message}"),
+        order=order,
+        now=occurred_at,
+    )
+    if resolved:
+        services.failure_resolve(failure=record)
+    return record

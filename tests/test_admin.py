@@ -15,6 +15,7 @@ from orders import services
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
 from orders.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
 from tests.expected import CLEAN_RUN_EVENTS
+from tests.factories import failure_record
 
 pytestmark = pytest.mark.django_db
 Status = Order.Status
@@ -60,9 +61,7 @@ def failure_for(order: Order | None, task="orders.tasks.process_order", **fields
         "message": "'card_token'",
         "traceback": 'Traceback (most recent call last):\n  File "<x>"\nKeyError: <b>',
     }
-    return FailureRecord.objects.create(
-        task=task, order=order, **{**defaults, **fields}
-    )
+    return failure_record(order, task=task, **{**defaults, **fields})
 
 
 @pytest.fixture

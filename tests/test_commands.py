@@ -11,7 +11,7 @@ from django_q.conf import Conf
 from orders import dispatcher, services
 from orders.management.commands import place_orders
 from orders.models import FailureRecord, Order
-from tests.factories import place, processed
+from tests.factories import failure_record, place, processed
 
 pytestmark = pytest.mark.django_db
 Status = Order.Status
@@ -117,9 +117,7 @@ def test_place_orders_refuses_a_fail_rate_when_simulation_is_off(settings):
 
 def test_order_status_prints_the_timeline():
     order = processed(fail_times=1, failure="permanent")
-    FailureRecord.objects.create(
-        task="orders.tasks.process_order", order=order, exception_type="X"
-    )
+    failure_record(order, exception_type="X")
 
     output = run("order_status", order.order_id)
 
@@ -235,13 +233,7 @@ def test_reap_stuck_with_nothing_stuck_says_so():
 
 
 def failure(order=None, **fields) -> FailureRecord:
-    return FailureRecord.objects.create(
-        task="orders.tasks.process_order",
-        order=order,
-        exception_type=fields.pop("exception_type", "KeyError"),
-        message=fields.pop("message", "'card_token'"),
-        **fields,
-    )
+    return failure_record(order, **fields)
 
 
 def test_failures_lists_records_with_their_order_and_state():
@@ -287,6 +279,43 @@ def test_failures_resolve_of_an_unknown_record_is_a_clear_error():
 
 def test_failures_with_none_recorded_says_so():
     assert run("failures") == "No failures recorded.\n"
+
+
+def test_failures_groups_lists_each_group_once_with_its_count_and_place():
+    for _ in range(3):
+        grouped = failure_record()
+    failure_record(task="orders.tasks.order_delivery_completed", resolved=True)
+
+    output = run("failures", "--groups")
+    open_only = run("failures", "--groups", "--unresolved")
+
+    assert f"{grouped.group.pk:>5}" in output
+    assert "      3  open" in output
+    assert "resolved   orders.tasks.order_delivery_completed" in output
+    assert "KeyError (orders/services.py in order_process)" in output
+    assert "order_delivery_completed" not in open_only
+
+
+def test_failures_resolve_group_resolves_it_with_its_records():
+    record = failure_record()
+    failure_record()
+
+    first = run("failures", "--resolve-group", str(record.group.pk))
+    second = run("failures", "--resolve-group", str(record.group.pk))
+
+    assert f"Group #{record.group.pk} marked resolved" in first
+    assert "was already resolved" in second
+    assert not FailureRecord.objects.filter(resolved=False).exists()
+    assert "regression" not in run("failures", "--groups")
+
+
+def test_failures_resolve_group_of_an_unknown_group_is_a_clear_error():
+    with pytest.raises(CommandError, match="No failure group #999"):
+        run("failures", "--resolve-group", "999")
+
+
+def test_failures_groups_with_none_says_so():
+    assert run("failures", "--groups") == "No failure groups.\n"
 
 
 # complete_delivery ------------------------------------------------------------------

@@ -8,7 +8,7 @@ from django_q.conf import Conf
 
 from orders import exceptions, failures, selectors, services
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
-from tests.factories import place, processed
+from tests.factories import failure_record, place, processed
 
 pytestmark = pytest.mark.django_db
 EventType = OrderEvent.Type
@@ -188,7 +188,7 @@ def test_a_listener_the_queue_refused_is_recorded_so_it_can_be_rerun(
 
 
 def test_only_the_projects_own_tasks_can_be_rerun():
-    record = FailureRecord.objects.create(
+    record = failure_record(
         task="os.system", args=["rm -rf /"], exception_type="X", message="m"
     )
 

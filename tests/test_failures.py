@@ -7,6 +7,7 @@ from decimal import Decimal
 from multiprocessing import Value
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends import locmem
 from django.db.models.signals import pre_save
 from django.utils import timezone
@@ -16,7 +17,7 @@ from django_q.queues import Queue
 from orderproj.settings import email_settings, env_addresses
 from orders import failures, services
 from orders.failures import parse_task_result, record_failure
-from orders.models import FailureRecord, Order
+from orders.models import FailureGroup, FailureRecord, Order
 from orders.validation import LineInput, OrderInput
 from tests.stack import free_port, wait_until
 
@@ -136,7 +137,7 @@ def test_record_failure_stores_every_detail_and_the_mailer_mails_the_admins(
     )
     # Stored at once; the mail is the mailer's, later.
     assert mailoutbox == []
-    assert FailureRecord.objects.get().mailed_at is None
+    assert FailureGroup.objects.get().mailed_at is None
 
     assert failures.failures_mail_pending() == 1
 
@@ -155,8 +156,8 @@ def test_record_failure_stores_every_detail_and_the_mailer_mails_the_admins(
         None,
         None,
     )
-    assert stored.notified is True
-    assert stored.mailed_at is not None
+    assert stored.group.count == 1
+    assert stored.group.mailed_at is not None
     assert len(mailoutbox) == 1
     mail = mailoutbox[0]
     assert mail.to == ["ops@example.com"]
@@ -164,6 +165,7 @@ def test_record_failure_stores_every_detail_and_the_mailer_mails_the_admins(
     assert "InventoryOutOfSync" in mail.subject
     assert order.order_id in mail.body
     assert f"/admin/orders/failurerecord/{stored.pk}/change/" in mail.body
+    assert f"/admin/orders/failuregroup/{stored.group.pk}/change/" in mail.body
     assert "Traceback (most recent call last)" in mail.body
 
 
@@ -199,26 +201,25 @@ def test_a_mail_that_fails_is_logged_and_not_sent_twice(monkeypatch, settings, c
     assert "could not mail the admins" in caplog.text
 
 
-def test_a_burst_of_identical_failures_sends_a_handful_of_mails_and_keeps_every_record(
-    mailoutbox, settings
+def test_a_burst_of_identical_failures_is_one_group_one_mail_and_keeps_every_record(
+    mailoutbox,
 ):
-    settings.FAILURE_NOTIFY_LIMIT = 5
     for number in range(1000):
         record_failure(
             task="orders.tasks.process_order",
             error=raised(ConnectionError(f"gateway down ({number})")),
         )
     failures.failures_mail_pending()
+    failures.failures_mail_pending()
 
     assert FailureRecord.objects.count() == 1000
-    assert FailureRecord.objects.filter(notified=True).count() == 5
-    assert len(mailoutbox) == 5
+    group = FailureGroup.objects.get()
+    assert group.count == 1000
+    assert group.mailed_count == 1000
+    assert len(mailoutbox) == 1
 
 
-def test_the_mail_limit_counts_each_task_and_exception_type_separately(
-    mailoutbox, settings
-):
-    settings.FAILURE_NOTIFY_LIMIT = 1
+def test_each_task_and_exception_type_is_a_group_of_its_own(mailoutbox):
     for task in ["orders.tasks.a", "orders.tasks.b"]:
         for error in [ValueError("x"), KeyError("y"), ValueError("z")]:
             record_failure(task=task, error=raised(error))
@@ -226,40 +227,62 @@ def test_the_mail_limit_counts_each_task_and_exception_type_separately(
 
     subjects = [mail.subject for mail in mailoutbox]
     assert len(subjects) == 4
+    assert FailureGroup.objects.count() == 4
     for task in ["orders.tasks.a", "orders.tasks.b"]:
         for kind in ["ValueError", "KeyError"]:
             assert sum(f"{task} failed: {kind}" in s for s in subjects) == 1
 
 
-def test_mails_resume_after_the_window_and_say_how_many_were_held_back(
-    mailoutbox, settings
-):
-    settings.FAILURE_NOTIFY_LIMIT = 1
-    settings.FAILURE_NOTIFY_WINDOW_SECONDS = 60
+def test_a_group_that_keeps_failing_sends_one_digest_per_window(mailoutbox, settings):
+    settings.FAILURE_DIGEST_WINDOW_SECONDS = 60
     for _ in range(3):
         record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
     failures.failures_mail_pending()
-    FailureRecord.objects.update(occurred_at=timezone.now() - timedelta(seconds=61))
-    record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
-    record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
-    failures.failures_mail_pending()
+    for _ in range(2):
+        record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    # Within the window: nothing more.
+    assert failures.failures_mail_pending() == 0
+    FailureGroup.objects.update(mailed_at=timezone.now() - timedelta(seconds=61))
+
+    assert failures.failures_mail_pending() == 1
+    assert failures.failures_mail_pending() == 0
 
     assert len(mailoutbox) == 2
+    assert "orders.tasks.a: 2 more ValueError since" in mailoutbox[1].subject
+    assert "2 more failure(s) of group" in mailoutbox[1].body
     assert FailureRecord.objects.count() == 5
 
 
-def test_the_mail_mentions_similar_failures_that_were_not_mailed(mailoutbox, settings):
-    settings.FAILURE_NOTIFY_LIMIT = 1
-    for _ in range(3):
-        record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
-    failures.failures_mail_pending()
-    FailureRecord.objects.filter(notified=True).update(
-        occurred_at=timezone.now() - timedelta(days=1)
-    )
+def test_a_group_quiet_since_its_last_mail_sends_no_digest(mailoutbox, settings):
+    settings.FAILURE_DIGEST_WINDOW_SECONDS = 60
     record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
     failures.failures_mail_pending()
+    FailureGroup.objects.update(mailed_at=timezone.now() - timedelta(days=1))
 
-    assert "2 similar failure(s)" in mailoutbox[-1].body
+    assert failures.failures_mail_pending() == 0
+    assert len(mailoutbox) == 1
+
+
+def test_a_resolved_group_that_fails_again_reopens_and_mails_at_once(
+    mailoutbox, settings
+):
+    settings.FAILURE_DIGEST_WINDOW_SECONDS = 3600
+    first = record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
+    failures.failures_mail_pending()
+    services.failure_group_resolve(group=first.group)
+
+    again = record_failure(task="orders.tasks.a", error=raised(ValueError("y")))
+    failures.failures_mail_pending()
+
+    group = FailureGroup.objects.get()
+    assert again.group == group
+    assert (group.resolved, group.reopened_times, group.count) == (False, 1, 2)
+    assert group.is_regression
+    assert len(mailoutbox) == 2
+    assert mailoutbox[1].subject.startswith(
+        "[orderproj] Regression: orders.tasks.a failed again: ValueError: y"
+    )
+    assert "was resolved and has failed again" in mailoutbox[1].body
 
 
 def test_an_exception_already_recorded_is_not_recorded_again():
@@ -423,6 +446,15 @@ def test_email_url_selects_console_or_smtp_with_credentials():
     assert smtp["EMAIL_HOST_USER"] == "me@x.org"
     assert smtp["EMAIL_HOST_PASSWORD"] == "s3cret"
     assert smtp["EMAIL_USE_TLS"] is True
+
+
+def test_email_url_file_writes_each_mail_to_a_file_in_that_directory():
+    assert email_settings("file:///var/tmp/mails") == {
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": "/var/tmp/mails",
+    }
+    with pytest.raises(ImproperlyConfigured, match="needs a directory path"):
+        email_settings("file://")
 
 
 def test_a_failure_record_and_its_mail_never_show_a_password_the_error_quoted(

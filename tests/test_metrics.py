@@ -226,6 +226,23 @@ def test_an_empty_queue_has_no_age(staff_client):
 
 
 @pytest.mark.django_db
+def test_open_failure_groups_are_counted_with_the_regressions_apart(staff_client):
+    factories.failure_record(exception_type="KeyError")
+    factories.failure_record(exception_type="KeyError")  # the same group
+    factories.failure_record(exception_type="ValueError")
+    resolved = factories.failure_record(exception_type="TypeError")
+    services.failure_group_resolve(group=resolved.group)
+    regression = factories.failure_record(exception_type="OSError")
+    services.failure_group_resolve(group=regression.group)
+    factories.failure_record(exception_type="OSError")  # reopens it
+
+    samples = scrape(staff_client)
+
+    assert value(samples, "orders_failure_groups_open", reopened="false") == 2
+    assert value(samples, "orders_failure_groups_open", reopened="true") == 1
+
+
+@pytest.mark.django_db
 def test_the_dispatcher_lag_is_zero_while_nothing_due_waits(staff_client):
     order = factories.place()
     Order.objects.filter(pk=order.pk).update(

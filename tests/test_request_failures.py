@@ -1,12 +1,12 @@
 """A request that raises is logged and recorded like a task's failure, and the
-admins are mailed through the same limit, not once per request."""
+admins are mailed per failure group, not once per request."""
 
 import logging
 
 import pytest
 
 from orders.failures import failures_mail_pending
-from orders.models import FailureRecord
+from orders.models import FailureGroup, FailureRecord
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.crash_urls")]
 
@@ -15,8 +15,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.crash_urls")]
 def failing_requests(client, settings):
     settings.DEBUG = False
     settings.ADMINS = [("Operators", "ops@example.com")]
-    settings.FAILURE_NOTIFY_LIMIT = 3
-    settings.FAILURE_NOTIFY_WINDOW_SECONDS = 900
+    settings.FAILURE_DIGEST_WINDOW_SECONDS = 900
     client.raise_request_exception = False
 
     def send(count: int, prefix: str = "/test/crash/ord_") -> None:
@@ -27,19 +26,23 @@ def failing_requests(client, settings):
     return send
 
 
-def test_a_flood_of_500s_mails_the_admins_at_most_the_failure_limit(
+def test_a_flood_of_500s_is_one_group_and_mails_the_admins_once(
     failing_requests, mailoutbox
 ):
     failing_requests(20)
 
     # Nothing is mailed from the request itself: the failure mailer sends.
     assert mailoutbox == []
-    assert failures_mail_pending() == 3
+    assert failures_mail_pending() == 1
     assert failures_mail_pending() == 0
-    assert len(mailoutbox) == 3
+    assert len(mailoutbox) == 1
+    group = FailureGroup.objects.get()
+    assert group.count == 20
+    assert group.location == "tests/crash_urls.py in crash"
+    # The group's mail shows its latest record as of the mail.
     assert mailoutbox[0].subject == (
         "[orderproj] request test-crash failed: RuntimeError: "
-        "a bug in a view, for ord_0"
+        "a bug in a view, for ord_19"
     )
     assert "Traceback (most recent call last):" in mailoutbox[0].body
 
@@ -57,27 +60,19 @@ def test_every_500_is_logged_with_its_traceback_and_recorded(failing_requests, c
     assert len(logged) == 5
     records = FailureRecord.objects.filter(task="request test-crash")
     assert records.count() == 5
-    assert [record.notified for record in records.order_by("id")] == [
-        True,
-        True,
-        True,
-        False,
-        False,
-    ]
+    assert {record.group_id for record in records} == {FailureGroup.objects.get().pk}
     first = records.order_by("id").first()
     assert first.args == ["GET", "/test/crash/ord_0"]
     assert first.exception_type == "RuntimeError"
 
 
-def test_a_500_on_another_view_has_a_limit_of_its_own(failing_requests, mailoutbox):
+def test_a_500_on_another_view_is_a_group_of_its_own(failing_requests, mailoutbox):
     failing_requests(5)
     failing_requests(5, prefix="/test/crash-too/ord_")
 
     failures_mail_pending()
 
     subjects = [mail.subject.split(" failed:")[0] for mail in mailoutbox]
-    assert (
-        sorted(subjects)
-        == ["[orderproj] request test-crash"] * 3
-        + ["[orderproj] request test-crash-too"] * 3
-    )
+    assert sorted(subjects) == ["[orderproj] request test-crash"] + [
+        "[orderproj] request test-crash-too"
+    ]

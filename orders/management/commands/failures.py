@@ -1,13 +1,13 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from orders import services
-from orders.models import FailureRecord
+from orders.models import FailureGroup, FailureRecord
 
 
 class Command(BaseCommand):
     help = (
         "List the failures recorded by the global failure handler, most recent "
-        "first, or mark one resolved."
+        "first, or their groups (--groups), or mark one resolved."
     )
 
     def add_arguments(self, parser):
@@ -18,6 +18,17 @@ class Command(BaseCommand):
             "--resolve", type=int, metavar="ID", help="Mark failure ID resolved."
         )
         parser.add_argument(
+            "--groups",
+            action="store_true",
+            help="List failure groups (most recently seen first) instead of records.",
+        )
+        parser.add_argument(
+            "--resolve-group",
+            type=int,
+            metavar="ID",
+            help="Mark group ID resolved, with its open records.",
+        )
+        parser.add_argument(
             "--limit", type=int, default=50, help="Show at most this many (50)."
         )
 
@@ -25,8 +36,14 @@ class Command(BaseCommand):
         if options["resolve"] is not None:
             self._resolve(options["resolve"])
             return
+        if options["resolve_group"] is not None:
+            self._resolve_group(options["resolve_group"])
+            return
         if options["limit"] < 1:
             raise CommandError("--limit must be at least 1.")
+        if options["groups"]:
+            self._list_groups(unresolved=options["unresolved"], limit=options["limit"])
+            return
         records = FailureRecord.objects.select_related("order")
         if options["unresolved"]:
             records = records.filter(resolved=False)
@@ -59,4 +76,41 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Failure #{pk} was already resolved at "
                 f"{failure.resolved_at:%Y-%m-%d %H:%M:%S}; nothing changed."
+            )
+
+    def _list_groups(self, *, unresolved: bool, limit: int) -> None:
+        groups = FailureGroup.objects.all()
+        if unresolved:
+            groups = groups.filter(resolved=False)
+        total = groups.count()
+        if not total:
+            self.stdout.write("No failure groups.")
+            return
+        self.stdout.write(
+            f"{'id':>5}  {'last seen':<20} {'count':>7}  {'state':<10} "
+            f"{'task':<38} exception (where)"
+        )
+        for group in groups[:limit]:
+            if group.resolved:
+                state = "resolved"
+            else:
+                state = "regression" if group.is_regression else "open"
+            self.stdout.write(
+                f"{group.pk:>5}  {group.last_seen:%Y-%m-%d %H:%M:%S}  "
+                f"{group.count:>7}  {state:<10} {group.task:<38} "
+                f"{group.exception_type} ({group.location or '-'})"
+            )
+        if total > limit:
+            self.stdout.write(f"… and {total - limit} more (--limit).")
+
+    def _resolve_group(self, pk: int) -> None:
+        group = FailureGroup.objects.filter(pk=pk).first()
+        if group is None:
+            raise CommandError(f"No failure group #{pk}.")
+        if services.failure_group_resolve(group=group):
+            self.stdout.write(f"Group #{pk} marked resolved, with its open records.")
+        else:
+            self.stdout.write(
+                f"Group #{pk} was already resolved at "
+                f"{group.resolved_at:%Y-%m-%d %H:%M:%S}; nothing changed."
             )
