@@ -68,12 +68,12 @@ def delivered_order() -> Order:
 
 def listener_failure(order: Order, **fields) -> FailureRecord:
     """The record the global handler writes when the delivery listener raises."""
-    return FailureRecord.objects.create(
+    return factories.failure_record(
+        order,
         task=LISTENER_TASK,
         args=[order.order_id, order.delivery.code],
         exception_type="ListenerFailed",
         message="the delivery listener failed on its first run",
-        order=order,
         **fields,
     )
 
@@ -209,11 +209,9 @@ def test_an_unresolved_failure_of_a_project_task_offers_a_rerun(operator):
     order = delivered_order()
     open_one = listener_failure(order)
     listener_failure(order, resolved=True)
-    FailureRecord.objects.create(
-        task="request api-order", exception_type="KeyError", order=order
-    )
-    FailureRecord.objects.create(
-        task="orders.tasks.gone_since", exception_type="KeyError", order=order
+    factories.failure_record(order, task="request api-order", exception_type="KeyError")
+    factories.failure_record(
+        order, task="orders.tasks.gone_since", exception_type="KeyError"
     )
 
     page = operator.get(page_of(order)).content.decode()
@@ -400,8 +398,8 @@ def test_a_rerun_of_another_orders_failure_is_a_404(operator):
 
 def test_a_rerun_of_a_task_that_is_not_the_projects_is_refused(operator):
     order = completed_order()
-    record = FailureRecord.objects.create(
-        task="request api-order", exception_type="KeyError", order=order
+    record = factories.failure_record(
+        order, task="request api-order", exception_type="KeyError"
     )
 
     response = operator.post(f"{ORDERS}{order.pk}/failures/{record.pk}/rerun/")
@@ -466,14 +464,10 @@ def test_orders_are_found_by_the_sku_of_any_of_their_lines(operator, place_order
 def test_orders_are_filtered_by_their_failure_records(operator):
     clean = completed_order()
     open_failure = failed_order()
-    FailureRecord.objects.create(task="t", exception_type="E", order=open_failure)
-    FailureRecord.objects.create(
-        task="t", exception_type="E", order=open_failure, resolved=True
-    )
+    factories.failure_record(open_failure, task="t", exception_type="E")
+    factories.failure_record(open_failure, task="t", exception_type="E", resolved=True)
     dealt_with = failed_order()
-    FailureRecord.objects.create(
-        task="t", exception_type="E", order=dealt_with, resolved=True
-    )
+    factories.failure_record(dealt_with, task="t", exception_type="E", resolved=True)
 
     def listed(value):
         response = operator.get(ORDERS, {"failures": value})

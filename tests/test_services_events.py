@@ -36,11 +36,11 @@ def failed_order() -> Order:
 
 
 def failure_of(order: Order, *, resolved: bool) -> FailureRecord:
-    return FailureRecord.objects.create(
+    return factories.failure_record(
+        order,
         task="orders.tasks.order_delivery_completed",
         args=[order.order_id],
         exception_type="ListenerFailed",
-        order=order,
         resolved=resolved,
     )
 
