@@ -68,9 +68,20 @@ class FailureRecordInline(admin.TabularInline):
     model = FailureRecord
     extra = 0
     can_delete = False
-    fields = ["record", "occurred_at", "task", "exception_type", "message", "resolved"]
+    fields = [
+        "record",
+        "occurred_at",
+        "task",
+        "exception_type",
+        "message",
+        "failure_group",
+        "resolved",
+    ]
     readonly_fields = fields
     verbose_name_plural = "Failures recorded for this order"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("group")
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -79,6 +90,11 @@ class FailureRecordInline(admin.TabularInline):
     def record(self, obj):
         url = reverse("admin:orders_failurerecord_change", args=[obj.pk])
         return format_html('<a href="{}">#{}</a>', url, obj.pk)
+
+    @admin.display(description="group")
+    def failure_group(self, obj):
+        """Its group: how often this has happened, to which other orders."""
+        return group_link(obj.group)
 
 
 class DeliveryInline(admin.StackedInline):

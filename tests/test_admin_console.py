@@ -163,6 +163,16 @@ def test_the_consoles_pages_carry_no_inline_style_or_script(operator, url):
     assert "/static/orders/admin.css" in page
 
 
+def test_an_orders_page_links_each_of_its_failures_to_its_group(operator):
+    order = delivered_order()
+    failure = listener_failure(order)
+
+    page = operator.get(page_of(order)).content.decode()
+
+    group_url = f"/admin/orders/failuregroup/{failure.group.pk}/change/"
+    assert f'<a href="{group_url}">#{failure.group.pk}</a>' in page
+
+
 # An order's page: its steps -------------------------------------------------------
 def test_an_orders_page_shows_each_step_done_with_its_reference(operator):
     order = completed_order()
