@@ -104,9 +104,13 @@ def test_a_client_that_stops_reading_is_cut_off_and_the_web_process_memory_stays
     stalled.close()
     # The reader got every event, the stalled client was cut off rather than
     # buffered: ~24 MB went out on the stream; the web process grew by little.
+    # Little is 3.6-4.2 MiB in most runs and 8.3-8.7 MiB in some (6 of 15), with
+    # no garbage collection in between: the event documents (~1.2 KiB each, over
+    # pymalloc's limit) come from glibc's malloc arena of the pump's thread, which
+    # keeps freed memory for reuse. With MALLOC_ARENA_MAX=1: 3.8-5.6 MiB in 5 of 5.
     assert received[-1] == last_id
     assert received == sorted(set(received))
-    assert grown < 8 * 1024, f"the web process grew by {grown} KiB"
+    assert grown < 12 * 1024, f"the web process grew by {grown} KiB"
     wait_until(
         lambda: stream_stats(staff)["open_streams"] == 0,
         timeout=10,
