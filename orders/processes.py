@@ -105,16 +105,28 @@ def spawn(
 def stop(process: subprocess.Popen | None, *, timeout: float = STOP_GRACE_SECONDS):
     """SIGTERM to the process alone, then SIGKILL to its whole session if it has
     not exited in time (and to anything it left behind)."""
-    if process is None:
-        return
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_session(process)
-            process.wait(timeout=10)
-    kill_session(process)
+    stop_all([process] if process is not None else [], timeout=timeout)
+
+
+def stop_all(processes: list[subprocess.Popen], *, timeout: float = STOP_GRACE_SECONDS):
+    """Tell every process at once (one SIGTERM each, to the process alone), then
+    wait for each, SIGKILLing the session of one that has not exited in time.
+
+    One SIGTERM, never two: `serve` used to send a second right after the first,
+    and once in CI the qcluster logged "stopping" twice in the same millisecond
+    and then hung, its sentinel never told (django-q2's handler re-entered while
+    it stopped, most likely); honcho's SIGKILL then left it running."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        if process.poll() is None:
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_session(process)
+                process.wait(timeout=10)
+        kill_session(process)
 
 
 def kill_session(process: subprocess.Popen) -> None:

@@ -4,7 +4,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from orders.processes import cluster_command, spawn, stop, web_command
+from orders.processes import cluster_command, spawn, stop_all, web_command
 
 
 class Command(BaseCommand):
@@ -59,13 +59,9 @@ class Command(BaseCommand):
             exited = next(
                 (name for name, p in children.items() if p.poll() is not None), None
             )
-        # Both are told at once, then waited for (SIGTERM to each main process
-        # only; see orders/processes.py).
-        for process in children.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in children.values():
-            stop(process)
+        # Both are told at once, then waited for (one SIGTERM to each main
+        # process only; see orders/processes.py).
+        stop_all(list(children.values()))
         if exited:
             raise CommandError(
                 f"the {exited} process exited with code "
