@@ -161,11 +161,12 @@ class FailuresFilter(admin.SimpleListFilter):
 
 class OrderActionRefused(Exception):
     """An order page's button whose action no longer applies (the order moved on
-    since the page was shown): answered with `status` and the reason, and
-    nothing is changed."""
+    since the page was shown): answered with `http_status` and the reason, and
+    nothing is changed. (`http_status`, as OrderInputError names it: the answer's
+    code, never an order's status.)"""
 
-    def __init__(self, message: str, status: int = 409):
-        self.status = status
+    def __init__(self, message: str, http_status: int = 409):
+        self.http_status = http_status
         super().__init__(message)
 
 
@@ -380,7 +381,7 @@ class OrderAdmin(ViewOnlyRecordAdmin):
             failure = order.failures.filter(pk=failure_id).first()
             if failure is None:
                 raise OrderActionRefused(
-                    f"{order.order_id} has no failure #{failure_id}.", status=404
+                    f"{order.order_id} has no failure #{failure_id}.", http_status=404
                 )
             if failure.resolved:
                 raise OrderActionRefused(
@@ -406,7 +407,9 @@ class OrderAdmin(ViewOnlyRecordAdmin):
         order = self.get_object(request, unquote(object_id))
         try:
             if order is None:
-                raise OrderActionRefused(f"No order with id {object_id}.", status=404)
+                raise OrderActionRefused(
+                    f"No order with id {object_id}.", http_status=404
+                )
             done = act(order)
         except OrderActionRefused as refused:
             return TemplateResponse(
@@ -419,7 +422,7 @@ class OrderAdmin(ViewOnlyRecordAdmin):
                     "order": order,
                     "reason": str(refused),
                 },
-                status=refused.status,
+                status=refused.http_status,
             )
         self.log_change(request, order, done)
         self.message_user(request, done, messages.SUCCESS)
