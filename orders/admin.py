@@ -135,6 +135,14 @@ def report_retries(model_admin, request, retried: int, skipped: list, outcome: s
         )
 
 
+def report_reruns(model_admin, request, rerun: int, refused: list, what_stays: str):
+    model_admin.message_user(
+        request, f"{count(rerun, 'task')} handed to the queue again; {what_stays}."
+    )
+    for reason in refused:
+        model_admin.message_user(request, reason, messages.WARNING)
+
+
 class FailuresFilter(admin.SimpleListFilter):
     """Orders by their FailureRecords: the ones an operator still has to look at."""
 
@@ -730,13 +738,9 @@ class FailureGroupAdmin(ViewOnlyRecordAdmin):
                 continue
             rerun += handed
             self.log_change(request, group, f"Re-ran {count(handed, 'task')}.")
-        self.message_user(
-            request,
-            f"{count(rerun, 'task')} handed to the queue again; the groups stay "
-            "open until resolved.",
+        report_reruns(
+            self, request, rerun, refused, "the groups stay open until resolved"
         )
-        for reason in refused:
-            self.message_user(request, reason, messages.WARNING)
 
 
 @admin.register(FailureRecord)
@@ -864,13 +868,9 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
                 continue
             rerun += 1
             self.log_change(request, failure, f"Re-ran {failure.task}.")
-        self.message_user(
-            request,
-            f"{count(rerun, 'task')} handed to the queue again; the records stay "
-            "until marked resolved.",
+        report_reruns(
+            self, request, rerun, refused, "the records stay until marked resolved"
         )
-        for reason in refused:
-            self.message_user(request, reason, messages.WARNING)
 
 
 @admin.register(Delivery)
