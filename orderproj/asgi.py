@@ -1,7 +1,7 @@
 """ASGI entry point: `daphne orderproj.asgi:application`.
 
 The SSE streams are plain ASGI endpoints routed before Django (see
-orders/streams/__init__.py for why); every other request goes to Django.
+orders/live/__init__.py for why); every other request goes to Django.
 """
 
 import os
@@ -21,8 +21,8 @@ from django.core.signals import request_finished  # noqa: E402
 from django.db import connections  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
-from orders.collector import frozen_survivors  # noqa: E402
-from orders.streams.asgi import order_events, staff_events, stream_stats  # noqa: E402
+from orders.live.asgi import order_events, staff_events, stream_stats  # noqa: E402
+from orders.live.gc_freeze import frozen_survivors  # noqa: E402
 
 
 def close_request_connections(**kwargs) -> None:
@@ -56,6 +56,6 @@ application = ProtocolTypeRouter(
 
 # Everything loaded so far (Django, the apps, the URL patterns) lives as long as
 # the process: frozen, out of the collector's sight, and so are the survivors of
-# every later full collection (orders/collector.py). With 2,000 streams open a
+# every later full collection (orders/live/gc_freeze.py). With 2,000 streams open a
 # full collection walked all their objects: 30-120 ms, a stop of every stream.
 frozen_survivors.install()

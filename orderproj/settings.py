@@ -68,7 +68,8 @@ INSTALLED_APPS = [
     # orders first so that its `qcluster` command (cluster + dispatcher) wins.
     "orders",
     "daphne",
-    # django.contrib.admin, with the operators' console (orders/admin_site.py).
+    # django.contrib.admin, with the operators' console
+    # (orders/operations/admin_site.py).
     "orders.apps.OperationsAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -84,7 +85,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: it sees every other middleware's answer (its docstring).
-    "orders.middleware.ApiErrorShape",
+    "orders.api.middleware.ApiErrorShape",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below).
     "csp.middleware.CSPMiddleware",
@@ -95,9 +96,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "orders.middleware.OrderPlaceRateLimit",
+    "orders.api.middleware.OrderPlaceRateLimit",
     # Last on purpose: see its docstring.
-    "orders.middleware.SyncChainBoundary",
+    "orders.api.middleware.SyncChainBoundary",
 ]
 
 ROOT_URLCONF = "orderproj.urls"
@@ -112,7 +113,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "orders.views.ui_labels",
+                "orders.pages.views.ui_labels",
             ],
         },
     },
@@ -164,7 +165,7 @@ DATABASE_POOL_TIMEOUT = env_number("DATABASE_POOL_TIMEOUT", 10, minimum=0.1)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django turns psycopg's prepared statements off (None); its own cursors bind
     # on the client and never prepare, so this is for the order moves, which
-    # bind on the server and ask to be prepared (orders/transitions.py,
+    # bind on the server and ask to be prepared (orders/state/transitions.py,
     # _bound_cursor): parsed and planned once per connection. Behind PgBouncer
     # in transaction mode, it needs max_prepared_statements (PgBouncer 1.21+).
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
@@ -238,8 +239,8 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 # redirect for a failure.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
-# Database sessions that refuse a key Django never issues (orders/sessions.py).
-SESSION_ENGINE = "orders.sessions"
+# Database sessions that refuse a key Django never issues (orders/api/sessions.py).
+SESSION_ENGINE = "orders.api.sessions"
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = env_number(
     "SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600, cast=int, minimum=0
@@ -269,8 +270,10 @@ SECURE_REFERRER_POLICY = env_str("SECURE_REFERRER_POLICY", "same-origin")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 # The debug page masks every setting and variable that carries a URL with a
 # password (DATABASE_URL, REDIS_URL, EMAIL_URL and what is parsed from them).
-DEFAULT_EXCEPTION_REPORTER_FILTER = "orders.reporting.CredentialMaskingFilter"
-DEFAULT_EXCEPTION_REPORTER = "orders.reporting.CredentialMaskingReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = (
+    "orders.operations.error_reports.CredentialMaskingFilter"
+)
+DEFAULT_EXCEPTION_REPORTER = "orders.operations.error_reports.CredentialMaskingReporter"
 
 # No inline script or style anywhere: the pages load their scripts and styles
 # from static/, pass data in data- attributes and json_script blocks (not run),
@@ -338,7 +341,7 @@ ORDER_REDISPATCH_SECONDS = env_number("ORDER_REDISPATCH_SECONDS", 15, minimum=1)
 # A worker whose task's order has others waiting behind it takes up to
 # ORDER_BATCH_SIZE orders in all (its own included) and runs them as one batch,
 # sharing the claim, checkpoint and completion writes; as many as it runs in about
-# ORDER_BATCH_SECONDS, judged by the orders it ran last (orders/services.py,
+# ORDER_BATCH_SECONDS, judged by the orders it ran last (orders/services/orders.py,
 # BatchSizer). 1 turns batches off.
 ORDER_BATCH_SIZE = env_number("ORDER_BATCH_SIZE", 50, cast=int, minimum=1)
 ORDER_BATCH_SECONDS = env_number("ORDER_BATCH_SECONDS", 0.1, minimum=0)
@@ -403,11 +406,11 @@ else:
     Q_CLUSTER["orm"] = "default"
 
 # Order placement rate limit ---------------------------------------------------
-# POST /api/orders per client address (orders/middleware.py): "<count>/<period>"
+# POST /api/orders per client address (orders/api/middleware.py): "<count>/<period>"
 # with a period of s, m, h or d (optionally a multiple: "100/5m"); "0" turns it
 # off. Counted in the "ratelimit" cache, which every web process shares: Redis
 # when REDIS_URL is set, else files in ORDER_RATE_LIMIT_DIR (every process on
-# the machine; see orders/ratelimit.py for why not the database).
+# the machine; see orders/api/ratelimit.py for why not the database).
 ORDER_PLACE_RATE_LIMIT = env_str("ORDER_PLACE_RATE_LIMIT", "120/m").strip()
 
 
@@ -438,14 +441,14 @@ CACHES = {
         }
         if REDIS_URL
         else {
-            "BACKEND": "orders.ratelimit.LockedFileBasedCache",
+            "BACKEND": "orders.api.ratelimit.LockedFileBasedCache",
             "LOCATION": str(ORDER_RATE_LIMIT_DIR),
             "OPTIONS": {"MAX_ENTRIES": 10000},
         }
     ),
 }
 RATELIMIT_USE_CACHE = "ratelimit"
-# A count the cache could not keep lets the order through (orders/ratelimit.py).
+# A count the cache could not keep lets the order through (orders/api/ratelimit.py).
 RATELIMIT_FAIL_OPEN = True
 # django_ratelimit.W001 says a backend is "not officially supported" when it is
 # not memcached or django-redis by name. Both used here count atomically: Django's
@@ -468,7 +471,7 @@ CHANNEL_LAYERS = (
                     }
                 ],
                 # Each web process renews its membership of the events group
-                # every minute (orders/streams/wakers.py): one that died
+                # every minute (orders/live/wakers.py): one that died
                 # leaves it soon.
                 "group_expiry": 300,
                 # One deployment's writers wake its own web processes only,
@@ -494,7 +497,7 @@ LOGGING = {
     "loggers": {
         # Django's own config mails the admins on every 500 (its mail_admins
         # handler); here the root's console logs them, and the failure handler
-        # mails them per failure group (orders/failures.py).
+        # mails them per failure group (orders/operations/failures.py).
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         # django-q2's logger is named "django-q" (django_q/conf.py).
         "django-q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
@@ -504,11 +507,12 @@ LOGGING = {
     },
 }
 
-CSRF_FAILURE_VIEW = "orders.api.csrf_failure"
+CSRF_FAILURE_VIEW = "orders.api.views.csrf_failure"
 
 # Failures and notifications -------------------------------------------------------
 # Exceptions escaping async work are stored as FailureRecords and mailed to ADMINS
-# (orders/failures.py). ADMINS="Ana <ana@example.com>,ops@example.com"; in DEBUG
+# (orders/operations/failures.py). ADMINS="Ana <ana@example.com>,ops@example.com"; in
+# DEBUG
 # it defaults to a local address so the console shows what would be sent.
 # EMAIL_URL picks the mail transport:
 #   console://                          print mails to stdout (the default)
@@ -574,7 +578,7 @@ FAILURE_DIGEST_WINDOW_SECONDS = env_number(
 )
 
 # Streams ------------------------------------------------------------------------
-# Server-Sent Events (orders/streams/). Each web process polls the event table
+# Server-Sent Events (orders/live/). Each web process polls the event table
 # this often while any client is connected; one poll serves every client.
 ORDER_STREAM_POLL_SECONDS = env_number("ORDER_STREAM_POLL_SECONDS", 0.2, minimum=0.01)
 # On SQLite (the embedded default) each web process also looks at the
@@ -583,7 +587,7 @@ ORDER_STREAM_POLL_SECONDS = env_number("ORDER_STREAM_POLL_SECONDS", 0.2, minimum
 ORDER_STREAM_WAL_CHECK_SECONDS = env_number(
     "ORDER_STREAM_WAL_CHECK_SECONDS", 0.005, minimum=0.001
 )
-# With REDIS_URL the writers' messages wake the pump at once (orders/notify.py);
+# With REDIS_URL the writers' messages wake the pump at once (orders/state/notify.py);
 # it still polls this often in case one is lost, and every
 # ORDER_STREAM_POLL_SECONDS while Redis cannot be reached.
 ORDER_STREAM_PUSH_FALLBACK_SECONDS = env_number(
@@ -599,7 +603,7 @@ ORDER_STREAM_SETTLE_SECONDS = env_number("ORDER_STREAM_SETTLE_SECONDS", 2, minim
 # The `retry:` a stream sends: how long a browser waits before reconnecting.
 ORDER_STREAM_RETRY_MS = env_number("ORDER_STREAM_RETRY_MS", 2000, cast=int, minimum=0)
 # Opening a stream (authorization and replay) runs on this many threads of the
-# web process's own (orders/streams/threads.py); the pump reads on one more.
+# web process's own (orders/live/threads.py); the pump reads on one more.
 ORDER_STREAM_OPEN_THREADS = env_number(
     "ORDER_STREAM_OPEN_THREADS", 2, cast=int, minimum=1
 )

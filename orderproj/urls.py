@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from orders.api import api_not_found
-from orders.errors import error_response
+from orders.api.errors import error_response
+from orders.api.views import api_not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),

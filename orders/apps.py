@@ -14,27 +14,33 @@ class OrdersConfig(AppConfig):
         from django.core.signals import got_request_exception
         from django_q.signals import post_execute, post_execute_in_worker, pre_execute
 
-        from . import checks, failures  # noqa: F401 - checks registers itself
+        from orders import checks  # noqa: F401 (registers the system checks)
+        from orders.operations import (
+            admin,  # noqa: F401 (registers the console)
+            failures,
+        )
 
         pre_execute.connect(
-            failures.on_task_started, dispatch_uid="orders.failures.started"
+            failures.on_task_started, dispatch_uid="orders.operations.failures.started"
         )
         post_execute_in_worker.connect(
-            failures.on_task_executed, dispatch_uid="orders.failures.executed"
+            failures.on_task_executed,
+            dispatch_uid="orders.operations.failures.executed",
         )
         post_execute.connect(
-            failures.on_task_saved, dispatch_uid="orders.failures.saved"
+            failures.on_task_saved, dispatch_uid="orders.operations.failures.saved"
         )
         # And a request that raises: its mail goes through the same limit.
         got_request_exception.connect(
-            failures.on_request_failed, dispatch_uid="orders.failures.request"
+            failures.on_request_failed,
+            dispatch_uid="orders.operations.failures.request",
         )
         # Deleting an order deletes its events: GET /metrics keeps what they
         # counted (services.events_tally), in the deleting transaction.
         pre_delete.connect(
             on_order_deleting,
             sender="orders.Order",
-            dispatch_uid="orders.metrics.order_deleting",
+            dispatch_uid="orders.operations.metrics.order_deleting",
         )
 
 
@@ -45,10 +51,10 @@ class OperationsAdminConfig(admin_apps.AdminConfig):
 
     # Not the config of the `orders` app: that is OrdersConfig.
     default = False
-    default_site = "orders.admin_site.OperationsAdminSite"
+    default_site = "orders.operations.admin_site.OperationsAdminSite"
 
 
 def on_order_deleting(sender, instance, **kwargs) -> None:
-    from .services import order_deleting
+    from orders.services.orders import order_deleting
 
     order_deleting(order=instance)

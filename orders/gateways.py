@@ -25,8 +25,8 @@ from typing import Protocol
 
 from django.conf import settings
 
-from .exceptions import PermanentStepError, TransientStepError
-from .models import Order
+from orders.exceptions import PermanentStepError, TransientStepError
+from orders.models import Order
 
 STEPS = ("payment", "stock")
 

@@ -169,10 +169,12 @@ class Delivery(models.Model):
 
 class FailureGroup(models.Model):
     """Every FailureRecord of one kind: the same task, exception type and place
-    in the project's code (see orders/fingerprints.py), whatever the message said.
+    in the project's code (see orders/operations/fingerprints.py), whatever the
+    message said.
 
-    The admins are mailed per group, not per record (orders/failures.py): a new
-    group at once, a group that keeps failing in a digest at most once per
+    The admins are mailed per group, not per record
+    (orders/operations/failures.py): a new group at once, a group that keeps
+    failing in a digest at most once per
     FAILURE_DIGEST_WINDOW_SECONDS, a resolved group that fails again (a
     regression) at once. Groups are never deleted, like their records.
     """
@@ -180,7 +182,7 @@ class FailureGroup(models.Model):
     fingerprint = models.CharField(max_length=64, unique=True)
     task = models.CharField(max_length=255, db_index=True)
     exception_type = models.CharField(max_length=255, db_index=True)
-    # The innermost frame of the project's own code: "orders/services.py in
+    # The innermost frame of the project's own code: "orders/services/orders.py in
     # order_process" (no line number, so an unrelated edit above it does not
     # start a new group).
     location = models.CharField(max_length=500, blank=True)
@@ -273,7 +275,7 @@ class FailureRecord(models.Model):
 
 class EventTally(models.Model):
     """What the order events already deleted counted, so counters derived from
-    the event table never go down (orders/metrics.py, EVENT_TALLIES).
+    the event table never go down (orders/operations/metrics.py, EVENT_TALLIES).
 
     A row per tally name; events_trim and an order's deletion add what the
     events they delete counted, in the transaction that deletes them.

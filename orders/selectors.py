@@ -8,8 +8,8 @@ from django.db.models.functions import TruncHour, TruncMinute
 from django.urls import reverse
 from django.utils import timezone
 
-from .gateways import STEPS
-from .models import FailureGroup, Order, OrderEvent
+from orders.gateways import STEPS
+from orders.models import FailureGroup, Order, OrderEvent
 
 
 def iso(value: datetime | None) -> str | None:

@@ -3,7 +3,11 @@ from django.templatetags.static import static
 from django.urls import path, re_path, register_converter
 from django.views.generic import RedirectView
 
-from . import api, api_deliveries, api_docs, api_metrics, views
+from orders.api import deliveries as api_deliveries
+from orders.api import docs as api_docs
+from orders.api import metrics as api_metrics
+from orders.api import views as api
+from orders.pages import views
 
 
 class PublicIdConverter:
@@ -24,7 +28,7 @@ class PublicIdConverter:
 register_converter(PublicIdConverter, "public_id")
 
 # The SSE streams are not Django views: orderproj/asgi.py routes them to
-# orders/streams/asgi.py ahead of Django.
+# orders/live/asgi.py ahead of Django.
 urlpatterns = [
     path("", views.storefront, name="storefront"),
     path("orders/<public_id:order_id>", views.order_page, name="order-page"),
@@ -51,7 +55,7 @@ urlpatterns = [
 ]
 
 if settings.ORDER_BENCH_BASELINE:
-    from .bench.views import baseline_place
+    from orders.bench.views import baseline_place
 
     # Ahead of the /api/ catch-all.
     urlpatterns.insert(0, path("api/bench/baseline", baseline_place))

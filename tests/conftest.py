@@ -1,7 +1,7 @@
 import pytest
 
-from orders.services import order_place
-from orders.validation import parse_order_request
+from orders.api.validation import parse_order_request
+from orders.services.orders import order_place
 
 ORDER_BODY = {
     "customer_email": "buyer@example.com",

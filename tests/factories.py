@@ -2,10 +2,10 @@
 
 from decimal import Decimal
 
-from orders import services
-from orders.failures import failure_store
+from orders.api.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
 from orders.models import FailureRecord, Order, OrderEvent
-from orders.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
+from orders.operations.failures import failure_store
+from orders.services import orders as services
 
 
 def place(**simulate) -> Order:
@@ -48,7 +48,7 @@ def event_types(order: Order) -> list[str]:
 
 def failure_traceback(
     *,
-    where: str = "orders/services.py",
+    where: str = "orders/services/orders.py",
     function: str = "order_process",
     line="KeyError",
 ) -> str:

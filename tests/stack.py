@@ -1,6 +1,6 @@
 """A real orderproj on 127.0.0.1 for end-to-end tests: a temporary SQLite file,
 `daphne` on a free port and `manage.py qcluster` (workers + dispatcher), started and
-stopped as `manage.py serve` does (orders/processes.py), plus what tests need to
+stopped as `manage.py serve` does (orders/workers/processes.py), plus what tests need to
 poke at them."""
 
 import json
@@ -14,7 +14,13 @@ from pathlib import Path
 import httpx
 
 from orders.gateways import SimulatedLedger
-from orders.processes import (
+from orders.workers.djangoq.sentinel import (
+    IDLE,
+    PROCESSING,
+    descendants_of,
+    worker_states,
+)
+from orders.workers.processes import (
     LocalService,
     cluster_command,
     free_port,
@@ -25,7 +31,6 @@ from orders.processes import (
     stop,
     wait_until,
 )
-from orders.watchdog import IDLE, PROCESSING, descendants_of, worker_states
 from tests.sse import read_sse
 
 __all__ = ["PROJECT_DIR", "Stack", "free_port", "make_stack", "wait_until"]

@@ -11,9 +11,9 @@ from django.test import Client
 from django.utils import timezone
 from django_q.conf import Conf
 
-from orders import services
+from orders.api.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
-from orders.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
+from orders.services import orders as services
 from tests.expected import CLEAN_RUN_EVENTS
 from tests.factories import failure_record
 
@@ -196,7 +196,7 @@ def test_saving_an_order_page_never_reverts_a_workers_transition(operator, monke
     save. On PostgreSQL nothing locks the row in between; here the POST is handed
     the copy it would have read before the worker committed. The admin must not
     write that copy (PENDING, no attempt) back over the worker's COMPLETED."""
-    from orders.admin import OrderAdmin
+    from orders.operations.admin import OrderAdmin
 
     order = place()
     url = f"{ORDERS}{order.pk}/change/"

@@ -12,8 +12,8 @@ from django.test import Client
 from django.utils import timezone
 from django_q.conf import Conf
 
-from orders import services
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
+from orders.services import orders as services
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -127,7 +127,7 @@ def test_a_groups_page_shows_its_records_orders_and_latest_traceback(operator):
     assert order.order_id in page
     assert f"{RECORDS}{latest.pk}/change/" in page
     assert f"{RECORDS}?group__id__exact={latest.group.pk}" in page
-    assert "orders/services.py in order_process" in page
+    assert "orders/services/orders.py in order_process" in page
     assert "the &lt;latest&gt; one" in page
     assert '<pre class="failure-traceback">' in page
 

@@ -7,11 +7,12 @@ import threading
 import pytest
 from django.db import connection
 
-from orders import services, transitions
 from orders.exceptions import TransientStepError
 from orders.gateways import SimulatedStep, simulated_ledger
 from orders.models import Delivery, Order, OrderEvent
-from orders.services import BatchSizer, order_process
+from orders.services import orders as services
+from orders.services.orders import BatchSizer, order_process
+from orders.state import transitions
 from tests.expected import CLEAN_RUN_EVENTS, STOCK_FAILS_ONCE_EVENTS
 from tests.factories import event_types
 

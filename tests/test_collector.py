@@ -1,13 +1,13 @@
 """The web process's collector: survivors of a full collection are frozen, so the
 next one walks only what came after, and a periodic sweep frees what was frozen
-and became garbage since (orders/collector.py)."""
+and became garbage since (orders/live/gc_freeze.py)."""
 
 import gc
 import weakref
 
 import pytest
 
-from orders.collector import FrozenSurvivors
+from orders.live.gc_freeze import FrozenSurvivors
 
 
 class Node:

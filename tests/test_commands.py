@@ -8,9 +8,10 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_q.conf import Conf
 
-from orders import dispatcher, services
 from orders.management.commands import place_orders
 from orders.models import FailureRecord, Order
+from orders.services import orders as services
+from orders.workers import dispatcher
 from tests.factories import failure_record, place, processed
 
 pytestmark = pytest.mark.django_db
@@ -292,7 +293,7 @@ def test_failures_groups_lists_each_group_once_with_its_count_and_place():
     assert f"{grouped.group.pk:>5}" in output
     assert "      3  open" in output
     assert "resolved   orders.tasks.order_delivery_completed" in output
-    assert "KeyError (orders/services.py in order_process)" in output
+    assert "KeyError (orders/services/orders.py in order_process)" in output
     assert "order_delivery_completed" not in open_only
 
 

@@ -6,8 +6,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django_q.conf import Conf
 
-from orders import exceptions, failures, selectors, services
+from orders import exceptions, selectors
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
+from orders.operations import failures
+from orders.services import orders as services
 from tests.factories import failure_record, place, processed
 
 pytestmark = pytest.mark.django_db
@@ -300,7 +302,7 @@ def test_a_delivery_listener_whose_task_was_lost_is_sent_again_by_the_sweep(
     from django.utils import timezone
     from django_q.models import OrmQ
 
-    from orders.dispatcher import sweep
+    from orders.workers.dispatcher import sweep
 
     delivery = completed_order().delivery
     with django_capture_on_commit_callbacks(execute=True):

@@ -16,8 +16,10 @@ from django_q.brokers.orm import ORM
 from django_q.models import OrmQ
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from orders import dispatcher, services
-from orders.dispatcher import (
+from orders.models import Delivery, FailureRecord, Order
+from orders.services import orders as services
+from orders.workers import dispatcher
+from orders.workers.dispatcher import (
     ENQUEUE_CLOCK_SLACK,
     LEFT_QUEUE_GRACE_SECONDS,
     ROW_FAILURE_BACKOFF_SECONDS,
@@ -26,7 +28,6 @@ from orders.dispatcher import (
     expire_leases,
     task_still_queued,
 )
-from orders.models import Delivery, FailureRecord, Order
 from tests.factories import place, processed
 
 Status = Order.Status
@@ -235,7 +236,7 @@ def test_an_order_whose_lease_expiry_raises_costs_only_itself(settings):
     broken = processing_past_lease()
     # Data no attempt can have: the retry policy refuses attempt 0 for real.
     Order.objects.filter(pk=broken.pk).update(attempts=0)
-    task = "orders.dispatcher.expire_leases"
+    task = "orders.workers.dispatcher.expire_leases"
     now = timezone.now()
 
     assert sorted(expire_leases(now=now)) == sorted([before.order_id, after.order_id])
@@ -285,7 +286,7 @@ def test_an_order_whose_enqueue_raises_costs_only_itself(monkeypatch):
         seconds=ROW_FAILURE_BACKOFF_SECONDS
     )
     assert broken.queued_at is None
-    assert failure_records("orders.dispatcher.dispatch_due_orders", broken) == 1
+    assert failure_records("orders.workers.dispatcher.dispatch_due_orders", broken) == 1
     assert dispatch_due_orders(now=now + SECOND) == []
 
 
@@ -313,16 +314,16 @@ def test_a_delivery_whose_listener_enqueue_raises_costs_only_itself(monkeypatch)
     assert broken.listener_due_at == now + timedelta(
         seconds=ROW_FAILURE_BACKOFF_SECONDS
     )
-    task = "orders.dispatcher.dispatch_due_listeners"
+    task = "orders.workers.dispatcher.dispatch_due_listeners"
     assert failure_records(task, broken.order) == 1
 
 
 def test_the_workers_dispatcher_loads_no_part_of_the_streams():
-    """Trimming old events is a write (orders.services); a worker process does
+    """Trimming old events is a write (orders.services.orders); a worker process does
     not import the web process's stream transport to do it."""
     script = (
-        "import sys, django; django.setup(); import orders.dispatcher; "
-        "print(sorted(m for m in sys.modules if m.startswith('orders.streams')))"
+        "import sys, django; django.setup(); import orders.workers.dispatcher; "
+        "print(sorted(m for m in sys.modules if m.startswith('orders.live')))"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "orderproj.settings"}
     result = subprocess.run(

@@ -1,10 +1,10 @@
-"""The API's error shape comes from one builder (orders/errors.py), whether a
+"""The API's error shape comes from one builder (orders/api/errors.py), whether a
 Django view or an ASGI stream endpoint answers."""
 
 import asyncio
 import json
 
-from orders.errors import error_document, error_response, send_error
+from orders.api.errors import error_document, error_response, send_error
 
 
 def test_an_error_without_fields_has_only_error_and_detail():

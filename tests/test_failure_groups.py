@@ -9,14 +9,15 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from orders import selectors, services
-from orders.failures import (
+from orders import selectors
+from orders.models import FailureGroup, FailureRecord, Order
+from orders.operations.failures import (
     GroupMail,
     failures_mail_pending,
     group_mail_due,
     record_failure,
 )
-from orders.models import FailureGroup, FailureRecord, Order
+from orders.services import orders as services
 from tests.factories import failure_record, failure_traceback, processed
 
 pytestmark = pytest.mark.django_db
@@ -93,7 +94,7 @@ def test_records_of_one_kind_share_a_group_that_counts_them():
     assert group.latest_record == last
     assert group.first_seen == first.occurred_at
     assert group.last_seen == last.occurred_at
-    assert group.location == "orders/services.py in order_process"
+    assert group.location == "orders/services/orders.py in order_process"
 
 
 def test_a_record_raised_elsewhere_starts_a_group_of_its_own():
@@ -231,12 +232,12 @@ def test_records_stored_before_groups_existed_are_grouped_by_their_traceback():
         Group = new_apps.get_model("orders", "FailureGroup")
         groups = {group.location: group for group in Group.objects.all()}
         assert set(groups) == {
-            "orders/services.py in order_process",
-            "orders/services.py in order_retry",
+            "orders/services/orders.py in order_process",
+            "orders/services/orders.py in order_retry",
         }
-        twice = groups["orders/services.py in order_process"]
+        twice = groups["orders/services/orders.py in order_process"]
         assert (twice.count, twice.resolved) == (2, False)
-        assert groups["orders/services.py in order_retry"].resolved is True
+        assert groups["orders/services/orders.py in order_retry"].resolved is True
         # Mailed under the old limit already: nothing is owed.
         assert all(group.mailed_count == group.count for group in groups.values())
         assert (

@@ -15,10 +15,11 @@ from django_q.conf import Conf
 from django_q.queues import Queue
 
 from orderproj.settings import email_settings, env_addresses
-from orders import failures, services
-from orders.failures import parse_task_result, record_failure
+from orders.api.validation import LineInput, OrderInput
 from orders.models import FailureGroup, FailureRecord, Order
-from orders.validation import LineInput, OrderInput
+from orders.operations import failures
+from orders.operations.failures import parse_task_result, record_failure
+from orders.services import orders as services
 from tests.stack import free_port, wait_until
 
 pytestmark = pytest.mark.django_db

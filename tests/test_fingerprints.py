@@ -5,7 +5,7 @@ import traceback
 
 from django.conf import settings
 
-from orders.fingerprints import (
+from orders.operations.fingerprints import (
     failure_fingerprint,
     failure_location,
     is_project_path,
@@ -57,13 +57,16 @@ def test_frames_inside_django_django_q_and_site_packages_are_skipped():
         "Traceback (most recent call last):\n"
         f'  File "{SITE_PACKAGES}/django_q/worker.py", line 97, in worker\n'
         f'  File "{project}/orders/tasks.py", line 12, in {listener}\n'
-        f'  File "{project}/orders/services.py", line 642, in {listener}\n'
+        f'  File "{project}/orders/services/orders.py", line 642, in {listener}\n'
         f'  File "{SITE_PACKAGES}/django/db/models/manager.py", line 87, in get\n'
         f'  File "{SITE_PACKAGES}/django/db/models/query.py", line 633, in get\n'
         "orders.models.Order.DoesNotExist: Order matching query does not exist.\n"
     )
 
-    assert failure_location(text) == "orders/services.py in order_delivery_completed"
+    assert (
+        failure_location(text)
+        == "orders/services/orders.py in order_delivery_completed"
+    )
 
 
 def test_the_standard_library_is_not_the_projects_code():
@@ -96,7 +99,7 @@ def test_of_a_chained_traceback_the_exception_that_escaped_counts():
         + last
     )
 
-    assert failure_location(chained) == "orders/services.py in order_process"
+    assert failure_location(chained) == "orders/services/orders.py in order_process"
     assert len(traceback_frames(chained)) == 2
 
 

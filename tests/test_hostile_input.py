@@ -2,15 +2,15 @@
 
 These were found by hand before the fuzzer (tests/e2e/test_api_fuzz.py) runs over
 the published schema; several of them answered 500 before the input limits and
-the pydantic models (orders/validation.py)."""
+the pydantic models (orders/api/validation.py)."""
 
 import json
 
 import pytest
 from django_q.models import OrmQ
 
+from orders.api.validation import MAX_JSON_DEPTH
 from orders.models import Delivery, Order, OrderEvent, OrderLine
-from orders.validation import MAX_JSON_DEPTH
 
 LINE = {"sku": "MUG-1", "quantity": 2, "unit_price": "12.50"}
 VALID = {"customer_email": "buyer@example.com", "items": [LINE]}
@@ -429,7 +429,7 @@ def test_a_session_key_django_never_issues_is_no_session_and_never_queried(
 ):
     from django.http.cookie import parse_cookie
 
-    from orders.sessions import SessionStore
+    from orders.api.sessions import SessionStore
 
     key = parse_cookie(cookie)["sessionid"]
     with django_assert_num_queries(0):

@@ -7,8 +7,11 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from orders import api_metrics, dispatcher, metrics, services
+from orders.api import metrics as api_metrics
 from orders.models import Delivery, EventTally, Order, OrderEvent
+from orders.operations import metrics
+from orders.services import orders as services
+from orders.workers import dispatcher
 from tests import factories
 
 TOKEN = "metrics-token-for-tests"

@@ -1,4 +1,4 @@
-"""orders.notify: the writers tell the web processes of committed events, once per
+"""orders.state.notify: the writers tell the web processes of committed events, once per
 transaction, after it commits."""
 
 import asyncio
@@ -7,9 +7,9 @@ import threading
 import pytest
 from django.db import transaction
 
-from orders import notify
 from orders.models import Order
-from orders.transitions import append_event, transition
+from orders.state import notify
+from orders.state.transitions import append_event, transition
 from tests.factories import place
 
 Status = Order.Status

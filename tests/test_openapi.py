@@ -4,7 +4,7 @@ import re
 import pytest
 from django.urls import URLPattern, get_resolver
 
-from orders import openapi
+from orders.api import openapi
 from orders.models import Order
 from tests import factories
 

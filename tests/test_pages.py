@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from orders import selectors
 from orders.models import Order, OrderEvent
-from orders.services import order_claim, order_process, order_recover
-from orders.views import STATUS_LABELS
+from orders.pages.views import STATUS_LABELS
+from orders.services.orders import order_claim, order_process, order_recover
 
 Status = Order.Status
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "orders"

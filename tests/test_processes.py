@@ -1,11 +1,11 @@
-"""Stopping the processes `serve` starts (orders/processes.py), with real child
+"""Stopping the processes `serve` starts (orders/workers/processes.py), with real child
 processes."""
 
 import signal
 import subprocess
 import sys
 
-from orders.processes import stop_all
+from orders.workers.processes import stop_all
 
 # A child that writes a line per SIGTERM it gets and exits half a second after
 # the first: long enough for a second signal to reach it.

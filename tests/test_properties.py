@@ -18,8 +18,8 @@ from hypothesis.stateful import (
 
 from orders.exceptions import InvalidTransition
 from orders.models import Order, OrderEvent
-from orders.retry import backoff_delay
-from orders.transitions import (
+from orders.services.backoff import backoff_delay
+from orders.state.transitions import (
     EVENT_FOR_STATUS,
     TRANSITIONS,
     claim,

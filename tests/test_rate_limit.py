@@ -11,8 +11,8 @@ import sys
 import pytest
 from django.conf import settings
 
+from orders.api.ratelimit import LockedFileBasedCache
 from orders.models import Order
-from orders.ratelimit import LockedFileBasedCache
 from tests.conftest import ORDER_BODY
 
 # A day's window: a test never straddles the window's end (it would reset the
@@ -26,7 +26,7 @@ def rate_limited(settings, tmp_path):
     settings.CACHES = {
         **settings.CACHES,
         "ratelimit": {
-            "BACKEND": "orders.ratelimit.LockedFileBasedCache",
+            "BACKEND": "orders.api.ratelimit.LockedFileBasedCache",
             "LOCATION": str(tmp_path / "ratelimit"),
         },
     }
@@ -105,7 +105,7 @@ import json, sys
 import django
 django.setup()
 from django.test import RequestFactory
-from orders.ratelimit import place_retry_after
+from orders.api.ratelimit import place_retry_after
 request = RequestFactory().post("/api/orders", REMOTE_ADDR=sys.argv[1])
 print(json.dumps([place_retry_after(request) is not None for _ in range(30)]))
 """

@@ -6,7 +6,7 @@ import sys
 
 from django.conf import settings
 
-from orders.reporting import CredentialMaskingFilter
+from orders.operations.error_reports import CredentialMaskingFilter
 
 DB_PASSWORD = "db-pw-4711"
 REDIS_PASSWORD = "redis-pw-0815"

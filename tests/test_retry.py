@@ -1,6 +1,6 @@
 import pytest
 
-from orders.retry import backoff_delay
+from orders.services.backoff import backoff_delay
 
 POLICY = {"base": 1.0, "multiplier": 2.0, "max_delay": 60.0}
 

@@ -8,8 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orders import services
 from orders.models import FailureRecord, Order, OrderEvent
+from orders.services import orders as services
 from tests import factories
 
 pytestmark = pytest.mark.django_db

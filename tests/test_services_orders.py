@@ -6,10 +6,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from orders import takenalong
-from orders.dispatcher import sweep
 from orders.models import Order, OrderEvent
-from orders.services import order_claim, order_process, order_retry
+from orders.services.orders import order_claim, order_process, order_retry
+from orders.workers.dispatcher import sweep
+from orders.workers.djangoq import taken_along as takenalong
 from tests.expected import FAIL_TWICE_EVENTS
 from tests.factories import event_types, process_until_terminal
 
@@ -25,7 +25,8 @@ def test_order_is_handed_to_the_queue_only_after_commit(place_order):
         order = place_order()
         assert OrmQ.objects.count() == 0
     assert OrmQ.objects.count() == 1
-    # The order's id, and its queued_at as the task's stamp (orders/takenalong.py).
+    # The order's id, and its queued_at as the task's stamp
+    # (orders/workers/djangoq/taken_along.py).
     order.refresh_from_db()
     assert OrmQ.objects.get().task["args"] == (
         order.order_id,

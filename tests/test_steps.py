@@ -7,13 +7,14 @@ import sqlite3
 
 import pytest
 
-from orders import gateways, services
-from orders.dispatcher import expire_leases
+from orders import gateways
 from orders.gateways import SimulatedLedger, simulated_ledger, step_idempotency_key
 from orders.models import Order, OrderEvent
 from orders.selectors import order_document
-from orders.services import order_claim, order_retry
-from orders.transitions import record_step
+from orders.services import orders as services
+from orders.services.orders import order_claim, order_retry
+from orders.state.transitions import record_step
+from orders.workers.dispatcher import expire_leases
 from tests.expected import STOCK_FAILS_ONCE_EVENTS
 from tests.factories import process_until_terminal
 

@@ -4,10 +4,10 @@ read gives."""
 
 import pytest
 
+from orders.live.events import read_order_opening, read_replay
+from orders.live.opening import Refusal, open_stream
 from orders.models import OrderEvent
-from orders.streams.events import read_order_opening, read_replay
-from orders.streams.opening import Refusal, open_stream
-from orders.transitions import append_event
+from orders.state.transitions import append_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,4 +1,4 @@
-"""The streams' database threads (orders/streams/threads.py): calls run on
+"""The streams' database threads (orders/live/threads.py): calls run on
 threads of their own, in turns, their results and errors come back to their
 callers, and a backlog or a long wait refuses new calls at once."""
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from orders.streams.threads import DatabaseThreads, Saturated
+from orders.live.threads import DatabaseThreads, Saturated
 
 
 def run(coroutine):

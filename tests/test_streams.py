@@ -15,22 +15,22 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from orderproj.asgi import application
-from orders import dispatcher
-from orders.models import OrderEvent
-from orders.services import events_trim
-from orders.streams import asgi as stream_asgi
-from orders.streams import pump as pump_module
-from orders.streams.events import StreamEvent, read_after
-from orders.streams.opening import (
+from orders.live import asgi as stream_asgi
+from orders.live import pump as pump_module
+from orders.live.events import StreamEvent, read_after
+from orders.live.opening import (
     Refusal,
     could_be_order_id,
     parse_last_event_id,
     plan_opening,
     session_key,
 )
-from orders.streams.pump import EventPump, Subscriber, get_pump
-from orders.streams.wakers import PollWaker
-from orders.transitions import append_event
+from orders.live.pump import EventPump, Subscriber, get_pump
+from orders.live.wakers import PollWaker
+from orders.models import OrderEvent
+from orders.services.orders import events_trim
+from orders.state.transitions import append_event
+from orders.workers import dispatcher
 from tests.stack import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

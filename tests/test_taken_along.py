@@ -14,10 +14,11 @@ from django_q.brokers.orm import ORM
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
-from orders import services, takenalong
 from orders.models import Order, OrderEvent
-from orders.taskqueue import ClusterQueue
-from orders.watchdog import TakenAlongFilter
+from orders.services import orders as services
+from orders.workers.djangoq import taken_along as takenalong
+from orders.workers.djangoq.queues import ClusterQueue
+from orders.workers.djangoq.sentinel import TakenAlongFilter
 from tests.factories import event_types
 
 fork = multiprocessing.get_context("fork")

@@ -14,7 +14,7 @@ from queue import Empty
 import pytest
 from django_q.queues import Queue as DjangoQQueue
 
-from orders.taskqueue import READER, WRITER, ClusterQueue, RobustLock
+from orders.workers.djangoq.queues import READER, WRITER, ClusterQueue, RobustLock
 from tests.stack import wait_until
 
 fork = multiprocessing.get_context("fork")

@@ -2,7 +2,7 @@ import pytest
 
 from orders.exceptions import InvalidTransition
 from orders.models import Order, OrderEvent
-from orders.transitions import (
+from orders.state.transitions import (
     TRANSITIONS,
     PrecedingEvent,
     append_event,

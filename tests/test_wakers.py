@@ -1,4 +1,4 @@
-"""The pump's wakers (orders/streams/wakers.py): push through a channels layer,
+"""The pump's wakers (orders/live/wakers.py): push through a channels layer,
 polling as the safety net and as the fallback while the layer fails. Driven by a
 layer that does what channels_redis does when Redis answers or is down."""
 
@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from orders import notify
-from orders.streams.wakers import LayerWaker, PollWaker, make_waker
+from orders.live.wakers import LayerWaker, PollWaker, make_waker
+from orders.state import notify
 
 INTERVAL = 0.05
 DEADLINE = 2.0
@@ -113,7 +113,7 @@ def test_while_the_layer_fails_it_polls_at_the_normal_rate_and_subscribes_again(
         layer.messages.put_nowait(dict(notify.MESSAGE))
         assert await woken(waker)
 
-    with caplog.at_level(logging.WARNING, logger="orders.streams.wakers"):
+    with caplog.at_level(logging.WARNING, logger="orders.live.wakers"):
         run(scenario)
     assert "the channels layer failed" in caplog.text
     assert "Connection closed by server." in caplog.text
@@ -210,7 +210,7 @@ def test_a_commit_by_another_process_to_the_sqlite_file_wakes_the_pump_at_once(
 ):
     import sqlite3
 
-    from orders.streams.wakers import SQLiteWalWaker
+    from orders.live.wakers import SQLiteWalWaker
 
     path = tmp_path / "db.sqlite3"
     writer = sqlite3.connect(path, isolation_level=None)
@@ -236,7 +236,7 @@ def test_a_commit_by_another_process_to_the_sqlite_file_wakes_the_pump_at_once(
 
 
 def test_the_embedded_default_watches_the_wal_of_a_sqlite_file_only():
-    from orders.streams.wakers import sqlite_wal_path
+    from orders.live.wakers import sqlite_wal_path
 
     sqlite = "django.db.backends.sqlite3"
     postgres = "django.db.backends.postgresql"

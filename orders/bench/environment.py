@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from orders.processes import local_env
+from orders.workers.processes import local_env
 
 POSTGRES_SCHEMES = {"postgres", "postgresql", "pgsql"}
 

@@ -3,7 +3,7 @@ daphne itself, with nothing of Django, a pump or a thread behind it. Every
 path but /healthz answers 200 with the SSE headers and one comment, then waits
 for the client to leave: the floor under every server's RSS per stream."""
 
-# As our streams answer (orders/streams/asgi.py); no Django is imported here.
+# As our streams answer (orders/live/asgi.py); no Django is imported here.
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),

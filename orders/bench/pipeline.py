@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .figures import Figures
+from orders.bench.figures import Figures
 
 NOOP_TASK = "orders.bench.pipeline.noop"
 
@@ -82,7 +82,7 @@ class PipelineBench:
     def __init__(self, plan: PipelinePlan, workdir: Path, progress=print):
         from django.conf import settings
 
-        from orders.processes import LocalService
+        from orders.workers.processes import LocalService
 
         self.plan = plan
         self.progress = progress
@@ -140,7 +140,7 @@ class PipelineBench:
         self.service.start_cluster()
 
     def stop_cluster(self) -> None:
-        from orders.processes import stop
+        from orders.workers.processes import stop
 
         stop(self.service.cluster, timeout=30)
         self.service.cluster = None
@@ -269,9 +269,9 @@ class PipelineBench:
 
     # Helpers --------------------------------------------------------------------
     def place(self, index: int) -> str:
+        from orders.api.validation import parse_order_request
         from orders.bench.service import order_body
-        from orders.services import order_place
-        from orders.validation import parse_order_request
+        from orders.services.orders import order_place
 
         data = parse_order_request(
             json.dumps(order_body(index)).encode(), simulation_enabled=False
@@ -315,7 +315,7 @@ def queue_size(broker) -> int:
 def cpu_seconds(pid: int) -> float | None:
     """CPU time used so far by process `pid` and every process below it: each
     one's own, plus what it has reaped of its children's (Linux /proc)."""
-    from orders.watchdog import descendants_of
+    from orders.workers.djangoq.sentinel import descendants_of
 
     total = 0
     for process in [pid, *descendants_of(pid)]:

@@ -18,8 +18,8 @@ from datetime import datetime
 
 import httpx
 
-from .figures import Figures
-from .streams import format_streams
+from orders.bench.figures import Figures
+from orders.bench.streams import format_streams
 
 TERMINAL = {"COMPLETED", "FAILED"}
 BASELINE_PATH = "/api/bench/baseline"

@@ -33,7 +33,10 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from orders.processes import (
+from orders.bench.environment import POSTGRES_SCHEMES, bench_environment, describe
+from orders.bench.figures import Figures
+from orders.bench.sseload import LoadClient
+from orders.workers.processes import (
     LocalService,
     free_port,
     log_in_through_the_admin,
@@ -42,10 +45,6 @@ from orders.processes import (
     wait_until,
     web_command,
 )
-
-from .environment import POSTGRES_SCHEMES, bench_environment, describe
-from .figures import Figures
-from .sseload import LoadClient
 
 EVENTSTREAM_ASGI = "orders.bench.eventstream.asgi:application"
 SERVERS = {
@@ -137,7 +136,7 @@ class StreamsRun:
     web_cpu_flow_s: float | None = None
     flow_s: float | None = None
     # orderproj only (its /api/streams): full garbage collections while the
-    # orders flowed, and the longest of them (orders/collector.py).
+    # orders flowed, and the longest of them (orders/live/gc_freeze.py).
     full_collections_flow: int | None = None
     longest_full_collection_flow_ms: float | None = None
 

@@ -12,9 +12,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from django_q.tasks import async_task
 
+from orders.bench.pipeline import NOOP_TASK
 from orders.models import Order
-
-from .pipeline import NOOP_TASK
 
 
 @csrf_exempt

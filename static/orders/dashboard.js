@@ -12,7 +12,7 @@ const failedRows = root.querySelector('[data-role="failed-rows"]');
 const actionMessage = root.querySelector('[data-role="action-message"]');
 const statsProblem = root.querySelector('[data-role="stats-problem"]');
 const FEED_LIMIT = 50;
-// Drawn as orders/views.py chart_geometry() draws it.
+// Drawn as orders/pages/views.py chart_geometry() draws it.
 const CHART = { width: 600, height: 160, pad: 4 };
 const SERIES = ["completed", "failed", "retried"];
 

@@ -2,7 +2,7 @@
 // and small DOM helpers. Data from the server is only ever set as text
 // (textContent), never parsed as HTML.
 
-// Written once, in orders/views.py; base.html renders them into the page.
+// Written once, in orders/pages/views.py; base.html renders them into the page.
 const LABELS = JSON.parse(document.getElementById("ui-labels").textContent);
 export const STATUS_LABELS = LABELS.statuses;
 export const EVENT_LABELS = LABELS.events;

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.e2e
 BACKLOG = 5000
 # django-q2 logs this line for every task a worker starts (django_q/worker.py).
 TASK_STARTED = re.compile(r" processing \S+ 'orders\.tasks\.process_order'")
-# The pusher logs this line for every task it drops (orders/watchdog.py).
+# The pusher logs this line for every task it drops
+# (orders/workers/djangoq/sentinel.py).
 TASK_DROPPED = re.compile(r" dropped task \S+ of order \S+: a batch took the order")
 
 

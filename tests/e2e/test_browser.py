@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from orders.views import STATUS_LABELS
+from orders.pages.views import STATUS_LABELS
 from tests.stack import STAFF_PASSWORD, STAFF_USER
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orders.models import Order, OrderEvent
-from orders.watchdog import RESTART_MESSAGE, process_title
+from orders.workers.djangoq.sentinel import RESTART_MESSAGE, process_title
 from tests.stack import make_stack, wait_until
 
 pytestmark = pytest.mark.e2e

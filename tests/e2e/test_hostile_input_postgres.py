@@ -106,7 +106,7 @@ def test_generated_requests_do_not_break_the_api_on_postgresql(
 
 def test_a_hostile_session_cookie_is_no_login_on_postgresql(pg_stack, row_counts):
     """PostgreSQL refuses a NUL in the session query: the key is refused first
-    (orders/sessions.py), on every page and endpoint that reads the session."""
+    (orders/api/sessions.py), on every page and endpoint that reads the session."""
     order_id = pg_stack.place()["order_id"]
     before = row_counts()
     for cookie in HOSTILE_SESSION_COOKIES:

@@ -10,7 +10,7 @@ from contextlib import closing
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orders.metrics import ATTEMPT_DURATION_BUCKETS_MS
+from orders.operations.metrics import ATTEMPT_DURATION_BUCKETS_MS
 from tests.sse import read_sse
 from tests.stack import make_stack, wait_until
 

@@ -12,7 +12,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from orders.watchdog import RESTART_MESSAGE, children_of
+from orders.workers.djangoq.sentinel import RESTART_MESSAGE, children_of
 from tests.expected import (
     CLEAN_RUN_EVENTS,
     FAIL_TWICE_EVENTS,
@@ -89,7 +89,7 @@ def test_the_same_task_delivered_many_times_makes_one_attempt(stack):
     stack.manage(
         "shell",
         "-c",
-        "from orders.services import order_enqueue\n"
+        "from orders.services.orders import order_enqueue\n"
         f"for _ in range(5): order_enqueue({order_id!r})",
     )
     document = stack.wait_for_terminal(order_id)

@@ -9,7 +9,7 @@ events reach a stream within it only if something else woke the pump."""
 import httpx
 import pytest
 
-from orders.processes import free_port, spawn, stop, wait_until, web_command
+from orders.workers.processes import free_port, spawn, stop, wait_until, web_command
 from tests.e2e.test_scale_out import scaled
 from tests.e2e.test_streams_e2e import read_events
 from tests.expected import CLEAN_RUN_EVENTS

@@ -41,11 +41,12 @@ POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-# One line per dispatcher enqueue (orders/dispatcher.py) and per task a worker
+# One line per dispatcher enqueue (orders/workers/dispatcher.py) and per task a worker
 # starts (django_q/worker.py).
 ENQUEUED = re.compile(r" enqueued (ord_\w+) \(due (\S+)\): (.*)$", re.MULTILINE)
 TASK_STARTED = re.compile(r" processing \S+ 'orders\.tasks\.process_order'")
-# The pusher logs this line for every task it drops (orders/watchdog.py).
+# The pusher logs this line for every task it drops
+# (orders/workers/djangoq/sentinel.py).
 TASK_DROPPED = re.compile(r" dropped task \S+ of order \S+: a batch took the order")
 # Run in a stack's `manage.py shell`: takes the tasks of three orders (the first,
 # a middle and the last placed) out of the Redis queue, as if lost.

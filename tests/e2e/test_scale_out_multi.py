@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from orders.processes import free_port, stop
+from orders.workers.processes import free_port, stop
 from tests.e2e.test_scale_out import POSTGRES_URL, require_services, scaled, shell
 from tests.stack import Stack, wait_until
 
@@ -34,7 +34,7 @@ SAMPLED_STREAMS = 20
 TERMINAL = {"COMPLETED", "FAILED"}
 DISPATCHER_FAILURES = (
     "from orders.models import FailureRecord\n"
-    "print(FailureRecord.objects.filter(task__startswith='orders.dispatcher').count())"
+    "print(FailureRecord.objects.filter(task__startswith='orders.workers.dispatcher').count())"
 )
 
 # The outcome of order n is OUTCOMES[n % 5]: (simulate, final status, attempts).

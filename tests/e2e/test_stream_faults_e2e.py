@@ -144,7 +144,7 @@ def read_resuming(client, path: str, count: int, *, within: float) -> list[int]:
 
 APPEND_EVENT = """
 from orders.models import Order
-from orders.transitions import append_event
+from orders.state.transitions import append_event
 print(append_event(Order.objects.get(order_id={order_id!r}), "delivery.completed").pk)
 """
 

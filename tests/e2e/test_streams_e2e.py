@@ -255,7 +255,7 @@ def test_two_hundred_dropped_streams_leave_nothing_behind(stack, staff):
     )
     baseline = stream_stats(staff)
     # The web process keeps its long-lived objects out of the collector's sight
-    # (orders/collector.py): Django and the apps alone are tens of thousands.
+    # (orders/live/gc_freeze.py): Django and the apps alone are tens of thousands.
     assert baseline["collector"]["frozen_objects"] > 10_000
     _fds, threads_before = process_counts(stack.web.pid)
     sockets_before = open_sockets(stack.web.pid)

@@ -15,8 +15,7 @@ application = get_asgi_application()
 from django.core.signals import request_finished  # noqa: E402
 
 from orderproj.asgi import close_request_connections  # noqa: E402
-
-from .relay import start_relay  # noqa: E402
+from orders.bench.eventstream.relay import start_relay  # noqa: E402
 
 # The same connection handling as orderproj's web process (orderproj/asgi.py).
 request_finished.connect(close_request_connections)

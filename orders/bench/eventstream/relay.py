@@ -1,7 +1,7 @@
 """Feeds django-eventstream the events our streams send: a thread in its web
 process reads new OrderEvent rows on the wake-up of our pump on the embedded
-default (orders/streams/wakers.py): at once after a commit of this process
-that wrote events (orders.notify), within ORDER_STREAM_WAL_CHECK_SECONDS of
+default (orders/live/wakers.py): at once after a commit of this process
+that wrote events (orders.state.notify), within ORDER_STREAM_WAL_CHECK_SECONDS of
 any process's commit (the SQLite file's -wal), and every
 ORDER_STREAM_POLL_SECONDS. It calls `send_event()` for the order's channel and
 the staff channel, with the same JSON document as ours (orders/selectors.py,
@@ -17,12 +17,11 @@ from django.db import DatabaseError, close_old_connections
 from django.http import JsonResponse
 from django_eventstream import send_event
 
-from orders import notify
+from orders.bench.eventstream.channels import STAFF_CHANNEL, order_channel
+from orders.live.wakers import sqlite_wal_path, wal_signature
 from orders.models import OrderEvent
 from orders.selectors import event_document
-from orders.streams.wakers import sqlite_wal_path, wal_signature
-
-from .channels import STAFF_CHANNEL, order_channel
+from orders.state import notify
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class Relay(threading.Thread):
                 self.cursor = event.pk
 
     def _wait(self, poll: float) -> None:
-        """Our pump's wake-up on the embedded default (orders/streams/wakers.py,
+        """Our pump's wake-up on the embedded default (orders/live/wakers.py,
         SQLiteWalWaker): this process's own commits at once, every process's
         within ORDER_STREAM_WAL_CHECK_SECONDS through the SQLite file's -wal,
         and a poll every ORDER_STREAM_POLL_SECONDS."""

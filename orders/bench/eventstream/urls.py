@@ -6,9 +6,8 @@ from django.urls import include, path
 
 from orderproj.urls import handler404, handler500  # noqa: F401
 from orderproj.urls import urlpatterns as orderproj_urlpatterns
-
-from . import relay
-from .channels import STAFF_CHANNEL
+from orders.bench.eventstream import relay
+from orders.bench.eventstream.channels import STAFF_CHANNEL
 
 urlpatterns = [
     path(

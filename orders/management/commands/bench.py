@@ -25,7 +25,7 @@ from orders.bench.streams import (
     StreamsPlan,
     run_streams_bench,
 )
-from orders.processes import LocalService
+from orders.workers.processes import LocalService
 
 # streams and pipeline start their own processes (no --url).
 SCENARIOS = (*SERVICE_SCENARIOS, "streams", "pipeline")

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from orders import exceptions, selectors, services
+from orders import exceptions, selectors
+from orders.services import orders as services
 
 
 class Command(BaseCommand):

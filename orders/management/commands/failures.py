@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from orders import services
 from orders.models import FailureGroup, FailureRecord
+from orders.services import orders as services
 
 
 class Command(BaseCommand):

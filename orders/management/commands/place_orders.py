@@ -5,9 +5,9 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from orders import services
+from orders.api.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
 from orders.models import Order, OrderEvent
-from orders.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
+from orders.services import orders as services
 
 Status = Order.Status
 POLL_SECONDS = 0.25

@@ -8,9 +8,10 @@ from django.db import connections
 from django_q import cluster as django_q_cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
-from orders import taskqueue, watchdog
-from orders.dispatcher import run_dispatcher
-from orders.failures import run_failure_mailer
+from orders.operations.failures import run_failure_mailer
+from orders.workers.dispatcher import run_dispatcher
+from orders.workers.djangoq import queues as taskqueue
+from orders.workers.djangoq import sentinel as watchdog
 
 logger = logging.getLogger("orders.watchdog")
 SENTINEL_CHECK_SECONDS = 0.5
@@ -19,7 +20,8 @@ SENTINEL_CHECK_SECONDS = 0.5
 class Command(QClusterCommand):
     help = (
         "Starts a django-q2 cluster whose sentinel recovers from the death of "
-        "any of its processes (orders/watchdog.py) and, in the same process, the "
+        "any of its processes (orders/workers/djangoq/sentinel.py) and, in the "
+        "same process, the "
         "order dispatcher that hands due retries to the queue and takes back "
         "orders whose worker died, and the failure mailer. Stop it with SIGTERM "
         "or SIGINT to this process only."
@@ -64,7 +66,8 @@ class Command(QClusterCommand):
             )
             dispatcher.start()
         # The admins' failure mails, apart from the workers and the dispatcher:
-        # a mail server that hangs holds up nothing else (orders/failures.py).
+        # a mail server that hangs holds up nothing else
+        # (orders/operations/failures.py).
         mailer = threading.Thread(
             target=self._mail, args=(stop,), name="failure-mailer", daemon=True
         )

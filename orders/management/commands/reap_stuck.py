@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from orders.dispatcher import sweep
+from orders.workers.dispatcher import sweep
 
 
 class Command(BaseCommand):

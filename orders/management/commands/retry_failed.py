@@ -1,8 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from orders import selectors, services
+from orders import selectors
 from orders.exceptions import InvalidTransition
 from orders.models import Order
+from orders.services import orders as services
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from orders.processes import cluster_command, spawn, stop_all, web_command
+from orders.workers.processes import cluster_command, spawn, stop_all, web_command
 
 
 class Command(BaseCommand):
@@ -60,7 +60,7 @@ class Command(BaseCommand):
                 (name for name, p in children.items() if p.poll() is not None), None
             )
         # Both are told at once, then waited for (one SIGTERM to each main
-        # process only; see orders/processes.py).
+        # process only; see orders/workers/processes.py).
         stop_all(list(children.values()))
         if exited:
             raise CommandError(

@@ -1,0 +1,30 @@
+"""POST /api/deliveries/<code>/complete: the delivery scenario for staff."""
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_http_methods
+
+from orders import exceptions, selectors
+from orders.api.errors import error_response
+from orders.api.views import json_errors, staff_required
+from orders.services import orders as services
+
+
+@staff_required
+@json_errors
+@require_http_methods(["POST"])
+def delivery_complete(request: HttpRequest, code: str) -> JsonResponse:
+    try:
+        delivery, completed_now = services.delivery_complete(code=code)
+    except exceptions.DeliveryNotFound as exc:
+        return error_response(404, "delivery_not_found", str(exc))
+    order = delivery.order
+    return JsonResponse(
+        {
+            "code": delivery.code,
+            "completed_at": selectors.iso(delivery.completed_at),
+            # False when it was completed before: nothing changed this time.
+            "completed_now": completed_now,
+            "order_id": order.order_id,
+            "status_url": selectors.order_links(order)["status_url"],
+        }
+    )

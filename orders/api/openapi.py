@@ -1,0 +1,457 @@
+"""The OpenAPI 3.1 document of the HTTP API (GET /api/openapi.json, /api/docs).
+
+The request schema is the model that validates the body (validation.OrderIn);
+the response models below describe what the views send, and tests hold every
+real response to them (tests/test_openapi.py, tests/e2e/test_api_fuzz.py). The
+operations table is written out here: the views stay plain Django views, which
+keep the README's contracts (errors, idempotency, ETag/304, 413, staff rules)
+as they are.
+"""
+
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Literal
+from urllib.parse import unquote
+
+from django.urls import reverse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from orders.api import validation
+from orders.gateways import STEPS
+from orders.models import Order, OrderEvent
+
+StatusName = Literal[tuple(Order.Status.values)]
+EventType = Literal[tuple(OrderEvent.Type.values)]
+Money = Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]{2}$", examples=["25.00"])]
+Link = Annotated[str, Field(pattern=r"^/")]
+
+
+class Document(BaseModel):
+    # extra="forbid": a field a view adds without describing it fails the tests.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(Document):
+    """Every refusal: a code to branch on, a sentence for a person, and for
+    invalid input the problem with each field."""
+
+    error: str = Field(examples=["validation_failed"])
+    detail: str
+    fields: dict[str, str] | None = Field(
+        None,
+        description='Each invalid field ("items[0].quantity") and what is wrong '
+        "with it. Present only when fields are to blame.",
+    )
+
+
+class Links(Document):
+    status_url: Link
+    events_url: Link
+    page_url: Link
+
+
+class OrderPlaced(Links):
+    order_id: str = Field(examples=["ord_3f2c0e9b7d1a4c5e8f6a2b1c0d9e8f7a"])
+    status: StatusName
+    amount: Money
+    currency: str
+
+
+class OrderRetried(Links):
+    order_id: str
+    status: StatusName
+
+
+class Item(Document):
+    sku: str
+    quantity: int
+    unit_price: Money
+
+
+class StepState(Document):
+    name: Literal[STEPS]
+    state: Literal["done", "pending"]
+    reference: str | None = Field(description="What the gateway returned (pay_…).")
+    attempt: int | None
+    completed_at: datetime | None
+
+
+class Event(Document):
+    """One entry of an order's timeline; also the `data` of an SSE event."""
+
+    event_id: int = Field(description="Also the SSE `id:`; ids only grow.")
+    order_id: str
+    type: EventType
+    status: StatusName
+    attempt: int
+    at: datetime
+    detail: str
+    next_attempt_at: datetime | None
+    duration_ms: int | None
+    step: str | None
+
+
+class DeliveryState(Document):
+    code: str
+    completed_at: datetime | None
+
+
+class OrderStatus(Links):
+    """The status document; its ETag changes whenever any of it does."""
+
+    order_id: str
+    status: StatusName
+    amount: Money
+    currency: str
+    customer_email: str
+    items: list[Item]
+    attempts: int
+    max_attempts: int
+    steps: list[StepState]
+    next_attempt_at: datetime | None
+    failure_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivery: DeliveryState | None
+    delivered_at: datetime | None
+    version: int
+    events: list[Event]
+
+
+class DeliveryCompleted(Document):
+    code: str
+    completed_at: datetime
+    completed_now: bool = Field(
+        description="False when it was completed before: nothing changed this time."
+    )
+    order_id: str
+    status_url: Link
+
+
+class MinuteSeries(Document):
+    start: datetime
+    minutes: int
+    completed: list[int]
+    failed: list[int]
+    retried: list[int]
+
+
+class Rates(Document):
+    finished: int
+    retried: int
+    retry_rate: float | None
+    completed: int
+    median_seconds_to_complete: float | None
+
+
+class FailedOrder(Document):
+    pk: int
+    order_id: str
+    customer_email: str
+    amount: Money
+    currency: str
+    attempts: int
+    failure_reason: str
+    updated_at: datetime
+    admin_url: Link
+    page_url: Link
+
+
+class DashboardStats(Document):
+    generated_at: datetime
+    counts: dict[StatusName, int]
+    series: MinuteSeries
+    rates: Rates
+    failed_orders: list[FailedOrder]
+
+
+class Health(Document):
+    status: Literal["ok", "unavailable"]
+    database: str
+    queue: str
+
+
+REQUEST_MODELS = [validation.OrderIn]
+RESPONSE_MODELS = [
+    Error,
+    OrderPlaced,
+    OrderStatus,
+    OrderRetried,
+    DeliveryCompleted,
+    DashboardStats,
+    Health,
+]
+
+STAFF = [{"session": [], "csrf": []}]
+STAFF_READ = [{"session": []}]
+
+
+def _ref(model: type[BaseModel]) -> dict:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel], description: str, **extra) -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(model)}},
+        **extra,
+    }
+
+
+def _error(description: str, **extra) -> dict:
+    return _json(Error, description, **extra)
+
+
+def _path(name: str, placeholder: str | None = None) -> str:
+    args = [f"{{{placeholder}}}"] if placeholder else []
+    return unquote(reverse(name, args=args))
+
+
+ID = {"type": "string", "minLength": 1, "maxLength": 40}
+NOT_STAFF = _error(
+    "`not_authenticated` (no session: log in at /admin/login/), `forbidden` "
+    "(not a staff account) or `csrf_failed`."
+)
+
+
+def _operations() -> dict:
+    order = _path("api-order", "order_id")
+    order_id = {"name": "order_id", "in": "path", "required": True, "schema": ID}
+    return {
+        _path("api-orders"): {
+            "post": {
+                "operationId": "placeOrder",
+                "summary": "Place an order",
+                "description": "Answers at once; a worker then runs the order's "
+                "steps. With an `Idempotency-Key` seen before, the same body "
+                "returns the first order (200) and another body is a 409.",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "1 to 255 printable characters; white "
+                        "space around it is ignored.",
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": validation.MAX_IDEMPOTENCY_KEY_LENGTH,
+                        },
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": _ref(validation.OrderIn)}
+                    },
+                },
+                "responses": {
+                    "202": _json(
+                        OrderPlaced,
+                        "Placed.",
+                        headers={"Location": {"schema": {"type": "string"}}},
+                    ),
+                    "200": _json(
+                        OrderPlaced, "The order placed earlier with this key."
+                    ),
+                    "400": _error(
+                        "`invalid_json`, `validation_failed` (see `fields`), "
+                        "`simulation_disabled` or `invalid_idempotency_key`."
+                    ),
+                    "409": _error(
+                        "`idempotency_conflict`: the key was used with another body."
+                    ),
+                    "413": _error("`body_too_large`: over 64 KiB."),
+                    "415": _error("`unsupported_media_type`: not application/json."),
+                    "429": _error("`rate_limited`: too many orders from this client."),
+                },
+            }
+        },
+        order: {
+            "get": {
+                "operationId": "getOrder",
+                "summary": "The status document of an order",
+                "description": "Also answers HEAD. Send the ETag back as "
+                "`If-None-Match`: an unchanged order answers 304.",
+                "parameters": [
+                    order_id,
+                    {
+                        "name": "If-None-Match",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        OrderStatus,
+                        "The order.",
+                        headers={"ETag": {"schema": {"type": "string"}}},
+                    ),
+                    "304": {"description": "Not modified since the ETag sent."},
+                    "404": _error("`order_not_found` (or `not_found`)."),
+                },
+            }
+        },
+        order + "/retry": {
+            "post": {
+                "operationId": "retryOrder",
+                "summary": "Retry a FAILED order (staff)",
+                "description": "FAILED → PENDING with its attempts reset.",
+                "security": STAFF,
+                "parameters": [order_id],
+                "responses": {
+                    "202": _json(OrderRetried, "Back in the pipeline."),
+                    "403": NOT_STAFF,
+                    "404": _error("`order_not_found` (or `not_found`)."),
+                    "409": _error("`invalid_status`: the order is not FAILED."),
+                },
+            }
+        },
+        _path("api-delivery-complete", "code"): {
+            "post": {
+                "operationId": "completeDelivery",
+                "summary": "Complete a delivery (staff)",
+                "description": "Completing it again changes nothing.",
+                "security": STAFF,
+                "parameters": [
+                    {"name": "code", "in": "path", "required": True, "schema": ID}
+                ],
+                "responses": {
+                    "200": _json(DeliveryCompleted, "Completed (now or before)."),
+                    "403": NOT_STAFF,
+                    "404": _error("`delivery_not_found` (or `not_found`)."),
+                },
+            }
+        },
+        _path("api-dashboard-stats"): {
+            "get": {
+                "operationId": "dashboardStats",
+                "summary": "The dashboard's numbers (staff)",
+                "security": STAFF_READ,
+                "responses": {
+                    "200": _json(DashboardStats, "Counts, per-minute series, rates."),
+                    "403": NOT_STAFF,
+                },
+            }
+        },
+        order + "/events": {
+            "get": {
+                "operationId": "orderEvents",
+                "summary": "SSE stream of an order's events",
+                "description": "Its whole history first, then live. Resume with "
+                "`Last-Event-ID` (or `?lastEventId=`). Each event's `data` is an "
+                "Event. See README, Live updates.",
+                "parameters": [order_id],
+                "responses": {
+                    "200": {
+                        "description": "The stream.",
+                        "content": {"text/event-stream": {"schema": _ref(Event)}},
+                    },
+                    "400": _error("`invalid_last_event_id`."),
+                    "404": _error("`order_not_found`."),
+                },
+            }
+        },
+        "/api/events": {  # routed by orderproj/asgi.py, not by Django
+            "get": {
+                "operationId": "allEvents",
+                "summary": "SSE stream of every order's events (staff)",
+                "security": STAFF_READ,
+                "responses": {
+                    "200": {
+                        "description": "The stream, live from the moment it opens.",
+                        "content": {"text/event-stream": {"schema": _ref(Event)}},
+                    },
+                    "400": _error("`invalid_last_event_id`."),
+                    "403": NOT_STAFF,
+                },
+            }
+        },
+        _path("metrics"): {
+            "get": {
+                "operationId": "metricsScrape",
+                "summary": "Prometheus metrics (staff, or the metrics token)",
+                "description": "The Prometheus text format (OpenMetrics when "
+                "`Accept` asks for it), read from the database at each scrape. "
+                "A staff session, or `Authorization: Bearer <METRICS_TOKEN>`. "
+                "See README, Metrics.",
+                "security": [{"session": []}, {"metricsToken": []}],
+                "responses": {
+                    "200": {
+                        "description": "The metrics.",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {
+                                "schema": {"type": "string"}
+                            },
+                        },
+                    },
+                    "401": _error(
+                        "`not_authenticated` (no session and no token) or "
+                        "`invalid_token` (an Authorization header without the "
+                        "right bearer token).",
+                        headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+                    ),
+                    "403": _error("`forbidden`: a session, not a staff account's."),
+                },
+            }
+        },
+        _path("healthz"): {
+            "get": {
+                "operationId": "health",
+                "summary": "Whether the database and the queue answer",
+                "responses": {
+                    "200": _json(Health, "Both answer."),
+                    "503": _json(Health, "One of them does not."),
+                },
+            }
+        },
+    }
+
+
+@cache
+def openapi_document() -> dict:
+    """Built once per process: it depends on code, not on settings or data."""
+    models = [(model, "validation") for model in REQUEST_MODELS] + [
+        (model, "serialization") for model in RESPONSE_MODELS
+    ]
+    _, definitions = models_json_schema(
+        models, ref_template="#/components/schemas/{model}"
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "orderproj",
+            "version": "1",
+            "description": "Place orders and follow them. Every error is JSON: "
+            '`{"error": "<code>", "detail": "<sentence>", "fields": {…}}`, and a '
+            "refused request writes nothing. Input limits: README, Input limits.",
+        },
+        "paths": _operations(),
+        "components": {
+            "schemas": definitions["$defs"],
+            "securitySchemes": {
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "sessionid",
+                    "description": "A staff account's session (log in at "
+                    "/admin/login/).",
+                },
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The METRICS_TOKEN setting's value (GET "
+                    "/metrics only).",
+                },
+                "csrf": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-CSRFToken",
+                    "description": "The csrftoken cookie's value, for POSTs.",
+                },
+            },
+        },
+    }

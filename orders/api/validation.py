@@ -1,0 +1,390 @@
+"""Reading and validating the body of POST /api/orders.
+
+Two stages, and nothing is written before both pass:
+
+1. `parse_json_body` reads the bytes under limits checked before any parser
+   runs (size, nesting depth), and with hooks that refuse what Python's json
+   module would otherwise turn into a crash or a silent surprise: numbers past
+   int's digit limit, NaN and Infinity, duplicate keys, bytes that are not
+   UTF-8, lone surrogates.
+2. The pydantic models below validate the object. They are also the schemas of
+   the OpenAPI document (orders/api/openapi.py), so what the document says is what
+   is enforced. Every problem is named in the error's `fields`, so a client can
+   fix all of them in one go.
+"""
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+
+from orders.exceptions import OrderInputError
+from orders.gateways import STEPS
+
+# The input limits (README "Input limits"): each is checked before the step that
+# could be hurt by a bigger input.
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 8  # a valid order nests 3 deep
+MAX_NUMBER_CHARS = 20  # characters of one JSON number literal
+MAX_ITEMS = 100
+MAX_QUANTITY = 10_000
+MAX_SKU_LENGTH = 64
+MAX_EMAIL_LENGTH = 254
+MAX_UNIT_PRICE = Decimal("1000000")
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_FAIL_TIMES = 100
+MAX_DELAY_MS = 60_000
+
+# No C0/C1 control characters (NUL among them, which PostgreSQL refuses in text).
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]+$"
+PRICE_PATTERN = r"^[0-9]{1,6}(\.[0-9]{1,2})?$"
+
+
+# Stage 1: the bytes -------------------------------------------------------------
+class _Refused(ValueError):
+    """Raised from the json module's hooks; becomes a 400 invalid_json."""
+
+
+def parse_json_body(body: bytes) -> object:
+    if len(body) > MAX_BODY_BYTES:
+        raise body_too_large()
+    try:
+        text = body.decode("utf-8")  # strict: encoded surrogates are refused too
+    except UnicodeDecodeError as exc:
+        reason = f"it is not UTF-8 ({exc.reason} at byte {exc.start})"
+        raise invalid_json(reason) from None
+    # RFC 8259 section 8.1: a parser MAY ignore a byte order mark.
+    text = text.removeprefix("\ufeff")
+    if _nesting_depth(text) > MAX_JSON_DEPTH:
+        raise invalid_json(f"it nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        payload = json.loads(
+            text,
+            object_pairs_hook=_object_without_duplicate_keys,
+            parse_int=_int,
+            parse_float=_float,
+            parse_constant=_refuse_constant,
+        )
+    except _Refused as exc:
+        raise invalid_json(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        reason = f"{exc.msg} (line {exc.lineno} column {exc.colno})"
+        raise invalid_json(reason) from None
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_json("it contains a lone surrogate (\\ud800-\\udfff)") from None
+    return payload
+
+
+# A string (to its closing quote, or to the end when it has none) or a bracket.
+# The optional closing quote matters: a pattern that required it would be tried
+# again from every later quote of an unterminated string, quadratic in the body
+# (60 KB of \" took 26 s); this one reads each character once.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[][{}]', re.DOTALL)
+
+
+def _nesting_depth(text: str) -> int:
+    """How deep arrays and objects nest, counted without parsing (json's C parser
+    recurses once per level). Brackets inside strings do not count."""
+    depth = deepest = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ("]", "}"):
+            depth -= 1
+    return deepest
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _Refused(f"the key {duplicate!r} appears twice in one object")
+    return result
+
+
+def _int(literal: str) -> int:
+    if len(literal) > MAX_NUMBER_CHARS:
+        raise _Refused(f"a number has more than {MAX_NUMBER_CHARS} characters")
+    return int(literal)
+
+
+def _float(literal: str) -> float:
+    if len(literal) > MAX_NUMBER_CHARS:
+        raise _Refused(f"a number has more than {MAX_NUMBER_CHARS} characters")
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise _Refused(f"the number {literal} is out of range")
+    return value
+
+
+def _refuse_constant(name: str):
+    raise _Refused(f"{name} is not JSON")
+
+
+def invalid_json(reason: str) -> OrderInputError:
+    return OrderInputError(
+        "invalid_json", f"The request body is not valid JSON: {reason}."
+    )
+
+
+def body_too_large() -> OrderInputError:
+    return OrderInputError(
+        "body_too_large",
+        f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.",
+        http_status=413,
+    )
+
+
+# Stage 2: the order -------------------------------------------------------------
+def _valid_email(value: str) -> str:
+    try:
+        validate_email(value)
+    except DjangoValidationError:
+        raise PydanticCustomError("email", "Not a valid email address.") from None
+    return value
+
+
+def _positive(value: str) -> str:
+    if Decimal(value) <= 0:
+        raise PydanticCustomError("greater_than", "Must be greater than 0.")
+    return value
+
+
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_EMAIL_LENGTH),
+    AfterValidator(_valid_email),
+    Field(json_schema_extra={"format": "email"}, examples=["ana@example.com"]),
+]
+Sku = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=MAX_SKU_LENGTH,
+        pattern=NO_CONTROL_CHARACTERS,
+    ),
+    Field(examples=["MUG-1"]),
+]
+Price = Annotated[
+    str,
+    StringConstraints(pattern=PRICE_PATTERN),
+    AfterValidator(_positive),
+    Field(
+        description="A decimal string greater than 0 and less than 1,000,000, "
+        "with at most 2 decimal places.",
+        examples=["12.50"],
+    ),
+]
+Step = Literal[STEPS]
+
+# What a problem's `fields` entry says, where pydantic's own sentence would quote
+# a regular expression.
+PATTERN_HINTS = {
+    "unit_price": "Write it as a decimal string with at most 2 decimal places, "
+    'less than 1,000,000, such as "19.99".',
+    "sku": "No control characters.",
+}
+MESSAGES = {"missing": "Required.", "extra_forbidden": "Unknown field."}
+
+
+class StrictInput(BaseModel):
+    # Strict: 2 is not "2", true is not 1, 2.0 is not 2.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SimulateIn(StrictInput):
+    """Failure injection (accepted while ORDER_SIMULATION_ENABLED is on)."""
+
+    fail_times: int = Field(
+        0,
+        ge=0,
+        le=MAX_FAIL_TIMES,
+        description="Fail the first N attempts (1 when only `failure` is given).",
+    )
+    failure: Literal["transient", "permanent"] = "transient"
+    step: Step = Field("payment", description="The step that fails.")
+    delay_ms: int = Field(
+        0, ge=0, le=MAX_DELAY_MS, description="Every attempt takes this long."
+    )
+    delay_step: Step = Field("payment", description="The step that is slow.")
+    delay_when: Literal["before", "after"] = Field(
+        "before", description="Whether the delay comes before or after the gateway."
+    )
+    listener_fails: bool = Field(
+        False, description="The delivery listener raises on its first run."
+    )
+
+
+class LineIn(StrictInput):
+    sku: Sku
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+    unit_price: Price
+
+
+class OrderIn(StrictInput):
+    """The body of POST /api/orders."""
+
+    customer_email: Email
+    items: list[LineIn] = Field(min_length=1, max_length=MAX_ITEMS)
+    simulate: SimulateIn | None = None
+
+
+SIMULATE_DEFAULTS = {
+    name: info.default for name, info in SimulateIn.model_fields.items()
+}
+
+
+@dataclass(frozen=True)
+class LineInput:
+    sku: str
+    quantity: int
+    unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class OrderInput:
+    customer_email: str
+    lines: list[LineInput]
+    simulate: dict = field(default_factory=dict)
+    fingerprint: str = ""
+
+    @property
+    def amount(self) -> Decimal:
+        return sum((line.unit_price * line.quantity for line in self.lines), Decimal(0))
+
+
+SIMULATION_DISABLED = (
+    "Failure simulation is disabled on this server (ORDER_SIMULATION_ENABLED)."
+)
+
+
+def parse_order_request(body: bytes, *, simulation_enabled: bool) -> OrderInput:
+    payload = parse_json_body(body)
+    if not isinstance(payload, dict):
+        raise invalid_json("the body must be a JSON object")
+    try:
+        order = OrderIn.model_validate(payload)
+        problems = {}
+    except ValidationError as exc:
+        order, problems = None, problems_of(exc)
+    if payload.get("simulate") is not None and not simulation_enabled:
+        problems = {k: v for k, v in problems.items() if not k.startswith("simulate")}
+        problems["simulate"] = SIMULATION_DISABLED
+        raise OrderInputError(
+            "simulation_disabled", SIMULATION_DISABLED, fields=problems
+        )
+    if problems:
+        raise OrderInputError(
+            "validation_failed",
+            "The order has invalid fields: " + ", ".join(sorted(problems)) + ".",
+            fields=problems,
+        )
+    return OrderInput(
+        customer_email=order.customer_email,
+        lines=[
+            LineInput(
+                sku=line.sku,
+                quantity=line.quantity,
+                unit_price=Decimal(line.unit_price).quantize(Decimal("0.01")),
+            )
+            for line in order.items
+        ],
+        simulate=_simulation_plan(order.simulate),
+        fingerprint=fingerprint(payload),
+    )
+
+
+def _simulation_plan(simulate: SimulateIn | None) -> dict:
+    if simulate is None:
+        return {}
+    plan = simulate.model_dump()
+    if "failure" in simulate.model_fields_set and (
+        "fail_times" not in simulate.model_fields_set
+    ):
+        # Naming a failure kind asks to see it: fail the first attempt.
+        plan["fail_times"] = 1
+    return plan
+
+
+def problems_of(exc: ValidationError) -> dict[str, str]:
+    """pydantic's errors as `fields`: "items[0].quantity" -> a sentence; the first
+    problem of each field."""
+    problems: dict[str, str] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        where = field_path(error["loc"])
+        if error["type"] == "string_pattern_mismatch":
+            message = PATTERN_HINTS.get(str(error["loc"][-1]), error["msg"])
+        else:
+            message = MESSAGES.get(error["type"], error["msg"])
+        problems.setdefault(where or "body", _sentence(message))
+    return problems
+
+
+def field_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _sentence(message: str) -> str:
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith(".") else message + "."
+
+
+def fingerprint(payload: dict) -> str:
+    """Same meaning, same fingerprint: key order and white space do not count."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def validate_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
+        raise OrderInputError(
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable "
+            "characters.",
+        )
+    return key
+
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+def validate_content_type(content_type: str, params: dict) -> None:
+    charset = params.get("charset", "utf-8").lower()
+    if content_type != JSON_CONTENT_TYPE or charset not in {"utf-8", "utf8"}:
+        raise OrderInputError(
+            "unsupported_media_type",
+            f"Send the body as {JSON_CONTENT_TYPE} (UTF-8), not "
+            f"{content_type or 'without a Content-Type'}"
+            + (f"; charset={charset}" if charset not in {"utf-8", "utf8"} else "")
+            + ".",
+            http_status=415,
+        )
