@@ -270,10 +270,8 @@ SECURE_REFERRER_POLICY = env_str("SECURE_REFERRER_POLICY", "same-origin")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 # The debug page masks every setting and variable that carries a URL with a
 # password (DATABASE_URL, REDIS_URL, EMAIL_URL and what is parsed from them).
-DEFAULT_EXCEPTION_REPORTER_FILTER = (
-    "orders.operations.error_reports.CredentialMaskingFilter"
-)
-DEFAULT_EXCEPTION_REPORTER = "orders.operations.error_reports.CredentialMaskingReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "orders.credentials.CredentialMaskingFilter"
+DEFAULT_EXCEPTION_REPORTER = "orders.credentials.CredentialMaskingReporter"
 
 # No inline script or style anywhere: the pages load their scripts and styles
 # from static/, pass data in data- attributes and json_script blocks (not run),

@@ -55,6 +55,6 @@ class OperationsAdminConfig(admin_apps.AdminConfig):
 
 
 def on_order_deleting(sender, instance, **kwargs) -> None:
-    from orders.services.orders import order_deleting
+    from orders.services.events import order_deleting
 
     order_deleting(order=instance)

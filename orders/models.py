@@ -169,7 +169,7 @@ class Delivery(models.Model):
 
 class FailureGroup(models.Model):
     """Every FailureRecord of one kind: the same task, exception type and place
-    in the project's code (see orders/operations/fingerprints.py), whatever the
+    in the project's code (see orders/services/fingerprints.py), whatever the
     message said.
 
     The admins are mailed per group, not per record

@@ -4,8 +4,9 @@ from decimal import Decimal
 
 from orders.api.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
 from orders.models import FailureRecord, Order, OrderEvent
-from orders.operations.failures import failure_store
 from orders.services import orders as services
+from orders.services.attempts import order_process
+from orders.services.failures import failure_resolve, failure_store
 
 
 def place(**simulate) -> Order:
@@ -22,7 +23,7 @@ def place(**simulate) -> Order:
 def processed(**simulate) -> Order:
     """An order after one attempt, as a worker would leave it."""
     order = place(**simulate)
-    services.order_process(order_id=order.order_id)
+    order_process(order_id=order.order_id)
     order.refresh_from_db()
     return order
 
@@ -31,7 +32,7 @@ def process_until_terminal(order: Order, limit: int = 10) -> Order:
     """Run attempts as a worker would (retries due at once: the
     immediate_retries fixture) until the order is COMPLETED or FAILED."""
     for _ in range(limit):
-        order = services.order_process(order_id=order.order_id)
+        order = order_process(order_id=order.order_id)
         if order.is_terminal:
             return order
     raise AssertionError(f"{order} still {order.status} after {limit} attempts")
@@ -93,5 +94,5 @@ def failure_record(
         now=occurred_at,
     )
     if resolved:
-        services.failure_resolve(failure=record)
+        failure_resolve(failure=record)
     return record

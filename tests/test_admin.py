@@ -14,6 +14,8 @@ from django_q.conf import Conf
 from orders.api.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
 from orders.services import orders as services
+from orders.services.attempts import order_claim, order_process
+from orders.services.deliveries import delivery_complete
 from tests.expected import CLEAN_RUN_EVENTS
 from tests.factories import failure_record
 
@@ -41,7 +43,7 @@ def place(email="buyer@example.com", **simulate) -> Order:
 
 def failed_order(email="buyer@example.com") -> Order:
     order = place(email, fail_times=1, failure="permanent")
-    services.order_process(order_id=order.order_id)
+    order_process(order_id=order.order_id)
     order.refresh_from_db()
     assert order.status == Status.FAILED
     return order
@@ -49,7 +51,7 @@ def failed_order(email="buyer@example.com") -> Order:
 
 def completed_order() -> Order:
     order = place()
-    services.order_process(order_id=order.order_id)
+    order_process(order_id=order.order_id)
     order.refresh_from_db()
     return order
 
@@ -202,7 +204,7 @@ def test_saving_an_order_page_never_reverts_a_workers_transition(operator, monke
     url = f"{ORDERS}{order.pk}/change/"
     page = operator.get(url)
     read_before_the_worker = Order.objects.get(pk=order.pk)
-    services.order_process(order_id=order.order_id)  # claimed and completed
+    order_process(order_id=order.order_id)  # claimed and completed
     moved = Order.objects.get(pk=order.pk)
     monkeypatch.setattr(
         OrderAdmin, "get_object", lambda *args, **kwargs: read_before_the_worker
@@ -271,7 +273,7 @@ def test_retry_selected_failed_orders_sends_only_failed_ones_back(
 
 def test_reap_stuck_orders_runs_a_sweep_without_needing_a_selection(operator):
     order = place()
-    services.order_claim(order)
+    order_claim(order)
     Order.objects.filter(pk=order.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -356,9 +358,9 @@ def test_rerun_listener_from_the_failure_record_marks_the_order_delivered(
 ):
     monkeypatch.setattr(Conf, "SYNC", True)
     order = place(listener_fails=True)
-    services.order_process(order_id=order.order_id)
+    order_process(order_id=order.order_id)
     with django_capture_on_commit_callbacks(execute=True):
-        services.delivery_complete(code=order.delivery.code)
+        delivery_complete(code=order.delivery.code)
     record = FailureRecord.objects.get(order=order)
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -83,7 +83,7 @@ def test_status_document_answers_304_while_nothing_changed(client):
     etag = first.headers["ETag"]
     again = client.get(f"/api/orders/{order_id}", headers={"If-None-Match": etag})
     assert again.status_code == 304
-    from orders.services.orders import order_claim
+    from orders.services.attempts import order_claim
 
     order_claim(Order.objects.get())
     changed = client.get(f"/api/orders/{order_id}", headers={"If-None-Match": etag})
@@ -194,7 +194,7 @@ def test_same_idempotency_key_with_another_body_is_a_409_that_changes_nothing(cl
 
 
 def failed_order(client):
-    from orders.services.orders import order_process
+    from orders.services.attempts import order_process
 
     body = {**VALID, "simulate": {"failure": "permanent"}}
     order_id = post_order(client, body).json()["order_id"]

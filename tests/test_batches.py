@@ -10,8 +10,13 @@ from django.db import connection
 from orders.exceptions import TransientStepError
 from orders.gateways import SimulatedStep, simulated_ledger
 from orders.models import Delivery, Order, OrderEvent
-from orders.services import orders as services
-from orders.services.orders import BatchSizer, order_process
+from orders.services import attempts
+from orders.services.attempts import (
+    BatchSizer,
+    _claim_for_attempts,
+    order_claim,
+    order_process,
+)
 from orders.state import transitions
 from tests.expected import CLEAN_RUN_EVENTS, STOCK_FAILS_ONCE_EVENTS
 from tests.factories import event_types
@@ -114,7 +119,7 @@ def test_an_order_that_fails_in_a_batch_gets_its_own_retry_and_the_others_comple
 ):
     first, failing, last = place_order(), place_order(), place_order()
     monkeypatch.setattr(
-        services,
+        attempts,
         "order_steps",
         lambda: [SimulatedStep("payment"), StockDownFor(failing.order_id)],
     )
@@ -158,7 +163,7 @@ def test_a_move_whose_order_changed_since_it_was_read_is_the_only_one_not_writte
 ):
     orders = [place_order() for _ in range(3)]
     for order in orders:
-        assert services.order_claim(order)
+        assert order_claim(order)
     stale = Order.objects.get(pk=orders[1].pk)
     stale.version -= 1
     moves = [
@@ -182,7 +187,7 @@ def test_workers_racing_for_the_same_waiting_orders_claim_each_once(place_order)
 
     def worker(asked):
         barrier.wait()
-        result = services._claim_for_attempts(asked.order_id, companions=11)
+        result = _claim_for_attempts(asked.order_id, companions=11)
         claimed.append([order.order_id for order in result.orders])
         connection.close()
 

@@ -10,7 +10,7 @@ from django_q.conf import Conf
 
 from orders.management.commands import place_orders
 from orders.models import FailureRecord, Order
-from orders.services import orders as services
+from orders.services.attempts import order_claim
 from orders.workers import dispatcher
 from tests.factories import failure_record, place, processed
 
@@ -207,7 +207,7 @@ def test_reap_stuck_expires_leases_and_redispatches(monkeypatch):
         lambda order_id, queued_at: enqueued.append(order_id),
     )
     stuck = place()
-    services.order_claim(stuck)
+    order_claim(stuck)
     Order.objects.filter(pk=stuck.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )

@@ -9,7 +9,9 @@ from django_q.conf import Conf
 from orders import exceptions, selectors
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
 from orders.operations import failures
-from orders.services import orders as services
+from orders.services.attempts import order_process
+from orders.services.deliveries import delivery_complete, order_delivery_completed
+from orders.services.failures import failure_rerun
 from tests.factories import failure_record, place, processed
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +56,7 @@ def test_a_completed_order_gets_a_delivery_with_an_unguessable_code():
 
 def test_a_failed_order_gets_no_delivery():
     order = place(fail_times=1, failure="permanent")
-    services.order_process(order_id=order.order_id)
+    order_process(order_id=order.order_id)
 
     order.refresh_from_db()
     assert order.status == Order.Status.FAILED
@@ -69,7 +71,7 @@ def test_completing_a_delivery_lets_the_listener_mark_the_order_delivered(
     version = order.version
 
     with django_capture_on_commit_callbacks(execute=True):
-        delivery, completed_now = services.delivery_complete(code=order.delivery.code)
+        delivery, completed_now = delivery_complete(code=order.delivery.code)
 
     assert completed_now is True
     assert delivery.completed_at is not None
@@ -85,12 +87,12 @@ def test_completing_a_completed_delivery_changes_nothing(
 ):
     order = completed_order()
     with django_capture_on_commit_callbacks(execute=True):
-        first, _ = services.delivery_complete(code=order.delivery.code)
+        first, _ = delivery_complete(code=order.delivery.code)
     order.refresh_from_db()
     events_before, version_before = event_types(order), order.version
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        again, completed_now = services.delivery_complete(code=order.delivery.code)
+        again, completed_now = delivery_complete(code=order.delivery.code)
 
     assert completed_now is False
     assert callbacks == []
@@ -108,7 +110,7 @@ def test_an_unknown_delivery_code_is_a_clear_error_and_changes_nothing(
         django_capture_on_commit_callbacks() as callbacks,
         pytest.raises(exceptions.DeliveryNotFound, match="No delivery with code"),
     ):
-        services.delivery_complete(code="dlv_nope")
+        delivery_complete(code="dlv_nope")
 
     assert callbacks == []
     assert Delivery.objects.get(order=order).completed_at is None
@@ -121,7 +123,7 @@ def test_listener_failure_keeps_delivery_completed_and_records_failure(
     order = completed_order(listener_fails=True)
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.delivery_complete(code=order.delivery.code)
+        delivery_complete(code=order.delivery.code)
     failures.failures_mail_pending()  # the mailer's step, in qcluster
 
     order.refresh_from_db()
@@ -145,11 +147,11 @@ def test_rerunning_the_listener_from_its_failure_record_marks_the_order_delivere
 ):
     order = completed_order(listener_fails=True)
     with django_capture_on_commit_callbacks(execute=True):
-        services.delivery_complete(code=order.delivery.code)
+        delivery_complete(code=order.delivery.code)
     record = FailureRecord.objects.get()
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.failure_rerun(failure=record)
+        failure_rerun(failure=record)
 
     order.refresh_from_db()
     assert order.delivered_at == order.delivery.completed_at
@@ -164,10 +166,10 @@ def test_rerunning_the_listener_from_its_failure_record_marks_the_order_delivere
 
 def test_the_listener_run_twice_writes_delivery_completed_once():
     order = completed_order()
-    services.delivery_complete(code=order.delivery.code)
+    delivery_complete(code=order.delivery.code)
 
-    services.order_delivery_completed(order_id=order.order_id, code=order.delivery.code)
-    services.order_delivery_completed(order_id=order.order_id, code=order.delivery.code)
+    order_delivery_completed(order_id=order.order_id, code=order.delivery.code)
+    order_delivery_completed(order_id=order.order_id, code=order.delivery.code)
 
     assert event_types(order).count(EventType.DELIVERY_COMPLETED) == 1
 
@@ -182,7 +184,7 @@ def test_a_listener_the_queue_refused_is_recorded_so_it_can_be_rerun(
 
     monkeypatch.setattr("django_q.tasks.async_task", refuse)
     with django_capture_on_commit_callbacks(execute=True):
-        services.delivery_complete(code=order.delivery.code)
+        delivery_complete(code=order.delivery.code)
 
     record = FailureRecord.objects.get()
     assert (record.task, record.order) == (LISTENER, order)
@@ -195,7 +197,7 @@ def test_only_the_projects_own_tasks_can_be_rerun():
     )
 
     with pytest.raises(exceptions.FailureNotRerunnable, match="not a task of this"):
-        services.failure_rerun(failure=record)
+        failure_rerun(failure=record)
 
 
 # POST /api/deliveries/<code>/complete ---------------------------------------------
@@ -306,7 +308,7 @@ def test_a_delivery_listener_whose_task_was_lost_is_sent_again_by_the_sweep(
 
     delivery = completed_order().delivery
     with django_capture_on_commit_callbacks(execute=True):
-        services.delivery_complete(code=delivery.code)
+        delivery_complete(code=delivery.code)
     OrmQ.objects.all().delete()  # the queue lost the listener's task
     assert sweep().listeners == []  # not due yet: it may still be on its way
     Delivery.objects.filter(pk=delivery.pk).update(
@@ -327,7 +329,7 @@ def test_a_listener_outcome_ends_the_dispatchers_watch_over_it(
 ):
     order = completed_order(listener_fails=listener_fails)
     with django_capture_on_commit_callbacks(execute=True):
-        services.delivery_complete(code=order.delivery.code)
+        delivery_complete(code=order.delivery.code)
     delivery = Delivery.objects.get(pk=order.delivery.pk)
     assert delivery.completed_at is not None
     assert delivery.listener_due_at is None

@@ -18,6 +18,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from orders.models import Delivery, FailureRecord, Order
 from orders.services import orders as services
+from orders.services.attempts import order_claim
+from orders.services.deliveries import delivery_complete
+from orders.services.failures import failure_resolve
 from orders.workers import dispatcher
 from orders.workers.dispatcher import (
     ENQUEUE_CLOCK_SLACK,
@@ -220,7 +223,7 @@ def test_racing_dispatchers_enqueue_an_order_once_for_one_due_time():
 
 def processing_past_lease() -> Order:
     order = place()
-    assert services.order_claim(order)
+    assert order_claim(order)
     Order.objects.filter(pk=order.pk).update(lease_expires_at=timezone.now() - SECOND)
     return reread(order)
 
@@ -257,7 +260,7 @@ def test_an_order_whose_lease_expiry_raises_costs_only_itself(settings):
     assert expire_leases(now=later) == []
     assert failure_records(task, broken) == 1
     # Once an operator resolved it, a new failure is a new record.
-    services.failure_resolve(failure=record)
+    failure_resolve(failure=record)
     expire_leases(now=later + timedelta(seconds=ROW_FAILURE_BACKOFF_SECONDS))
     assert failure_records(task, broken) == 2
 
@@ -294,7 +297,7 @@ def test_an_order_whose_enqueue_raises_costs_only_itself(monkeypatch):
 def test_a_delivery_whose_listener_enqueue_raises_costs_only_itself(monkeypatch):
     deliveries = [processed().delivery for _ in range(2)]
     for delivery in deliveries:
-        services.delivery_complete(code=delivery.code)
+        delivery_complete(code=delivery.code)
     Delivery.objects.update(listener_due_at=timezone.now() - SECOND)
     broken = deliveries[0]
     sent = []
@@ -382,7 +385,7 @@ def test_a_queue_that_cannot_be_reached_delays_listener_resends_a_second(
     monkeypatch,
 ):
     delivery = processed().delivery
-    services.delivery_complete(code=delivery.code)
+    delivery_complete(code=delivery.code)
     Delivery.objects.update(listener_due_at=timezone.now() - SECOND)
     monkeypatch.setattr(dispatcher, "delivery_listener_enqueue", queue_down)
     now = timezone.now()

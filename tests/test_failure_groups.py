@@ -11,13 +11,14 @@ from django.utils import timezone
 
 from orders import selectors
 from orders.models import FailureGroup, FailureRecord, Order
-from orders.operations.failures import (
-    GroupMail,
-    failures_mail_pending,
-    group_mail_due,
+from orders.operations.failures import GroupMail, failures_mail_pending, group_mail_due
+from orders.services.failures import (
+    failure_group_rerun,
+    failure_group_resolve,
+    failure_group_retry_orders,
+    failure_resolve,
     record_failure,
 )
-from orders.services import orders as services
 from tests.factories import failure_record, failure_traceback, processed
 
 pytestmark = pytest.mark.django_db
@@ -127,8 +128,8 @@ def test_resolving_a_group_resolves_its_open_records(django_user_model):
     user = django_user_model.objects.create_user("ops")
     records = [failure_record(), failure_record()]
 
-    assert services.failure_group_resolve(group=records[0].group, user=user) is True
-    assert services.failure_group_resolve(group=records[0].group, user=user) is False
+    assert failure_group_resolve(group=records[0].group, user=user) is True
+    assert failure_group_resolve(group=records[0].group, user=user) is False
 
     group = FailureGroup.objects.get()
     assert (group.resolved, group.resolved_by) == (True, user)
@@ -140,10 +141,10 @@ def test_resolving_a_group_resolves_its_open_records(django_user_model):
 def test_resolving_the_last_open_record_resolves_its_group():
     first, second = failure_record(), failure_record()
 
-    services.failure_resolve(failure=first)
+    failure_resolve(failure=first)
     assert FailureGroup.objects.get().resolved is False
 
-    services.failure_resolve(failure=second)
+    failure_resolve(failure=second)
     assert FailureGroup.objects.get().resolved is True
 
 
@@ -152,7 +153,7 @@ def test_a_resolved_group_that_fails_again_is_a_regression_and_owed_a_mail(
 ):
     record = failure_record()
     failures_mail_pending()
-    services.failure_group_resolve(group=record.group)
+    failure_group_resolve(group=record.group)
 
     failure_record(message="again")
 
@@ -174,7 +175,7 @@ def test_retrying_a_group_retries_its_failed_orders_and_skips_the_others():
     failure_record(failed)
     record = failure_record(completed)
 
-    retried, skipped = services.failure_group_retry_orders(group=record.group)
+    retried, skipped = failure_group_retry_orders(group=record.group)
 
     assert [order.pk for order in retried] == [failed.pk]
     assert [order.pk for order in skipped] == [completed.pk]
@@ -191,7 +192,7 @@ def test_rerunning_a_group_hands_each_distinct_call_of_its_open_records_to_the_q
     failure_record(task=task, args=["ord_x", "dlv_c"], resolved=True)
 
     with django_capture_on_commit_callbacks() as callbacks:
-        rerun = services.failure_group_rerun(group=record.group)
+        rerun = failure_group_rerun(group=record.group)
 
     assert rerun == 2
     assert len(callbacks) == 2
@@ -307,7 +308,7 @@ def test_racing_failures_of_a_new_kind_make_one_group_that_counts_them_all(
 def test_racing_mailers_send_a_reopened_groups_mail_once(mailoutbox):
     record = failure_record()
     failures_mail_pending()
-    services.failure_group_resolve(group=record.group)
+    failure_group_resolve(group=record.group)
     failure_record()
 
     tried = in_threads(4, failures_mail_pending)

@@ -18,8 +18,10 @@ from orderproj.settings import email_settings, env_addresses
 from orders.api.validation import LineInput, OrderInput
 from orders.models import FailureGroup, FailureRecord, Order
 from orders.operations import failures
-from orders.operations.failures import parse_task_result, record_failure
+from orders.operations.failures import parse_task_result
+from orders.services import attempts
 from orders.services import orders as services
+from orders.services.failures import failure_group_resolve, record_failure
 from tests.stack import free_port, wait_until
 
 pytestmark = pytest.mark.django_db
@@ -270,7 +272,7 @@ def test_a_resolved_group_that_fails_again_reopens_and_mails_at_once(
     settings.FAILURE_DIGEST_WINDOW_SECONDS = 3600
     first = record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
     failures.failures_mail_pending()
-    services.failure_group_resolve(group=first.group)
+    failure_group_resolve(group=first.group)
 
     again = record_failure(task="orders.tasks.a", error=raised(ValueError("y")))
     failures.failures_mail_pending()
@@ -381,7 +383,7 @@ def test_an_unexpected_step_error_is_recorded_once_and_the_order_retried(
         def run(self, order, *, attempt, idempotency_key):
             raise KeyError("card_token")
 
-    monkeypatch.setattr(services, "order_steps", lambda: [BrokenStep()])
+    monkeypatch.setattr(attempts, "order_steps", lambda: [BrokenStep()])
 
     result = run_in_worker("orders.tasks.process_order", order.order_id)
 

@@ -5,7 +5,7 @@ import traceback
 
 from django.conf import settings
 
-from orders.operations.fingerprints import (
+from orders.services.fingerprints import (
     failure_fingerprint,
     failure_location,
     is_project_path,

@@ -11,6 +11,9 @@ from orders.api import metrics as api_metrics
 from orders.models import Delivery, EventTally, Order, OrderEvent
 from orders.operations import metrics
 from orders.services import orders as services
+from orders.services.attempts import order_claim
+from orders.services.events import events_trim
+from orders.services.failures import failure_group_resolve
 from orders.workers import dispatcher
 from tests import factories
 
@@ -147,7 +150,7 @@ def test_orders_by_status_counts_each_status_and_zero_for_the_empty_ones(
     factories.place()
     factories.processed(fail_times=1)  # RETRYING
     factories.processed(failure="permanent", fail_times=1)  # FAILED
-    services.order_claim(factories.place())  # PROCESSING
+    order_claim(factories.place())  # PROCESSING
     factories.process_until_terminal(factories.place())  # COMPLETED
 
     samples = scrape(staff_client)
@@ -234,9 +237,9 @@ def test_open_failure_groups_are_counted_with_the_regressions_apart(staff_client
     factories.failure_record(exception_type="KeyError")  # the same group
     factories.failure_record(exception_type="ValueError")
     resolved = factories.failure_record(exception_type="TypeError")
-    services.failure_group_resolve(group=resolved.group)
+    failure_group_resolve(group=resolved.group)
     regression = factories.failure_record(exception_type="OSError")
-    services.failure_group_resolve(group=regression.group)
+    failure_group_resolve(group=regression.group)
     factories.failure_record(exception_type="OSError")  # reopens it
 
     samples = scrape(staff_client)
@@ -265,7 +268,7 @@ def test_the_dispatcher_lag_is_how_long_the_oldest_due_work_has_waited(
         Order.objects.filter(pk=order.pk).update(dispatch_due_at=due_at)
     elif late_work == "lease_expired":
         order = factories.place()
-        services.order_claim(order)
+        order_claim(order)
         Order.objects.filter(pk=order.pk).update(lease_expires_at=due_at)
     else:
         order = factories.process_until_terminal(factories.place())
@@ -334,9 +337,7 @@ def test_counters_do_not_drop_when_events_trim_deletes_the_events(
     assert before["orders_attempts_total"] == 6
     events_before = OrderEvent.objects.count()
 
-    trimmed = services.events_trim(
-        now=timezone.now() + timedelta(days=8), retention_days=7
-    )
+    trimmed = events_trim(now=timezone.now() + timedelta(days=8), retention_days=7)
 
     # The completed order's events go; the FAILED one's timeline is kept.
     assert trimmed and OrderEvent.objects.count() == events_before - trimmed
@@ -346,7 +347,7 @@ def test_counters_do_not_drop_when_events_trim_deletes_the_events(
 @pytest.mark.django_db
 def test_counters_go_on_from_the_tally_after_a_trim(staff_client, immediate_retries):
     factories.process_until_terminal(factories.place(fail_times=1))
-    services.events_trim(now=timezone.now() + timedelta(days=8), retention_days=7)
+    events_trim(now=timezone.now() + timedelta(days=8), retention_days=7)
 
     factories.process_until_terminal(factories.place(fail_times=1))
     samples = scrape(staff_client)
@@ -361,7 +362,7 @@ def test_a_trim_tallies_only_the_events_it_deletes(staff_client, immediate_retri
     factories.process_until_terminal(factories.place(fail_times=1))
     before = counters(scrape(staff_client))
 
-    assert services.events_trim(now=timezone.now(), retention_days=7) == 0
+    assert events_trim(now=timezone.now(), retention_days=7) == 0
     assert not EventTally.objects.exists()
     assert counters(scrape(staff_client)) == before
 

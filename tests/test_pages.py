@@ -13,7 +13,8 @@ from django.utils import timezone
 from orders import selectors
 from orders.models import Order, OrderEvent
 from orders.pages.views import STATUS_LABELS
-from orders.services.orders import order_claim, order_process, order_recover
+from orders.services.attempts import order_claim, order_process
+from orders.services.orders import order_fail
 
 Status = Order.Status
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "orders"
@@ -33,7 +34,7 @@ def immediate_retries(settings):
 def failed_order(place_order, *, reason: str, **overrides) -> Order:
     order = place_order(**overrides)
     assert order_claim(order)
-    assert order_recover(order, reason=reason)
+    assert order_fail(order, reason=reason)
     return order
 
 

@@ -6,7 +6,7 @@ import sys
 
 from django.conf import settings
 
-from orders.operations.error_reports import CredentialMaskingFilter
+from orders.credentials import CredentialMaskingFilter
 
 DB_PASSWORD = "db-pw-4711"
 REDIS_PASSWORD = "redis-pw-0815"

@@ -1,4 +1,4 @@
-"""Retention of order events (services.events_trim): old events go, except the
+"""Retention of order events (events_trim): old events go, except the
 timeline of an order an operator still has to deal with."""
 
 from datetime import timedelta
@@ -9,7 +9,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from orders.models import FailureRecord, Order, OrderEvent
+from orders.services import events
 from orders.services import orders as services
+from orders.services.events import events_trim
+from orders.services.failures import failure_resolve
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -57,7 +60,7 @@ def test_old_events_of_failed_orders_and_of_unresolved_failures_are_kept():
     trimmed = event_count(resolved) + event_count(done)
     age_every_event()
 
-    assert services.events_trim() == trimmed
+    assert events_trim() == trimmed
 
     assert {order: event_count(order) for order in (failed, unresolved)} == kept
     assert event_count(resolved) == event_count(done) == 0
@@ -68,12 +71,12 @@ def test_a_kept_timeline_goes_once_the_order_is_dealt_with():
     unresolved = factories.processed()
     record = failure_of(unresolved, resolved=False)
     age_every_event()
-    assert services.events_trim() == 0
+    assert events_trim() == 0
 
     services.order_retry(order=failed)  # its retry_requested event is new
-    services.failure_resolve(failure=record)
+    failure_resolve(failure=record)
 
-    assert services.events_trim() > 0
+    assert events_trim() > 0
     assert list(failed.events.values_list("type", flat=True)) == [
         OrderEvent.Type.RETRY_REQUESTED
     ]
@@ -85,7 +88,7 @@ def test_events_within_the_retention_are_kept_whatever_the_order():
     events = event_count(done)
     age_every_event(days=6)
 
-    assert services.events_trim() == 0
+    assert events_trim() == 0
     assert event_count(done) == events
 
 
@@ -94,7 +97,7 @@ def test_trimming_runs_in_batches_that_read_past_kept_events_once(monkeypatch):
     starts after the last id it deleted. A batch is one read of what to trim
     and one delete (with the metrics' tally between), and one more read finds
     nothing left."""
-    monkeypatch.setattr(services, "TRIM_BATCH", 3)
+    monkeypatch.setattr(events, "TRIM_BATCH", 3)
     failed_order()
     first = factories.processed()
     failed_order()
@@ -104,7 +107,7 @@ def test_trimming_runs_in_batches_that_read_past_kept_events_once(monkeypatch):
     age_every_event()
 
     with CaptureQueriesContext(connection) as queries:
-        assert services.events_trim() == trimmable
+        assert events_trim() == trimmable
 
     statements = [query["sql"] for query in queries]
     trim_reads = [

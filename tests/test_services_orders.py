@@ -7,7 +7,8 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from orders.models import Order, OrderEvent
-from orders.services.orders import order_claim, order_process, order_retry
+from orders.services.attempts import order_claim, order_process
+from orders.services.orders import order_retry
 from orders.workers.dispatcher import sweep
 from orders.workers.djangoq import taken_along as takenalong
 from tests.expected import FAIL_TWICE_EVENTS

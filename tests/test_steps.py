@@ -11,8 +11,8 @@ from orders import gateways
 from orders.gateways import SimulatedLedger, simulated_ledger, step_idempotency_key
 from orders.models import Order, OrderEvent
 from orders.selectors import order_document
-from orders.services import orders as services
-from orders.services.orders import order_claim, order_retry
+from orders.services.attempts import _step_checkpoint, order_claim
+from orders.services.orders import order_retry
 from orders.state.transitions import record_step
 from orders.workers.dispatcher import expire_leases
 from tests.expected import STOCK_FAILS_ONCE_EVENTS
@@ -122,7 +122,7 @@ def test_a_worker_that_died_after_a_checkpoint_resumes_at_the_next_step(
     result = gateways.SimulatedStep("payment").run(
         order, attempt=1, idempotency_key=step_idempotency_key(order, "payment")
     )
-    assert record_step(order, **services._step_checkpoint(order, "payment", result))
+    assert record_step(order, **_step_checkpoint(order, "payment", result))
     Order.objects.filter(pk=order.pk).update(lease_expires_at="2000-01-01T00:00Z")
     assert expire_leases() == [order.order_id]
     calls = count_gateway_calls(monkeypatch)
@@ -160,7 +160,7 @@ def test_a_checkpoint_of_a_worker_whose_lease_was_taken_over_records_nothing(
     Order.objects.filter(pk=order.pk).update(lease_expires_at="2000-01-01T00:00Z")
     expire_leases()
     result = gateways.StepResult(reference="pay_late")
-    assert not record_step(stale, **services._step_checkpoint(stale, "payment", result))
+    assert not record_step(stale, **_step_checkpoint(stale, "payment", result))
     assert not events(order, "order.step_completed")
     assert Order.objects.get(pk=order.pk).steps == {}
 

@@ -28,7 +28,7 @@ from orders.live.opening import (
 from orders.live.pump import EventPump, Subscriber, get_pump
 from orders.live.wakers import PollWaker
 from orders.models import OrderEvent
-from orders.services.orders import events_trim
+from orders.services.events import events_trim
 from orders.state.transitions import append_event
 from orders.workers import dispatcher
 from tests.stack import wait_until

@@ -16,6 +16,7 @@ from django_q.signing import SignedPackage
 
 from orders.models import Order, OrderEvent
 from orders.services import orders as services
+from orders.services.attempts import order_process, order_process_queued
 from orders.workers.djangoq import taken_along as takenalong
 from orders.workers.djangoq.queues import ClusterQueue
 from orders.workers.djangoq.sentinel import TakenAlongFilter
@@ -116,11 +117,11 @@ def test_the_tasks_of_orders_a_batch_took_along_return_without_a_query(
 ):
     asked, *behind = [place_order() for _ in range(3)]
     with django_capture_on_commit_callbacks(execute=True):
-        services.order_process(order_id=asked.order_id, companions=2)
+        order_process(order_id=asked.order_id, companions=2)
     for order in behind:
         order_stamp = task_stamp(order)
         with django_assert_num_queries(0):
-            returned = services.order_process_queued(
+            returned = order_process_queued(
                 order_id=order.order_id, queued_at_us=order_stamp
             )
         assert returned is None
@@ -138,8 +139,8 @@ def test_a_task_with_another_stamp_claims_as_usual(
     which finds the order finished."""
     asked, behind = place_order(), place_order()
     with django_capture_on_commit_callbacks(execute=True):
-        services.order_process(order_id=asked.order_id, companions=1)
-    returned = services.order_process_queued(
+        order_process(order_id=asked.order_id, companions=1)
+    returned = order_process_queued(
         order_id=behind.order_id, queued_at_us=task_stamp(behind) + 1
     )
     assert returned is not None
@@ -154,7 +155,7 @@ def test_an_operators_retry_runs_its_new_task_though_its_first_was_noted(
     """A note outlives its attempt; the retry's task carries the retry's stamp."""
     order = place_order(simulate={"fail_times": 1, "failure": "permanent"})
     first_stamp = task_stamp(order)
-    services.order_process(order_id=order.order_id)
+    order_process(order_id=order.order_id)
     # As if a batch had taken the order along for that first attempt.
     table.note([(order.order_id, first_stamp)])
     order.refresh_from_db()
@@ -162,9 +163,7 @@ def test_an_operators_retry_runs_its_new_task_though_its_first_was_noted(
     services.order_retry(order=order)
     retry_stamp = task_stamp(order)
     assert retry_stamp != first_stamp
-    returned = services.order_process_queued(
-        order_id=order.order_id, queued_at_us=retry_stamp
-    )
+    returned = order_process_queued(order_id=order.order_id, queued_at_us=retry_stamp)
     # The retry's attempt ran (and met the same permanent failure: the plan
     # fails every first attempt).
     assert (returned.status, returned.attempts) == (Status.FAILED, 1)

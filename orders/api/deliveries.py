@@ -6,7 +6,7 @@ from django.views.decorators.http import require_http_methods
 from orders import exceptions, selectors
 from orders.api.errors import error_response
 from orders.api.views import json_errors, staff_required
-from orders.services import orders as services
+from orders.services import deliveries as deliveries_services
 
 
 @staff_required
@@ -14,7 +14,7 @@ from orders.services import orders as services
 @require_http_methods(["POST"])
 def delivery_complete(request: HttpRequest, code: str) -> JsonResponse:
     try:
-        delivery, completed_now = services.delivery_complete(code=code)
+        delivery, completed_now = deliveries_services.delivery_complete(code=code)
     except exceptions.DeliveryNotFound as exc:
         return error_response(404, "delivery_not_found", str(exc))
     order = delivery.order

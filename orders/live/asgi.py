@@ -21,7 +21,7 @@ from orders.live.opening import (
 )
 from orders.live.pump import PumpUnavailable, get_pump
 from orders.live.threads import Saturated, with_connection
-from orders.operations.failures import record_failure
+from orders.services.failures import record_failure
 
 logger = logging.getLogger(__name__)
 

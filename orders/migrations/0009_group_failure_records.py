@@ -1,5 +1,5 @@
 """Put every FailureRecord stored before groups existed into its group, by the
-fingerprint of its stored traceback text (orders/operations/fingerprints.py).
+fingerprint of its stored traceback text (orders/services/fingerprints.py).
 
 The groups made here count as mailed (mailed_at is now, mailed_count their
 count): those failures were mailed, or held back, under the old per-record limit,
@@ -13,7 +13,7 @@ BATCH = 500
 
 
 def group_records(apps, schema_editor):
-    from orders.operations.fingerprints import failure_fingerprint, failure_location
+    from orders.services.fingerprints import failure_fingerprint, failure_location
 
     FailureRecord = apps.get_model("orders", "FailureRecord")
     FailureGroup = apps.get_model("orders", "FailureGroup")

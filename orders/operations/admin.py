@@ -27,6 +27,16 @@ from orders.models import (
     OrderLine,
 )
 from orders.services import orders as services
+from orders.services.deliveries import delivery_complete
+from orders.services.failures import (
+    failure_group_rerun,
+    failure_group_resolve,
+    failure_group_retry_orders,
+    failure_rerun,
+    failure_rerun_refusal,
+    failure_resolve,
+    failure_retry_order,
+)
 from orders.workers import dispatcher
 
 
@@ -340,7 +350,7 @@ class OrderAdmin(ViewOnlyRecordAdmin):
                 }
             )
         for failure in order.failures.filter(resolved=False).order_by("id"):
-            if services.failure_rerun_refusal(failure) is None:
+            if failure_rerun_refusal(failure) is None:
                 actions.append(
                     {
                         "name": "rerun",
@@ -373,7 +383,7 @@ class OrderAdmin(ViewOnlyRecordAdmin):
                     f"{order.order_id} has no delivery to complete (it is "
                     f"{order.status})."
                 )
-            _, completed_now = services.delivery_complete(code=delivery.code)
+            _, completed_now = delivery_complete(code=delivery.code)
             if not completed_now:
                 raise OrderActionRefused(
                     f"The delivery {delivery.code} was completed already; "
@@ -398,7 +408,7 @@ class OrderAdmin(ViewOnlyRecordAdmin):
                     f"Failure #{failure.pk} was resolved; nothing was re-run."
                 )
             try:
-                services.failure_rerun(failure=failure)
+                failure_rerun(failure=failure)
             except exceptions.FailureNotRerunnable as refused:
                 raise OrderActionRefused(str(refused)) from refused
             return (
@@ -584,7 +594,7 @@ def sparkline(counts: list[int]):
 
 @admin.register(FailureGroup)
 class FailureGroupAdmin(ViewOnlyRecordAdmin):
-    """Failures of one kind together (orders/operations/fingerprints.py), most recently
+    """Failures of one kind together (orders/services/fingerprints.py), most recently
     seen first. Resolving a group resolves its open records; it reopens, and
     mails, if it fails again."""
 
@@ -702,7 +712,7 @@ class FailureGroupAdmin(ViewOnlyRecordAdmin):
     def resolve_groups(self, request, queryset):
         resolved = 0
         for group in queryset:
-            if services.failure_group_resolve(group=group, user=request.user):
+            if failure_group_resolve(group=group, user=request.user):
                 resolved += 1
                 self.log_change(request, group, "Resolved, with its open records.")
         self.message_user(
@@ -717,7 +727,7 @@ class FailureGroupAdmin(ViewOnlyRecordAdmin):
     def retry_failed_orders(self, request, queryset):
         retried, skipped = 0, []
         for group in queryset:
-            done, passed = services.failure_group_retry_orders(group=group)
+            done, passed = failure_group_retry_orders(group=group)
             retried += len(done)
             skipped += [f"{order.order_id} ({order.status})" for order in passed]
             if done:
@@ -734,7 +744,7 @@ class FailureGroupAdmin(ViewOnlyRecordAdmin):
         rerun, refused = 0, []
         for group in queryset:
             try:
-                handed = services.failure_group_rerun(group=group)
+                handed = failure_group_rerun(group=group)
             except exceptions.FailureNotRerunnable as exc:
                 refused.append(f"Group #{group.pk}: {exc}")
                 continue
@@ -826,7 +836,7 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
     def mark_resolved(self, request, queryset):
         resolved = 0
         for failure in queryset:
-            if services.failure_resolve(failure=failure, user=request.user):
+            if failure_resolve(failure=failure, user=request.user):
                 resolved += 1
                 self.log_change(request, failure, "Marked resolved.")
         self.message_user(
@@ -846,7 +856,7 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
             if order.pk in retried:
                 continue
             try:
-                services.failure_retry_order(failure=failure)
+                failure_retry_order(failure=failure)
             except InvalidTransition:
                 skipped.append(f"#{failure.pk} ({order.order_id} is {order.status})")
                 continue
@@ -864,7 +874,7 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
         rerun, refused = 0, []
         for failure in queryset:
             try:
-                services.failure_rerun(failure=failure)
+                failure_rerun(failure=failure)
             except exceptions.FailureNotRerunnable as exc:
                 refused.append(str(exc))
                 continue
@@ -900,7 +910,7 @@ class DeliveryAdmin(ViewOnlyRecordAdmin):
     def complete_deliveries(self, request, queryset):
         completed = 0
         for delivery in queryset:
-            _, completed_now = services.delivery_complete(code=delivery.code)
+            _, completed_now = delivery_complete(code=delivery.code)
             if completed_now:
                 completed += 1
                 self.log_change(request, delivery, "Completed from the admin.")

@@ -5,7 +5,7 @@ way (services.order_process calls record_failure), a delivery listener, and any
 other django-q2 task, through the django-q2 signals connected in OrdersConfig.ready.
 A failure is logged with its traceback and stored as a FailureRecord at once, in
 its FailureGroup (same task, exception type and place in the project's code:
-orders/operations/fingerprints.py). The ADMINS are mailed per group, not per record: a
+orders/services/fingerprints.py). The ADMINS are mailed per group, not per record: a
 new
 group at once, a group that keeps failing in one digest per
 FAILURE_DIGEST_WINDOW_SECONDS, a resolved group that fails again at once. The
@@ -17,41 +17,31 @@ A request that raises (a 500) is recorded the same way (on_request_failed): a
 flood of failing requests is one group, one mail and a digest.
 """
 
-import contextlib
 import json
 import logging
 import sys
 import threading
-import time
 import traceback
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.core.mail import mail_admins
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import close_old_connections, transaction
-from django.db.models import DateTimeField, F, Q, Value
-from django.db.models.functions import Greatest
+from django.db import close_old_connections
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
 from orders.models import FailureGroup, FailureRecord, Order
-from orders.operations.fingerprints import failure_fingerprint, failure_location
+from orders.services.failures import (
+    RECORDED_IN_TASK_KEY,
+    _recorded_in_task,
+    admins_mail,
+    exception_type_name,
+    failure_record_text,
+    record_failure,
+)
 
 logger = logging.getLogger("orders.failures")
-
-# Set on an exception once it is recorded, so a handler further out (the
-# django-q2 hook, an enqueue wrapper) does not record it a second time.
-RECORDED_ATTR = "_orders_failure_recorded"
-
-# (exception type, message) of failures recorded during the task the worker is
-# running now. In a cluster the failed task reaches the monitor only as text, so
-# this set travels with the result package (RECORDED_IN_TASK_KEY) and lets the
-# monitor recognise an exception that the task recorded itself and then let
-# escape. Reset by the pre_execute signal.
-_recorded_in_task: set[tuple[str, str]] = set()
-RECORDED_IN_TASK_KEY = "orders_recorded_failures"
 
 # How often the failure mailer looks for records whose mail is due, and how many
 # it takes at once.
@@ -61,179 +51,7 @@ MAIL_BATCH = 50
 TRACEBACK_HEADER = "Traceback (most recent call last):"
 
 
-def record_failure(
-    *,
-    task: str,
-    args: list | tuple = (),
-    error: BaseException,
-    order: Order | None = None,
-    kwargs: dict | None = None,
-) -> FailureRecord | None:
-    """Log and store an exception from async work; the failure mailer mails its
-    group later.
-
-    Never raises. Returns the stored record, or None when nothing was stored
-    (the exception was recorded before, or the database refused).
-    """
-    try:
-        if getattr(error, RECORDED_ATTR, False):
-            return None
-        # An exception class with __slots__ cannot be marked; it is rare.
-        with contextlib.suppress(AttributeError):
-            setattr(error, RECORDED_ATTR, True)
-        exception_type = exception_type_name(type(error))
-        message = str(error)
-        _recorded_in_task.add((exception_type, message))
-        return _record(
-            task=task,
-            args=args,
-            kwargs=kwargs or {},
-            exception_type=exception_type,
-            message=message,
-            traceback_text="".join(traceback.format_exception(error)),
-            order=order,
-        )
-    except Exception:  # the handler of last resort never raises
-        logger.exception("the failure handler itself failed for %s", task)
-        return None
-
-
-def exception_type_name(exception_class: type) -> str:
-    """The name the traceback prints: builtins bare, anything else qualified."""
-    module = exception_class.__module__
-    name = exception_class.__qualname__
-    if module in {"builtins", "__main__"}:
-        return name
-    return f"{module}.{name}"
-
-
-def _record(
-    *,
-    task: str,
-    args,
-    kwargs: dict,
-    exception_type: str,
-    message: str,
-    traceback_text: str,
-    order: Order | None,
-    log: bool = True,
-) -> FailureRecord | None:
-    from orders.operations.error_reports import CredentialMaskingFilter
-
-    # A driver's error may quote the URL it was given: the log, the record the
-    # admin shows and the mail never carry its password.
-    masking = CredentialMaskingFilter()
-    message = masking.mask_text(message)
-    traceback_text = masking.mask_text(traceback_text)
-    if log:
-        logger.error(
-            "async work %s%s failed%s: %s: %s\n%s",
-            task,
-            tuple(args),
-            f" (order {order.order_id})" if order else "",
-            exception_type,
-            message,
-            traceback_text.rstrip(),
-        )
-    try:
-        record = failure_store(
-            task=task,
-            args=[_json_safe(value) for value in args],
-            kwargs={str(key): _json_safe(value) for key, value in kwargs.items()},
-            exception_type=exception_type,
-            message=message,
-            traceback_text=traceback_text,
-            order=order,
-        )
-    except Exception:
-        logger.exception("could not store the failure of %s", task)
-        # The database may be what is failing, so the mailer will never see this
-        # one: mail it from here, limited in-process, without making the caller
-        # (a worker about to record its attempt's outcome) wait for it.
-        if _fallback_limiter.allow((task, exception_type)):
-            threading.Thread(
-                target=_send_mail,
-                kwargs={
-                    "subject": f"{task} failed: {exception_type}: {message}",
-                    "body": "(not stored: the database refused the record)\n\n"
-                    f"{traceback_text}",
-                },
-                name="failure-mail-unstored",
-            ).start()
-        return None
-    return record
-
-
-def failure_store(
-    *,
-    task: str,
-    args: list,
-    kwargs: dict,
-    exception_type: str,
-    message: str,
-    traceback_text: str,
-    order: Order | None,
-    now: datetime | None = None,
-) -> FailureRecord:
-    """Save the record and count it in its group, in one transaction; raises if
-    the database refuses (record_failure is the caller that never raises).
-
-    The group's row is locked (select_for_update; on SQLite the IMMEDIATE
-    transaction holds the whole database) before it is read, so processes
-    racing on PostgreSQL count every record and reopen a resolved group once.
-    Whether a mail is due is the failure mailer's decision, from the group.
-    """
-    now = now or timezone.now()
-    location = failure_location(traceback_text)
-    fingerprint = failure_fingerprint(
-        task=task, exception_type=exception_type, location=location
-    )
-    with transaction.atomic():
-        group, _ = FailureGroup.objects.get_or_create(
-            fingerprint=fingerprint,
-            defaults={
-                "task": task,
-                "exception_type": exception_type,
-                "location": location,
-                "first_seen": now,
-                "last_seen": now,
-            },
-        )
-        group = FailureGroup.objects.select_for_update().get(pk=group.pk)
-        record = FailureRecord.objects.create(
-            occurred_at=now,
-            group=group,
-            task=task,
-            args=args,
-            kwargs=kwargs,
-            exception_type=exception_type,
-            message=message,
-            traceback=traceback_text,
-            order=order,
-        )
-        changes = {
-            "count": F("count") + 1,
-            "last_seen": Greatest(
-                F("last_seen"), Value(now, output_field=DateTimeField())
-            ),
-            "latest_record": record,
-        }
-        if group.resolved:
-            # A regression: the group is open again and the mailer says so.
-            changes.update(
-                resolved=False,
-                resolved_by=None,
-                resolved_at=None,
-                reopened_at=now,
-                reopened_times=F("reopened_times") + 1,
-            )
-        FailureGroup.objects.filter(pk=group.pk).update(**changes)
-        return record
-
-
-# The failure mailer -------------------------------------------------------------
-
-
+# Set on an exception once it is recorded, so a handler further out (the
 class GroupMail(StrEnum):
     NEW = "new"
     DIGEST = "digest"
@@ -318,7 +136,7 @@ def failures_mail_pending() -> int:
             .first()
         )
         subject, body = group_mail(group, latest, kind)
-        _send_mail(subject=subject, body=body)
+        admins_mail(subject=subject, body=body)
         tried += 1
     return tried
 
@@ -402,53 +220,6 @@ def failure_mail_body(record: FailureRecord) -> str:
     return "\n".join(lines)
 
 
-def _send_mail(*, subject: str, body: str) -> None:
-    """Mail the admins. A driver's error may quote the URL it was given, so the
-    mail goes through the debug page's credential mask
-    (orders/operations/error_reports.py)."""
-    from orders.operations.error_reports import CredentialMaskingFilter
-
-    masking = CredentialMaskingFilter()
-    subject, body = masking.mask_text(subject), masking.mask_text(body)
-    try:
-        # Header lines must stay single-line and short.
-        subject = " ".join(subject.split())[:180]
-        mail_admins(subject, body, fail_silently=False)
-    except Exception:
-        logger.exception("could not mail the admins: %s", subject)
-
-
-def _json_safe(value):
-    try:
-        json.dumps(value, cls=DjangoJSONEncoder)
-    except (TypeError, ValueError):
-        return repr(value)
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
-
-
-class _InProcessLimiter:
-    """When the database cannot store a failure (so it has no group): one mail
-    per task and exception type per FAILURE_DIGEST_WINDOW_SECONDS in this
-    process."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._sent: dict[tuple, float] = {}
-
-    def allow(self, key: tuple) -> bool:
-        now = time.monotonic()
-        window = settings.FAILURE_DIGEST_WINDOW_SECONDS
-        with self._lock:
-            last = self._sent.get(key)
-            if last is not None and now - last < window:
-                return False
-            self._sent[key] = now
-            return True
-
-
-_fallback_limiter = _InProcessLimiter()
-
-
 # Requests ------------------------------------------------------------------------
 
 # How much of a request's path a record keeps (the path is the client's choice).
@@ -469,7 +240,7 @@ def on_request_failed(sender, request=None, **kwargs) -> None:
             return
         match = getattr(request, "resolver_match", None)
         view = match.view_name if match else "(unresolved)"
-        _record(
+        failure_record_text(
             task=f"request {view}",
             args=[request.method, request.path[:REQUEST_PATH_CHARS]],
             kwargs={},
@@ -534,7 +305,7 @@ def on_task_saved(sender, task=None, **kwargs) -> None:
         if (exception_type, message) in recorded:
             return
         args, task_kwargs = _task_arguments(task)
-        _record(
+        failure_record_text(
             task=_task_name(task),
             args=args,
             kwargs=task_kwargs,

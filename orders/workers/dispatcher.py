@@ -31,13 +31,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orders.models import Delivery, FailureRecord, Order
-from orders.operations.failures import record_failure
-from orders.services.orders import (
-    delivery_listener_enqueue,
-    events_trim,
-    order_enqueue,
-    order_expire_lease,
-)
+from orders.services.attempts import order_expire_lease
+from orders.services.deliveries import delivery_listener_enqueue
+from orders.services.events import events_trim
+from orders.services.failures import record_failure
+from orders.services.orders import order_enqueue
 
 logger = logging.getLogger(__name__)
 

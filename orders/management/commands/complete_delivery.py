@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from orders import exceptions, selectors
-from orders.services import orders as services
+from orders.services.deliveries import delivery_complete
 
 
 class Command(BaseCommand):
@@ -15,7 +15,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            delivery, completed_now = services.delivery_complete(code=options["code"])
+            delivery, completed_now = delivery_complete(code=options["code"])
         except exceptions.DeliveryNotFound as exc:
             raise CommandError(str(exc)) from exc
         at = selectors.iso(delivery.completed_at)

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from orders.models import FailureGroup, FailureRecord
-from orders.services import orders as services
+from orders.services.failures import failure_group_resolve, failure_resolve
 
 
 class Command(BaseCommand):
@@ -70,7 +70,7 @@ class Command(BaseCommand):
         failure = FailureRecord.objects.filter(pk=pk).first()
         if failure is None:
             raise CommandError(f"No failure record #{pk}.")
-        if services.failure_resolve(failure=failure):
+        if failure_resolve(failure=failure):
             self.stdout.write(f"Failure #{pk} marked resolved.")
         else:
             self.stdout.write(
@@ -107,7 +107,7 @@ class Command(BaseCommand):
         group = FailureGroup.objects.filter(pk=pk).first()
         if group is None:
             raise CommandError(f"No failure group #{pk}.")
-        if services.failure_group_resolve(group=group):
+        if failure_group_resolve(group=group):
             self.stdout.write(f"Group #{pk} marked resolved, with its open records.")
         else:
             self.stdout.write(

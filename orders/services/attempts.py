@@ -1,0 +1,375 @@
+"""Running an order's attempts in a worker: the claim, the steps with their
+checkpoints, and what a failed attempt leads to.
+"""
+
+import functools
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from orders.exceptions import (
+    StepError,
+)
+from orders.gateways import STEPS, StepResult, order_steps, step_idempotency_key
+from orders.models import (
+    Delivery,
+    Order,
+    OrderEvent,
+)
+from orders.services.backoff import backoff_delay_from_settings
+from orders.services.orders import PROCESS_ORDER_TASK, elapsed_ms, order_fail
+from orders.state.transitions import (
+    Claimed,
+    PrecedingEvent,
+    apply,
+    claim,
+    claim_batch,
+    may_be_claimed,
+    plan_step,
+    plan_transition,
+    transition,
+)
+from orders.workers.djangoq import taken_along as takenalong
+
+logger = logging.getLogger(__name__)
+
+Status = Order.Status
+EventType = OrderEvent.Type
+
+
+def order_claim(order: Order) -> bool:
+    """PENDING|RETRYING (and due) -> PROCESSING, counting one attempt; `order` is
+    updated in place. False, changing nothing, for a duplicate delivery or a
+    racing worker."""
+    claimed = order_claim_by_id(order.order_id)
+    if claimed is None:
+        return False
+    order.__dict__.update(
+        {
+            field.attname: getattr(claimed, field.attname)
+            for field in Order._meta.concrete_fields
+        }
+    )
+    return True
+
+
+def order_claim_by_id(order_id: str) -> Order | None:
+    """Claim the order with this id if it may be claimed now; the claim reads it
+    (transitions.claim). The event says where the attempt starts when earlier
+    ones completed steps."""
+    claimed = _claim_for_attempts(order_id, companions=0)
+    return claimed.orders[0] if claimed.orders else None
+
+
+def _claim_for_attempts(order_id: str, *, companions: int) -> Claimed:
+    """Claim the order with this id and up to `companions` orders waiting behind
+    it (transitions.claim_batch). Orders with a simulation plan are never taken
+    along: a plan may hold its worker (delay_ms) or fail on purpose, and must
+    not hold or fail the orders around it."""
+    now = timezone.now()
+    lease_expires_at = now + timedelta(seconds=settings.ORDER_LEASE_SECONDS)
+    claimed = claim_batch(
+        order_id,
+        # A first attempt, as order_place left it: one statement on PostgreSQL.
+        like={"attempts": 0, "max_attempts": settings.ORDER_MAX_ATTEMPTS, "steps": {}},
+        companions=companions,
+        companions_like={"simulate": {}},
+        lease_expires_at=lease_expires_at,
+        describe=_attempt_detail,
+        now=now,
+    )
+    if claimed.asked is not None and may_be_claimed(claimed.asked, now):
+        # A retry, an attempt that resumes, an operator's retry: claimed the
+        # general way, its event describing where it starts.
+        order = claim(
+            order_id,
+            lease_expires_at=lease_expires_at,
+            describe=_attempt_detail,
+            now=now,
+        )
+        if order is not None:
+            claimed.orders.insert(0, order)
+            claimed.asked = None
+    taken_along = [order for order in claimed.orders if order.order_id != order_id]
+    if taken_along:
+        # Their own tasks have nothing left to do
+        # (orders/workers/djangoq/taken_along.py); noted
+        # once the claim is committed.
+        transaction.on_commit(
+            functools.partial(takenalong.note_taken_along, taken_along)
+        )
+    return claimed
+
+
+def _attempt_detail(order: Order) -> str:
+    detail = f"attempt {order.attempts} of {order.max_attempts}"
+    done = [name for name in STEPS if name in order.steps]
+    if done:
+        remaining = [name for name in STEPS if name not in order.steps]
+        resume = f"resuming at {remaining[0]}" if remaining else "every step done"
+        detail += f"; {resume} ({', '.join(done)} done)"
+    return detail
+
+
+class BatchSizer:
+    """How many waiting orders a worker takes along with the one its task
+    names: as many as it runs in about ORDER_BATCH_SECONDS, judged by how long
+    the orders it ran lately took, and at most ORDER_BATCH_SIZE - 1; none until
+    it has run one.
+
+    Under a backlog each write costs a round trip and a commit: a batch shares
+    its writes (one claim, one checkpoint and one completion for all), and the
+    tasks of the orders it took along are dropped
+    (orders/workers/djangoq/taken_along.py).
+    With slow steps the batch shrinks to the order alone, so no order waits
+    behind another while a worker is free, and a batch stays far inside its
+    orders' leases.
+    """
+
+    def __init__(self):
+        self.seconds_per_order: float | None = None
+
+    def companions(self) -> int:
+        most = settings.ORDER_BATCH_SIZE - 1
+        if most <= 0 or self.seconds_per_order is None:
+            return 0
+        fits = settings.ORDER_BATCH_SECONDS / max(self.seconds_per_order, 1e-6)
+        return max(0, min(most, int(fits) - 1))
+
+    def ran(self, orders: int, seconds: float) -> None:
+        sample = seconds / orders
+        if self.seconds_per_order is None:
+            self.seconds_per_order = sample
+        else:
+            self.seconds_per_order = (self.seconds_per_order + sample) / 2
+
+
+_batch_sizer = BatchSizer()
+
+
+def order_process_queued(
+    *, order_id: str, queued_at_us: int | None = None
+) -> Order | None:
+    """The queue's task: order_process() of its order, taking along the orders
+    that wait behind it that this worker has time for (BatchSizer).
+
+    A task whose order a batch of this cluster took along while the order's
+    row held the task's stamp `queued_at_us` (noted) returns None at once,
+    without a query: the attempt it was queued for is claimed already."""
+    if takenalong.was_taken_along(order_id, queued_at_us):
+        return None
+    started = time.monotonic()
+    claimed = _claim_for_attempts(order_id, companions=_batch_sizer.companions())
+    if claimed.orders:
+        _run_attempts(claimed.orders)
+        _batch_sizer.ran(len(claimed.orders), time.monotonic() - started)
+    return _asked_order(order_id, claimed)
+
+
+def order_process(*, order_id: str, companions: int = 0) -> Order | None:
+    """Claim the order, and up to `companions` orders waiting behind it, and run
+    one attempt of each one's steps, recording the outcomes. Returns the order,
+    as the attempt left it, or as it was if it could not be claimed (a duplicate
+    delivery, a retry not due yet; None if there is no such order).
+
+    Each step that completes is checkpointed (order.step_completed, in the
+    order's `steps`) before the next one starts, and an attempt skips the steps
+    already done: a payment captured before the stock step failed is never
+    captured again. The last step's checkpoint is part of the completion's
+    transaction.
+
+    Never raises for a step failure: it decides retry or fail itself, so the queue
+    never redelivers an attempt that already counted.
+    """
+    claimed = _claim_for_attempts(order_id, companions=companions)
+    if claimed.orders:
+        _run_attempts(claimed.orders)
+    return _asked_order(order_id, claimed)
+
+
+def _asked_order(order_id: str, claimed: Claimed) -> Order | None:
+    if claimed.orders and claimed.orders[0].order_id == order_id:
+        return claimed.orders[0]
+    if claimed.asked is None:
+        logger.warning("process_order: no order %s", order_id)
+    return claimed.asked
+
+
+def _run_attempts(orders: list[Order]) -> None:
+    """One attempt of each of these claimed orders, the batch step by step:
+    every order's payment, then their checkpoints in one write, then every
+    order's stock, then their completions in one write. An order whose step
+    fails leaves the batch with its own outcome (a retry or FAILED); the others
+    go on."""
+    started = time.monotonic()
+    steps = order_steps()
+    running = list(orders)
+    last_results: dict[int, StepResult] = {}
+    for step in steps:
+        done = []
+        for order in list(running):
+            if step.name in order.steps:
+                continue
+            try:
+                result = step.run(
+                    order,
+                    attempt=order.attempts,
+                    idempotency_key=step_idempotency_key(order, step.name),
+                )
+            except StepError as error:
+                _attempt_failed(order, error, elapsed_ms(started))
+                running.remove(order)
+            except Exception as error:  # noqa: BLE001 - a bug in a step is still an outcome
+                from orders.services.failures import record_failure
+
+                record_failure(
+                    task=PROCESS_ORDER_TASK,
+                    args=[order.order_id],
+                    error=error,
+                    order=order,
+                )
+                _attempt_failed(order, error, elapsed_ms(started))
+                running.remove(order)
+            else:
+                done.append((order, result))
+        if step is steps[-1]:
+            last_results = {order.pk: result for order, result in done}
+            break
+        checkpoints = [
+            plan_step(order, **_step_checkpoint(order, step.name, result))
+            for order, result in done
+        ]
+        for (order, _result), recorded in zip(done, apply(checkpoints), strict=True):
+            if not recorded:
+                logger.warning(
+                    "order %s: lease taken over after %s", order.order_id, step.name
+                )
+                running.remove(order)
+    _orders_complete(running, steps[-1].name, last_results, started)
+
+
+def _step_checkpoint(order: Order, step: str, result: StepResult) -> dict:
+    """The step's entry in the order's `steps` and its event's detail."""
+    steps = {
+        **order.steps,
+        step: {
+            "reference": result.reference,
+            "attempt": order.attempts,
+            "at": timezone.now().isoformat(),
+        },
+    }
+    detail = f"{step} done: {result.reference}"
+    if result.replayed:
+        detail += " (the gateway had already done it for this key: not done twice)"
+    return {"step": step, "detail": detail, "changes": {"steps": steps}}
+
+
+def _orders_complete(
+    orders: list[Order],
+    last_step: str,
+    results: dict[int, StepResult],
+    started: float,
+) -> None:
+    """PROCESSING -> COMPLETED, each order with its last step's checkpoint (if
+    this attempt ran it: an earlier one may have, its worker dying before the
+    completion) and its delivery, in one transaction."""
+    moves = []
+    for order in orders:
+        changes = {"lease_expires_at": None, "failure_reason": "", "steps": order.steps}
+        preceding = []
+        result = results.get(order.pk)
+        if result is not None:
+            checkpoint = _step_checkpoint(order, last_step, result)
+            changes.update(checkpoint["changes"])
+            preceding.append(
+                PrecedingEvent(
+                    EventType.STEP_COMPLETED,
+                    checkpoint["detail"],
+                    step=checkpoint["step"],
+                )
+            )
+        moves.append(
+            plan_transition(
+                order,
+                Status.COMPLETED,
+                detail=f"{', '.join(STEPS)} done",
+                changes=changes,
+                preceding=preceding,
+                duration_ms=elapsed_ms(started),
+                creates=[Delivery(order=order)],
+            )
+        )
+    for order, moved in zip(orders, apply(moves), strict=True):
+        if not moved:
+            logger.warning(
+                "order %s finished after its lease was taken over", order.order_id
+            )
+
+
+def describe_error(error: Exception) -> str:
+    if isinstance(error, StepError):
+        return str(error)
+    return f"unexpected {type(error).__name__}: {error}"
+
+
+def _attempt_failed(order: Order, error: Exception, duration_ms: int) -> bool:
+    message = describe_error(error)
+    failed = PrecedingEvent(EventType.ATTEMPT_FAILED, message, duration_ms)
+    permanent = isinstance(error, StepError) and error.kind == "permanent"
+    if permanent:
+        reason = f"{message}: a permanent error, not retried"
+        return order_fail(order, reason=reason, preceding=[failed])
+    if order.attempts >= order.max_attempts:
+        reason = (
+            f"gave up after {order.attempts} of {order.max_attempts} attempts "
+            f"(ORDER_MAX_ATTEMPTS); last error: {message}"
+        )
+        return order_fail(order, reason=reason, preceding=[failed])
+    return order_schedule_retry(order, message=message, preceding=[failed])
+
+
+def order_schedule_retry(
+    order: Order, *, message: str, preceding: list[PrecedingEvent]
+) -> bool:
+    now = timezone.now()
+    delay = backoff_delay_from_settings(order.attempts)
+    due = now + timedelta(seconds=delay)
+    return transition(
+        order,
+        Status.RETRYING,
+        detail=(
+            f"{message}; attempt {order.attempts + 1} of {order.max_attempts} "
+            f"in {delay:.1f} s"
+        ),
+        changes={
+            "next_attempt_at": due,
+            # No task of it is in the queue: the dispatcher enqueues one at `due`.
+            "dispatch_due_at": due,
+            "queued_at": None,
+            "lease_expires_at": None,
+        },
+        preceding=preceding,
+        now=now,
+    )
+
+
+def order_expire_lease(*, order: Order) -> bool:
+    """A PROCESSING order whose worker stopped answering: the attempt counts as
+    failed (it may have been the one that killed the worker), then the usual
+    retry-or-recover decision."""
+    message = (
+        f"attempt {order.attempts} lost: the worker stopped before finishing "
+        "(lease expired)"
+    )
+    failed = PrecedingEvent(EventType.ATTEMPT_FAILED, message)
+    if order.attempts >= order.max_attempts:
+        reason = (
+            f"gave up after {order.attempts} of {order.max_attempts} attempts "
+            f"(ORDER_MAX_ATTEMPTS); last error: {message}"
+        )
+        return order_fail(order, reason=reason, preceding=[failed])
+    return order_schedule_retry(order, message=message, preceding=[failed])
