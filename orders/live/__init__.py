@@ -1,7 +1,7 @@
 """Server-Sent Events: the per-process event pump, fan-out and Last-Event-ID replay.
 
 Why a plain ASGI endpoint rather than a Django view or a channels consumer
-(measured on this stack, DESIGN.md §2): Django's async StreamingHttpResponse keeps
+(docs/decisions/, "Streams outside Django's request cycle"): Django's async StreamingHttpResponse keeps
 one idle OS thread per open stream and pins the request's DB connection, and a loop
 inside channels' AsyncHttpConsumer.handle() never sees `http.disconnect`. So each
 stream here is a coroutine with its own disconnect watcher: a closed client is
@@ -29,8 +29,10 @@ One module per job:
   when it opens; after that every event it sends comes from the pump.
 - `asgi`: the transport. The endpoints orderproj/asgi.py routes, the SSE frames
   and each stream's disconnect watcher.
+- `gc_freeze`: short full garbage collections in the web process, by freezing
+  what survives them.
 
-Old events are deleted by the workers (orders.services.orders.events_trim), not here.
+Old events are deleted by the workers (orders.services.events.events_trim), not here.
 
 Ids are never skipped: the pump hands out events in contiguous id order only. A
 missing id (a transaction that took its id from a PostgreSQL sequence and has not
