@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # only `make lint` and `make test` use it, `make run` does not).
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint format install migrate bench clean
+.PHONY: run test lint format install migrate bench clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ test: lint
 	else \
 		echo "== skipped: the database tests on PostgreSQL (TEST_POSTGRES_URL is not set)"; \
 	fi
+
+# The docs site (mkdocs.yml, docs/) into site/; --strict fails on a broken
+# link. Needs only the docs tools, not the runtime packages.
+docs: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-docs.txt
+	$(BIN)/mkdocs build --strict --site-dir site
 
 format: install
 	$(BIN)/ruff format orderproj orders tests
