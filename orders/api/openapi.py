@@ -4,8 +4,8 @@ The request schema is the model that validates the body (validation.OrderIn);
 the response models below describe what the views send, and tests hold every
 real response to them (tests/test_openapi.py, tests/e2e/test_api_fuzz.py). The
 operations table is written out here: the views stay plain Django views, which
-keep the README's contracts (errors, idempotency, ETag/304, 413, staff rules)
-as they are.
+keep the contracts of docs/users/api.md (errors, idempotency, ETag/304, 413,
+staff rules) as they are.
 """
 
 from datetime import datetime
@@ -342,7 +342,7 @@ def _operations() -> dict:
                 "summary": "SSE stream of an order's events",
                 "description": "Its whole history first, then live. Resume with "
                 "`Last-Event-ID` (or `?lastEventId=`). Each event's `data` is an "
-                "Event. See README, Live updates.",
+                "Event. See docs/users/live-updates.md.",
                 "parameters": [order_id],
                 "responses": {
                     "200": {
@@ -376,7 +376,7 @@ def _operations() -> dict:
                 "description": "The Prometheus text format (OpenMetrics when "
                 "`Accept` asks for it), read from the database at each scrape. "
                 "A staff session, or `Authorization: Bearer <METRICS_TOKEN>`. "
-                "See README, Metrics.",
+                "See docs/operators/metrics.md.",
                 "security": [{"session": []}, {"metricsToken": []}],
                 "responses": {
                     "200": {
@@ -427,7 +427,7 @@ def openapi_document() -> dict:
             "version": "1",
             "description": "Place orders and follow them. Every error is JSON: "
             '`{"error": "<code>", "detail": "<sentence>", "fields": {…}}`, and a '
-            "refused request writes nothing. Input limits: README, Input limits.",
+            "refused request writes nothing. Input limits: docs/users/api.md.",
         },
         "paths": _operations(),
         "components": {
