@@ -1,12 +1,17 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# What each list installs: the runtime list (`make run`), with the tests' and
+# lint's tools (`make test`, `make test-fast`, `make lint`), the docs' tools
+# (`make docs`).
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+DOCS_STAMP := $(VENV)/.installed-docs
 # eslint for static/, pinned in package.json + package-lock.json (needs node/npm;
 # only `make lint` and `make test` use it, `make run` does not).
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint format install migrate bench clean docs
+.PHONY: run test lint format install install-dev install-docs migrate bench clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +21,18 @@ $(STAMP): requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+# requirements-dev.txt includes the runtime list, so it stands for both.
+$(DEV_STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP) $(DEV_STAMP)
+
+$(DOCS_STAMP): requirements-docs.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-docs.txt
+	touch $(DOCS_STAMP)
+
 install: $(STAMP)
+install-dev: $(DEV_STAMP)
+install-docs: $(DOCS_STAMP)
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -29,7 +45,7 @@ run: migrate
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py serve
 
-lint: install $(NODE_STAMP)
+lint: install-dev $(NODE_STAMP)
 	$(BIN)/ruff check orderproj orders tests
 	$(BIN)/ruff format --check orderproj orders tests
 	node_modules/.bin/eslint static
@@ -53,11 +69,10 @@ test: lint
 
 # The docs site (mkdocs.yml, docs/) into site/; --strict fails on a broken
 # link. Needs only the docs tools, not the runtime packages.
-docs: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements-docs.txt
+docs: install-docs
 	$(BIN)/mkdocs build --strict --site-dir site
 
-format: install
+format: install-dev
 	$(BIN)/ruff format orderproj orders tests
 	$(BIN)/ruff check --fix orderproj orders tests
 

@@ -10,10 +10,10 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderproj.settings")
 
-# Sets Django up, so it comes before anything that imports models. The settings
-# see this module loading and make this the web process: a pool of PostgreSQL
-# connections shared by the request threads (WEB_PROCESS and DATABASE_POOL in
-# settings.py), its sessions named orderproj-web.
+# Sets Django up, so it comes before anything that imports models. Whoever
+# starts daphne says it is the web process (ORDERPROJ_PROCESS=web: the
+# Procfile, orders/workers/processes.py), which gives it a pool of PostgreSQL
+# connections shared by the request threads (orderproj/settings/database.py).
 django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -47,7 +47,7 @@ DEFAULT_ENV = {
     "ORDER_RETRY_BASE_SECONDS": "0.5",
     "ORDER_RETRY_MULTIPLIER": "2",
     "ORDER_RETRY_MAX_SECONDS": "5",
-    # An attempt may run 5 s of it (orderproj/settings.py, attempt_timeout).
+    # An attempt may run 5 s of it (orders/workers/timeouts.py, attempt_timeout).
     "ORDER_LEASE_SECONDS": "10",
     "ORDER_REDISPATCH_SECONDS": "5",
     "ORDER_FAILURE_RATE": "0",

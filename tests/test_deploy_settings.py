@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from orderproj.settings import proxy_ssl_header, rate_limit
+from orderproj.settings.security import proxy_ssl_header, rate_limit
 
 
 def production_environment(**overrides: str) -> dict[str, str]:
@@ -137,11 +137,24 @@ def test_plain_http_is_redirected_except_the_health_check_and_https_gets_hsts(
 
 
 @pytest.mark.parametrize(
-    "raw", ["X-Forwarded-Proto: https", "HTTP_X_FORWARDED_PROTO", "HTTP_X,https,x"]
+    "parts",
+    [
+        ["X-Forwarded-Proto: https"],
+        ["HTTP_X_FORWARDED_PROTO"],
+        ["HTTP_X", "https", "x"],
+    ],
 )
-def test_a_malformed_proxy_ssl_header_is_refused_at_start(raw):
+def test_a_malformed_proxy_ssl_header_is_refused_at_start(parts):
     with pytest.raises(ImproperlyConfigured, match="SECURE_PROXY_SSL_HEADER"):
-        proxy_ssl_header(raw)
+        proxy_ssl_header(parts)
+
+
+def test_the_proxy_ssl_header_names_the_header_and_the_value_meaning_https():
+    assert proxy_ssl_header(["HTTP_X_FORWARDED_PROTO", "https"]) == (
+        "HTTP_X_FORWARDED_PROTO",
+        "https",
+    )
+    assert proxy_ssl_header([]) is None
 
 
 def debug_in(**environment: str) -> subprocess.CompletedProcess:

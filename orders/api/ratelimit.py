@@ -1,5 +1,5 @@
 """The rate limit on placing orders: ORDER_PLACE_RATE_LIMIT per client address,
-counted by django-ratelimit in the "ratelimit" cache (orderproj/settings.py).
+counted by django-ratelimit in the "ratelimit" cache (orderproj/settings/security.py).
 
 Every web process must count in the same place, or n processes allow n times
 the limit. With REDIS_URL that is Redis (Django's RedisCache: INCR is atomic and

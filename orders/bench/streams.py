@@ -44,6 +44,7 @@ from orders.workers.processes import (
     stop,
     wait_until,
     web_command,
+    web_env,
 )
 
 EVENTSTREAM_ASGI = "orders.bench.eventstream.asgi:application"
@@ -55,7 +56,10 @@ SERVERS = {
     "floor": "orders.bench.floor:application",
 }
 # What each server's web process has in its environment besides the bench's.
-SERVER_ENV = {"eventstream-storage": {"EVENTSTREAM_STORAGE": "1"}}
+SERVER_ENV = {
+    "orderproj": web_env({}),
+    "eventstream-storage": {"EVENTSTREAM_STORAGE": "1"},
+}
 DEFAULT_SERVERS = ("orderproj", "eventstream")
 LABELS = {
     "orderproj": "orderproj",

@@ -60,6 +60,21 @@ def web_command(host: str, port: int) -> list[str]:
     ]
 
 
+def web_env(env: dict | None = None) -> dict:
+    """The environment daphne runs in: `env` (else this process's) with
+    ORDERPROJ_PROCESS=web, which gives the web process its settings (a pool of
+    PostgreSQL connections, sessions named orderproj-web)."""
+    return {**(os.environ if env is None else env), "ORDERPROJ_PROCESS": "web"}
+
+
+def cluster_env(env: dict | None = None) -> dict:
+    """The environment a qcluster runs in: `env` (else this process's) without
+    ORDERPROJ_PROCESS, which a process started from a web process would inherit."""
+    env = dict(os.environ if env is None else env)
+    env.pop("ORDERPROJ_PROCESS", None)
+    return env
+
+
 def log_in_through_the_admin(base_url: str, username: str, password: str):
     """An httpx client with the session of this account, logged in as a person
     would be, through the admin's login form; raises if the form refuses."""
@@ -183,7 +198,9 @@ class LocalService:
         import httpx
 
         self.web = spawn(
-            web_command("127.0.0.1", self.port), env=self.env, log=self.web_log
+            web_command("127.0.0.1", self.port),
+            env=web_env(self.env),
+            log=self.web_log,
         )
 
         def healthy():
@@ -200,7 +217,7 @@ class LocalService:
     def start_cluster(self) -> None:
         self.cluster_starts += 1
         log = self.cluster_log()
-        self.cluster = spawn(cluster_command(), env=self.env, log=log)
+        self.cluster = spawn(cluster_command(), env=cluster_env(self.env), log=log)
 
         def running():
             if self.cluster.poll() is not None:
@@ -231,7 +248,7 @@ def local_env(workdir: Path, **overrides: str) -> dict:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL"}
+        if key not in {"DATABASE_URL", "REDIS_URL", "ORDERPROJ_PROCESS"}
     }
     env["DJANGO_SETTINGS_MODULE"] = "orderproj.settings"
     env["DATABASE_URL"] = f"sqlite:///{workdir / 'db.sqlite3'}"

@@ -13,7 +13,7 @@ from tests.stack import wait_until
 
 pytestmark = pytest.mark.e2e
 
-# orderproj/settings.py: EMAIL_TIMEOUT for smtp:// transports.
+# orderproj/settings/mail.py: EMAIL_TIMEOUT for smtp:// transports.
 SMTP_TIMEOUT_SECONDS = 10
 
 

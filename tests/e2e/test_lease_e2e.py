@@ -1,5 +1,5 @@
 """An attempt never outlives its lease: django-q2 stops the worker before the
-dispatcher may hand the order to another one (orderproj/settings.py, Q_CLUSTER
+dispatcher may hand the order to another one (orderproj/settings/queue.py, Q_CLUSTER
 "timeout"), so two attempts of one order never run side by side."""
 
 import re

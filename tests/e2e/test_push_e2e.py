@@ -9,7 +9,14 @@ events reach a stream within it only if something else woke the pump."""
 import httpx
 import pytest
 
-from orders.workers.processes import free_port, spawn, stop, wait_until, web_command
+from orders.workers.processes import (
+    free_port,
+    spawn,
+    stop,
+    wait_until,
+    web_command,
+    web_env,
+)
 from tests.e2e.test_scale_out import scaled
 from tests.e2e.test_streams_e2e import read_events
 from tests.expected import CLEAN_RUN_EVENTS
@@ -57,7 +64,7 @@ def test_with_its_layer_unreachable_a_web_process_streams_by_polling(
         "ORDER_STREAM_POLL_SECONDS": "0.2",
     }
     log = tmp_path / "web-without-layer.log"
-    web = spawn(web_command("127.0.0.1", port), env=env, log=log)
+    web = spawn(web_command("127.0.0.1", port), env=web_env(env), log=log)
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_until(

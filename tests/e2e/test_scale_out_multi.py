@@ -154,7 +154,7 @@ WEB_SESSIONS, WORKER_SESSIONS = "orderproj-web", "orderproj-worker"
 def sessions_on(admin, database: str) -> list[tuple]:
     """(application name, backend pid, state, start) of every session on
     `database` right now (pg_stat_activity): each kind of process names its own
-    (DATABASE_APPLICATION_NAME in orderproj/settings.py)."""
+    (DATABASE_APPLICATION_NAME in orderproj/settings/database.py)."""
     return admin.execute(
         "SELECT application_name, pid, state, backend_start::time"
         " FROM pg_stat_activity WHERE datname = %s ORDER BY 1, 4",

@@ -4,7 +4,14 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from orders.workers.processes import cluster_command, spawn, stop_all, web_command
+from orders.workers.processes import (
+    cluster_command,
+    cluster_env,
+    spawn,
+    stop_all,
+    web_command,
+    web_env,
+)
 
 
 class Command(BaseCommand):
@@ -28,10 +35,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, only=None, **options):
         base = f"http://{host}:{port}"
-        commands = {"web": web_command(host, port), "workers": cluster_command()}
+        commands = {
+            "web": (web_command(host, port), web_env()),
+            "workers": (cluster_command(), cluster_env()),
+        }
         children = {
-            name: spawn(command)
-            for name, command in commands.items()
+            name: spawn(command, env=env)
+            for name, (command, env) in commands.items()
             if only in (None, name)
         }
         stopping = False

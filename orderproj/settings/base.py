@@ -1,0 +1,131 @@
+"""What every process needs: the key, DEBUG, hosts, apps, pages, static files
+and logging."""
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from orderproj.settings.environment import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+# DEBUG is on by default only where SECRET_KEY is unset: a deployment must set a
+# key of its own (DEBUG off refuses to start without one), so setting it is what
+# makes a machine a server, and a server that forgets DEBUG=0 still runs with it
+# off. `make run`, `manage.py` by hand and the tests set neither and get the
+# development settings (docs/deployers/configuration.md).
+SECRET_KEY = env.str("SECRET_KEY", default="")
+DEBUG = env.bool("DEBUG", default=not SECRET_KEY)
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "django-insecure-development-key-only-for-local-runs"
+ALLOWED_HOSTS = env.words("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+PORT = env.int("PORT", default=8000, minimum=1)
+
+INSTALLED_APPS = [
+    # orders first so that its `qcluster` command (cluster + dispatcher) wins.
+    "orders",
+    "daphne",
+    # django.contrib.admin, with the operators' console
+    # (orders/operations/admin_site.py).
+    "orders.apps.OperationsAdminConfig",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_q",
+    "csp",
+    "django_ratelimit",
+]
+
+MIDDLEWARE = [
+    # First: it sees every other middleware's answer (its docstring).
+    "orders.api.middleware.ApiErrorShape",
+    "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY in
+    # security.py).
+    "csp.middleware.CSPMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "orders.api.middleware.OrderPlaceRateLimit",
+    # Last on purpose: see its docstring.
+    "orders.api.middleware.SyncChainBoundary",
+]
+
+ROOT_URLCONF = "orderproj.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "orders.pages.views.ui_labels",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "orderproj.asgi.application"
+WSGI_APPLICATION = "orderproj.wsgi.application"
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve straight from the app folders as well, so a styled admin needs no
+# collectstatic run in development.
+WHITENOISE_USE_FINDERS = True
+# WhiteNoise rescans the file system on every request when this is on (its
+# default under DEBUG), which adds milliseconds to every response, the API's
+# included. Static files are indexed once at start instead.
+WHITENOISE_AUTOREFRESH = False
+
+LOGIN_URL = "/admin/login/"
+CSRF_FAILURE_VIEW = "orders.api.views.csrf_failure"
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Django's own config mails the admins on every 500 (its mail_admins
+        # handler); here the root's console logs them, and the failure handler
+        # mails them per failure group (orders/operations/failures.py).
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # django-q2's logger is named "django-q" (django_q/conf.py).
+        "django-q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # Until a web process that died leaves the events group (group_expiry),
+        # channels_redis logs every message sent to it at INFO.
+        "channels_redis": {"level": "WARNING"},
+    },
+}
