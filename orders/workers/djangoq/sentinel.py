@@ -14,7 +14,6 @@ Stands in for django_q 1.11.1's `cluster.Sentinel` (a subclass: its queues,
 """
 
 import logging
-from pathlib import Path
 
 from django_q import cluster as django_q_cluster
 from django_q.conf import Conf
@@ -169,54 +168,3 @@ class Cluster(django_q_cluster.Cluster):
             return super().start()
         finally:
             django_q_cluster.Sentinel = original
-
-
-# Reading a cluster's processes from /proc: the end-to-end tests tell busy from
-# idle workers by the titles django-q2 gives them (with setproctitle installed).
-
-IDLE = "idle"
-PROCESSING = "processing"
-
-
-def children_of(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(child) for child in text.split()]
-
-
-def descendants_of(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        for child in children_of(todo.pop()):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def process_title(pid: int) -> list[str]:
-    """The words of a process's title; [] once it has gone."""
-    try:
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return []
-    return title.replace("\0", " ").split()
-
-
-def worker_states(main_pid: int) -> dict[int, str]:
-    """pid -> idle|processing for every django-q2 worker below `main_pid`."""
-    states = {}
-    for pid in descendants_of(main_pid):
-        words = process_title(pid)
-        if (
-            len(words) >= 3
-            and words[0] == "qcluster"
-            and words[2]
-            in {
-                IDLE,
-                PROCESSING,
-            }
-        ):
-            states[pid] = words[2]
-    return states
