@@ -19,7 +19,7 @@ from datetime import datetime
 import httpx
 
 from orders.bench.figures import Figures
-from orders.bench.streams import format_streams
+from orders.bench.streams_report import format_streams
 
 TERMINAL = {"COMPLETED", "FAILED"}
 BASELINE_PATH = "/api/bench/baseline"

@@ -19,12 +19,8 @@ from orders.bench.service import (
     BenchReport,
     format_report,
 )
-from orders.bench.streams import (
-    DEFAULT_SERVERS,
-    SERVERS,
-    StreamsPlan,
-    run_streams_bench,
-)
+from orders.bench.streams import StreamsPlan, run_streams_bench
+from orders.bench.streams_servers import DEFAULT_SERVERS, SERVERS
 from orders.workers.processes import LocalService
 
 # streams and pipeline start their own processes (no --url).
