@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.templatetags.static import static
 from django.urls import path, re_path, register_converter
 from django.views.generic import RedirectView
@@ -53,9 +52,3 @@ urlpatterns = [
     # Browsers ask for it on every page, the admin's included.
     path("favicon.ico", RedirectView.as_view(url=static("orders/favicon.svg"))),
 ]
-
-if settings.ORDER_BENCH_BASELINE:
-    from orders.bench.views import baseline_place
-
-    # Ahead of the /api/ catch-all.
-    urlpatterns.insert(0, path("api/bench/baseline", baseline_place))

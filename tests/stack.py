@@ -14,15 +14,10 @@ from pathlib import Path
 import httpx
 
 from orders.gateways import SimulatedLedger
-from orders.workers.djangoq.sentinel import (
-    IDLE,
-    PROCESSING,
-    descendants_of,
-    worker_states,
-)
 from orders.workers.processes import (
     LocalService,
     cluster_command,
+    descendants_of,
     free_port,
     local_env,
     log_in_through_the_admin,
@@ -34,6 +29,11 @@ from orders.workers.processes import (
 from tests.sse import read_sse
 
 __all__ = ["PROJECT_DIR", "Stack", "free_port", "make_stack", "wait_until"]
+
+# The states django-q2 writes into a worker's title ("qcluster <name> idle"),
+# with setproctitle installed (django_q/worker.py).
+IDLE = "idle"
+PROCESSING = "processing"
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STAFF_USER = "operator"
@@ -91,8 +91,17 @@ class Stack(LocalService):
         return self._workers_in(IDLE)
 
     def _workers_in(self, state: str) -> list[int]:
-        states = worker_states(self.cluster.pid)
-        return [pid for pid, current in states.items() if current == state]
+        return [
+            pid
+            for pid in descendants_of(self.cluster.pid)
+            if worker_state(pid) == state
+        ]
+
+    def all_logs(self) -> str:
+        return "\n".join(
+            path.read_text(errors="replace")
+            for path in sorted(self.workdir.glob("*.log"))
+        )
 
     def kill_cluster(self) -> None:
         """SIGKILL the whole qcluster: main process, sentinel, workers."""
@@ -213,6 +222,23 @@ class Stack(LocalService):
 
     def wait_for_terminal(self, order_id: str, *, timeout: float = 30) -> dict:
         return self.wait_for_status(order_id, {"COMPLETED", "FAILED"}, timeout=timeout)
+
+
+def process_title(pid: int) -> list[str]:
+    """The words of a process's title; [] once it has gone."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return []
+    return title.replace("\0", " ").split()
+
+
+def worker_state(pid: int) -> str | None:
+    """IDLE or PROCESSING for a django-q2 worker, None for any other process."""
+    words = process_title(pid)
+    if len(words) >= 3 and words[0] == "qcluster" and words[2] in {IDLE, PROCESSING}:
+        return words[2]
+    return None
 
 
 def make_stack(workdir: Path, **overrides: str) -> Stack:

@@ -1,5 +1,6 @@
-"""The lean SSE client of `bench streams` (orders/bench/sseload.py): its parsing,
-fed the way a socket delivers bytes, in arbitrary fragments."""
+"""The lean SSE client of `bench streams` (orders/bench/sseload.py): its parsing
+(orders/bench/sseparse.py), fed the way a socket delivers bytes, in arbitrary
+fragments."""
 
 import asyncio
 import json
@@ -9,10 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orders.bench.sseload import (
+from orders.bench.sseload import StreamClient
+from orders.bench.sseparse import (
     ChunkedDecoder,
     SSEEvent,
-    StreamClient,
     StreamParser,
     parse_head,
     retry_after,

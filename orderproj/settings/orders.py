@@ -44,7 +44,3 @@ ORDER_SIMULATED_GATEWAY_DIR = Path(
         default=str(BASE_DIR / "var" / "simulated-gateway"),
     )
 )
-# Routes POST /api/bench/baseline, the minimal view `manage.py bench placing`
-# compares placing with (orders/bench/views.py). Off: it writes rows no worker
-# processes.
-ORDER_BENCH_BASELINE = env.bool("ORDER_BENCH_BASELINE", default=False)

@@ -315,7 +315,7 @@ def queue_size(broker) -> int:
 def cpu_seconds(pid: int) -> float | None:
     """CPU time used so far by process `pid` and every process below it: each
     one's own, plus what it has reaped of its children's (Linux /proc)."""
-    from orders.workers.djangoq.sentinel import descendants_of
+    from orders.workers.processes import descendants_of
 
     total = 0
     for process in [pid, *descendants_of(pid)]:

@@ -1,7 +1,8 @@
 """Streams held against p99 event latency, for each server of a `bench streams`
 JSON report (`--json-out`), as a PNG:
 
-    python -m orders.bench.plot streams-sweep.json streams-p99.png
+    python -m orders.bench.plot docs/benchmarks/streams-sweep.json \
+        docs/benchmarks/streams-p99.png
 
 matplotlib is a bench-only requirement (requirements-bench.txt).
 """

@@ -3,7 +3,7 @@
 
 - placing: POST /api/orders latency and rate under concurrency, beside the
   baseline (a minimal Django view under the same daphne that inserts one row and
-  enqueues one task, routed when ORDER_BENCH_BASELINE is on), and then the time
+  enqueues one task, routed by orders/bench/settings.py), and then the time
   from placing to COMPLETED and how fast the workers drain;
 - retries: how long after its due time a retry's attempt starts;
 
@@ -19,7 +19,7 @@ from datetime import datetime
 import httpx
 
 from orders.bench.figures import Figures
-from orders.bench.streams import format_streams
+from orders.bench.streams_report import format_streams
 
 TERMINAL = {"COMPLETED", "FAILED"}
 BASELINE_PATH = "/api/bench/baseline"
@@ -40,7 +40,7 @@ class BenchReport:
     plan: BenchPlan
     place_latency_ms: Figures = field(default_factory=Figures)
     place_rate_per_s: float = 0.0
-    # None when the service has no baseline route (ORDER_BENCH_BASELINE off).
+    # None when the service has no baseline route (not on orders.bench.settings).
     baseline_latency_ms: Figures | None = None
     baseline_rate_per_s: float | None = None
     place_vs_baseline: float | None = None
@@ -253,7 +253,9 @@ def format_report(report: BenchReport) -> str:
             f"{'place rate':<32} {report.place_rate_per_s:.0f} orders/s",
         ]
         if report.baseline_rate_per_s is None:
-            lines.append(f"{'baseline':<32} (not routed: ORDER_BENCH_BASELINE off)")
+            lines.append(
+                f"{'baseline':<32} (not routed: service not on orders.bench.settings)"
+            )
         else:
             lines += [
                 report.baseline_latency_ms.line("baseline latency", "ms"),

@@ -14,9 +14,10 @@ stdout by `LoadClient` (one JSON line each way per step):
 
 It speaks HTTP/1.1 to 127.0.0.1 only: a GET with Host, Cookie (for staff) and
 Accept: text/event-stream, a 503 answered by waiting its Retry-After and trying
-again, chunked transfer-encoding (daphne sends it) and SSE frames. An event's
-latency is its arrival (wall clock) minus the `"at"` in its data (the time it was
-written, just before its commit), for events written after the stream opened.
+again, chunked transfer-encoding (daphne sends it) and SSE frames (read by
+orders/bench/sseparse.py). An event's latency is its arrival (wall clock) minus
+the `"at"` in its data (the time it was written, just before its commit), for
+events written after the stream opened.
 
 No Django here: a client process starts in a tenth of a second and spends its
 CPU on reading.
@@ -25,150 +26,21 @@ CPU on reading.
 import asyncio
 import contextlib
 import json
-import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+
+from orders.bench.sseparse import (
+    EVENT_ID,
+    StreamParser,
+    parse_head,
+    retry_after,
+    written_at,
+)
 
 HOST = "127.0.0.1"
-# A 503 without a usable Retry-After waits this long.
-DEFAULT_RETRY_AFTER = 1.0
 READ_SIZE = 65536
-AT = re.compile(r'"at"\s*:\s*"([^"]+)"')
-EVENT_ID = re.compile(r'"event_id"\s*:\s*(\d+)')
-
-
-# Parsing ---------------------------------------------------------------------------
-class ChunkedDecoder:
-    """Incremental decoder of an HTTP/1.1 chunked body: feed it bytes as they
-    arrive, in any fragments, and it returns the body bytes they complete."""
-
-    def __init__(self):
-        self.buffer = b""
-        self.remaining = 0  # bytes left in the current chunk
-        self.after_chunk = False  # the CRLF after a chunk's data is due
-        self.finished = False
-
-    def feed(self, data: bytes) -> bytes:
-        self.buffer += data
-        out = []
-        while not self.finished:
-            if self.remaining:
-                piece = self.buffer[: self.remaining]
-                out.append(piece)
-                self.buffer = self.buffer[len(piece) :]
-                self.remaining -= len(piece)
-                if self.remaining:
-                    break
-                self.after_chunk = True
-            if self.after_chunk:
-                if len(self.buffer) < 2:
-                    break
-                if self.buffer[:2] != b"\r\n":
-                    raise ValueError("chunk not followed by CRLF")
-                self.buffer = self.buffer[2:]
-                self.after_chunk = False
-            end = self.buffer.find(b"\r\n")
-            if end < 0:
-                break
-            size_line = self.buffer[:end].split(b";", 1)[0].strip()
-            self.buffer = self.buffer[end + 2 :]
-            size = int(size_line, 16)
-            if size == 0:
-                self.finished = True  # trailers, if any, are not read
-                break
-            self.remaining = size
-        return b"".join(out)
-
-
-@dataclass
-class SSEEvent:
-    id: str | None
-    event: str
-    data: str
-
-
-class SSEParser:
-    """Incremental parser of an event stream (text/event-stream): lines end in
-    LF or CRLF; `id:`, `event:` and `data:` fields; lines starting with `:` are
-    comments; a blank line dispatches the event if it has data."""
-
-    def __init__(self):
-        self.pending = b""
-        self.id: str | None = None
-        self.event = ""
-        self.data: list[str] = []
-        self.comments = 0
-
-    def feed(self, data: bytes) -> list[SSEEvent]:
-        self.pending += data
-        *lines, self.pending = self.pending.split(b"\n")
-        events = []
-        for raw in lines:
-            line = raw.removesuffix(b"\r").decode()
-            if not line:
-                if self.data:
-                    events.append(SSEEvent(self.id, self.event, "\n".join(self.data)))
-                self.event, self.data = "", []
-                continue
-            if line.startswith(":"):
-                self.comments += 1
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                self.data.append(value)
-            elif name == "event":
-                self.event = value
-            elif name == "id":
-                self.id = value
-        return events
-
-
-class StreamParser:
-    """The body of one response: chunked or not, then SSE."""
-
-    def __init__(self, *, chunked: bool):
-        self.chunks = ChunkedDecoder() if chunked else None
-        self.sse = SSEParser()
-
-    @property
-    def finished(self) -> bool:
-        return self.chunks is not None and self.chunks.finished
-
-    def feed(self, data: bytes) -> list[SSEEvent]:
-        if self.chunks is not None:
-            data = self.chunks.feed(data)
-        return self.sse.feed(data)
-
-
-def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
-    """The status and headers (names in lower case) of a response head."""
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    status = int(status_line.split(" ", 2)[1])
-    headers = {}
-    for line in header_lines:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    return status, headers
-
-
-def written_at(data: str) -> float | None:
-    """The `"at"` of an event's JSON data as a POSIX timestamp, or None."""
-    match = AT.search(data)
-    if match is None:
-        return None
-    return datetime.fromisoformat(match.group(1).replace("Z", "+00:00")).timestamp()
-
-
-def retry_after(headers: dict[str, str]) -> float:
-    try:
-        return max(0.0, float(headers.get("retry-after", "")))
-    except ValueError:  # absent or an HTTP date: the default wait
-        return DEFAULT_RETRY_AFTER
 
 
 # One client process ----------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The placing baseline: what a minimal Django view under the same daphne does
 per request (parse the JSON body, insert one row, enqueue one task), so placing
-can be measured against it in the same run. Routed only when
-ORDER_BENCH_BASELINE is on (orders/urls.py)."""
+can be measured against it in the same run. Routed only by the bench's URLconf
+(orders/bench/urls.py), never by the product's."""
 
 import json
 from decimal import Decimal

@@ -1,9 +1,9 @@
 """Server-Sent Events: the per-process event pump, fan-out and Last-Event-ID replay.
 
 Why a plain ASGI endpoint rather than a Django view or a channels consumer
-(docs/decisions/, "Streams outside Django's request cycle"): Django's async StreamingHttpResponse keeps
-one idle OS thread per open stream and pins the request's DB connection, and a loop
-inside channels' AsyncHttpConsumer.handle() never sees `http.disconnect`. So each
+(docs/decisions/0002-streams-outside-the-request-cycle.md): Django's async
+StreamingHttpResponse keeps one idle OS thread per open stream and pins the
+request's DB connection, and a loop inside channels' AsyncHttpConsumer.handle() never sees `http.disconnect`. So each
 stream here is a coroutine with its own disconnect watcher: a closed client is
 forgotten at once, and an open one costs a deque and a future, no thread and no
 connection.

@@ -149,6 +149,27 @@ def kill_session(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def children_of(pid: int) -> list[int]:
+    """Pids of the running processes that `pid` started ([] once it has gone);
+    Linux /proc."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def descendants_of(pid: int) -> list[int]:
+    """Pids of every running process below `pid`: a qcluster's sentinel,
+    workers, monitor and pusher, or a Procfile runner's whole tree."""
+    found, todo = [], [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 @dataclass
 class LocalService:
     """orderproj on 127.0.0.1 with its own settings (env) and log files: what the
@@ -230,12 +251,6 @@ class LocalService:
     def stop(self) -> None:
         stop(self.cluster, timeout=30)
         stop(self.web, timeout=15)
-
-    def all_logs(self) -> str:
-        return "\n".join(
-            path.read_text(errors="replace")
-            for path in sorted(self.workdir.glob("*.log"))
-        )
 
 
 def simulated_gateway_dir(workdir: Path) -> Path:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from orders.models import Order, OrderEvent
-from orders.workers.djangoq.sentinel import RESTART_MESSAGE, process_title
-from tests.stack import make_stack, wait_until
+from orders.workers.djangoq.sentinel import RESTART_MESSAGE
+from tests.stack import make_stack, process_title, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,8 @@ from datetime import datetime
 import httpx
 import pytest
 
-from orders.workers.djangoq.sentinel import RESTART_MESSAGE, children_of
+from orders.workers.djangoq.sentinel import RESTART_MESSAGE
+from orders.workers.processes import children_of
 from tests.expected import (
     CLEAN_RUN_EVENTS,
     FAIL_TWICE_EVENTS,

@@ -13,8 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orders.workers.djangoq.sentinel import descendants_of
-from orders.workers.processes import kill_session, local_env
+from orders.workers.processes import descendants_of, kill_session, local_env
 from tests.stack import DEFAULT_ENV, PROJECT_DIR, wait_until
 
 pytestmark = pytest.mark.e2e

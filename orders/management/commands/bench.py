@@ -19,12 +19,8 @@ from orders.bench.service import (
     BenchReport,
     format_report,
 )
-from orders.bench.streams import (
-    DEFAULT_SERVERS,
-    SERVERS,
-    StreamsPlan,
-    run_streams_bench,
-)
+from orders.bench.streams import StreamsPlan, run_streams_bench
+from orders.bench.streams_servers import DEFAULT_SERVERS, SERVERS
 from orders.workers.processes import LocalService
 
 # streams and pipeline start their own processes (no --url).
@@ -128,8 +124,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--url",
             help="Run the service scenarios against a running service on "
-            "127.0.0.1 instead (its simulation must be enabled; ORDER_BENCH_BASELINE "
-            "on it adds the baseline).",
+            "127.0.0.1 instead (its simulation must be enabled; started with "
+            "DJANGO_SETTINGS_MODULE=orders.bench.settings it adds the baseline).",
         )
         parser.add_argument("--json", action="store_true", help="Print JSON.")
 
@@ -259,7 +255,8 @@ class Command(BaseCommand):
                 Path(folder),
                 DEBUG="1",
                 ORDER_SIMULATION_ENABLED="1",
-                ORDER_BENCH_BASELINE="1",
+                # Adds the placing baseline's route (orders/bench/urls.py).
+                DJANGO_SETTINGS_MODULE="orders.bench.settings",
                 Q_WORKERS=workers,
             ) as env,
         ):

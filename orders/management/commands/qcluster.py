@@ -1,3 +1,8 @@
+"""`manage.py qcluster`: stands in for django_q 1.11.1's qcluster command
+(management/commands/qcluster.py, a subclass: `handle` replaced) to start the
+cluster of orders/workers/djangoq/sentinel.py and, beside it, the dispatcher and
+the failure mailer."""
+
 import logging
 import os
 import threading
@@ -10,10 +15,9 @@ from django_q.management.commands.qcluster import Command as QClusterCommand
 
 from orders.operations.failures import run_failure_mailer
 from orders.workers.dispatcher import run_dispatcher
-from orders.workers.djangoq import queues as taskqueue
-from orders.workers.djangoq import sentinel as watchdog
+from orders.workers.djangoq import queues, sentinel
 
-logger = logging.getLogger("orders.watchdog")
+logger = logging.getLogger(sentinel.__name__)
 SENTINEL_CHECK_SECONDS = 0.5
 
 
@@ -39,8 +43,8 @@ class Command(QClusterCommand):
         settings.SECRET_KEY  # noqa: B018 - fail early, as django-q2's command does
         if options.get("cluster_name"):
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
-        if taskqueue.supported():
-            cluster_class = watchdog.Cluster
+        if queues.supported():
+            cluster_class = sentinel.Cluster
         else:
             cluster_class = django_q_cluster.Cluster
             logger.warning(

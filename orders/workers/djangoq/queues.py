@@ -17,6 +17,9 @@ is already inside a message (`ClusterQueue.died_mid_transfer`); no process reads
 or writes after a transfer that did not finish, and the sentinel restarts the
 cluster's processes on exactly that evidence (orders/workers/djangoq/sentinel.py).
 
+Stands in for django_q 1.11.1's `queues.Queue` (a subclass, ClusterQueue) and
+the multiprocessing locks it and `cluster.Sentinel.spawn_worker` create.
+
 Linux only: a process reopens the lock file through /proc/self/fd.
 """
 
@@ -61,7 +64,9 @@ class RobustLock:
     flock(2) locks belong to an open file description, and a description
     inherited through fork is shared, not exclusive; so each process opens the
     (nameless) lock file anew, and a threading lock orders the threads of one
-    process. Stands in for multiprocessing's Lock and RLock (it is reentrant).
+    process. Stands in for multiprocessing's Lock and RLock (it is reentrant):
+    the read and write locks of django_q.queues.Queue and the lock of its
+    SharedCounter's Value.
     """
 
     def __init__(self):
@@ -156,13 +161,17 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def robust_value(typecode: str, value):
-    """multiprocessing.Value, its lock a RobustLock (django-q2's worker timer)."""
+    """multiprocessing.Value, its lock a RobustLock: stands in for the worker
+    timer `Value("f", -1)` of django_q.cluster.Sentinel.spawn_worker and the
+    counter of django_q.queues.SharedCounter."""
     return Value(typecode, value, lock=RobustLock())
 
 
 class ClusterQueue(Queue):
     """django-q2's queue (size counter, "STOP" pills) whose locks no dead process
-    can hold, and which records every transfer in progress.
+    can hold, and which records every transfer in progress. Stands in for
+    django_q.queues.Queue; `get` for the one it inherits from
+    multiprocessing.queues.Queue, `_reset` wraps the writer's `send_bytes`.
 
     Not covered: the semaphore that bounds the queue (QUEUE_LIMIT) counts slots,
     not owners, so a pusher killed between reserving a slot and writing its

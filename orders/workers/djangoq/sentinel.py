@@ -1,17 +1,19 @@
 """The cluster watch: django-q2's sentinel, told what a dead process leaves behind.
 
 The sentinel already notices every dead child within a guard cycle and starts a
-replacement. With the queues of orders/workers/djangoq/queues.py no dead process holds
-a lock,
-so a replacement is all a death needs, except one: a process that died in the
-middle of a message left the queue's byte stream unreadable. Only then, and only
-on that evidence (the queue's own record names the dead process), does this
-sentinel SIGKILL the cluster's processes and start them again on new queues;
-orders they held come back through their leases and the dispatcher.
+replacement. With the queues of orders/workers/djangoq/queues.py no dead process
+holds a lock, so a replacement is all a death needs, except one: a process that
+died in the middle of a message left the queue's byte stream unreadable. Only
+then, and only on that evidence (the queue's own record names the dead process),
+does this sentinel SIGKILL the cluster's processes and start them again on new
+queues; orders they held come back through their leases and the dispatcher.
+
+Stands in for django_q 1.11.1's `cluster.Sentinel` (a subclass: its queues,
+`spawn_pusher`, `spawn_worker` and `reincarnate`) and `cluster.Cluster.start`
+(which forks this sentinel instead of django-q2's).
 """
 
 import logging
-from pathlib import Path
 
 from django_q import cluster as django_q_cluster
 from django_q.conf import Conf
@@ -32,7 +34,9 @@ TERMINATED_WORKER_WAIT_SECONDS = 5
 
 def new_queues() -> tuple[ClusterQueue, ClusterQueue]:
     """The task queue (pusher -> workers) and the result queue (workers ->
-    monitor), bounded as django-q2 bounds them."""
+    monitor), bounded as django-q2 bounds them.
+
+    Stands in for the two `Queue`s built in django_q.cluster.Sentinel.__init__."""
     return (
         ClusterQueue(maxsize=Conf.QUEUE_LIMIT or 0, name="task"),
         ClusterQueue(name="result"),
@@ -40,6 +44,9 @@ def new_queues() -> tuple[ClusterQueue, ClusterQueue]:
 
 
 class Sentinel(django_q_cluster.Sentinel):
+    """django_q.cluster.Sentinel on ClusterQueues, with the taken-along table
+    installed before the fork and a restart when a queue's stream broke."""
+
     def __init__(
         self, stop_event, start_event, cluster_id, broker=None, timeout=None, start=True
     ):
@@ -54,9 +61,9 @@ class Sentinel(django_q_cluster.Sentinel):
             self.start()
 
     def spawn_pusher(self):
-        # The pusher drops the tasks a batch left with nothing to do before
-        # they cost a worker and the monitor their run
-        # (orders/workers/djangoq/taken_along.py).
+        # Stands in for django_q.cluster.Sentinel.spawn_pusher. The pusher
+        # drops the tasks a batch left with nothing to do before they cost a
+        # worker and the monitor their run (orders/workers/djangoq/taken_along.py).
         return self.spawn_process(
             pusher,
             TakenAlongFilter(self.task_queue, self.broker),
@@ -65,8 +72,9 @@ class Sentinel(django_q_cluster.Sentinel):
         )
 
     def spawn_worker(self):
-        # The guard takes each worker's timer lock every cycle: a plain one
-        # held by a dead worker would stop the guard for good.
+        # Stands in for django_q.cluster.Sentinel.spawn_worker. The guard takes
+        # each worker's timer lock every cycle: a plain one held by a dead
+        # worker would stop the guard for good.
         self.spawn_process(
             worker,
             self.task_queue,
@@ -76,6 +84,7 @@ class Sentinel(django_q_cluster.Sentinel):
         )
 
     def reincarnate(self, process):
+        # Wraps django_q.cluster.Sentinel.reincarnate.
         if (
             process not in self.pool
             and process is not self.monitor
@@ -107,6 +116,8 @@ class Sentinel(django_q_cluster.Sentinel):
         return False
 
     def restart(self) -> None:
+        """Every process of the cluster anew, on new queues (django-q2 has no
+        counterpart: it only ever replaces one process)."""
         processes = [*self.pool, self.monitor, self.pusher]
         for process in processes:
             process.kill()
@@ -121,7 +132,9 @@ class TakenAlongFilter:
     """The task queue as django-q2's pusher sees it: a task whose order a batch
     of this cluster took along while the order's row held the task's stamp is
     acknowledged to the broker instead of being handed to a worker. It would
-    only have found its order claimed (orders/workers/djangoq/taken_along.py)."""
+    only have found its order claimed (orders/workers/djangoq/taken_along.py).
+
+    Wraps the task queue that django_q.pusher.pusher puts each task into."""
 
     def __init__(self, task_queue: ClusterQueue, broker):
         self.task_queue = task_queue
@@ -145,63 +158,13 @@ class TakenAlongFilter:
 
 class Cluster(django_q_cluster.Cluster):
     def start(self) -> int:
-        # Cluster.start() forks `Sentinel`, looked up in django_q.cluster at
-        # that moment, and has no parameter for it; swapping the module global
-        # for the call is the alternative to copying its 40 lines.
+        # Wraps django_q.cluster.Cluster.start, which forks `Sentinel`, looked
+        # up in django_q.cluster at that moment, and has no parameter for it;
+        # swapping the module global for the call is the alternative to
+        # copying its 40 lines.
         original = django_q_cluster.Sentinel
         django_q_cluster.Sentinel = Sentinel
         try:
             return super().start()
         finally:
             django_q_cluster.Sentinel = original
-
-
-# Reading a cluster's processes from /proc: the end-to-end tests tell busy from
-# idle workers by the titles django-q2 gives them (with setproctitle installed).
-
-IDLE = "idle"
-PROCESSING = "processing"
-
-
-def children_of(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(child) for child in text.split()]
-
-
-def descendants_of(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        for child in children_of(todo.pop()):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def process_title(pid: int) -> list[str]:
-    """The words of a process's title; [] once it has gone."""
-    try:
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return []
-    return title.replace("\0", " ").split()
-
-
-def worker_states(main_pid: int) -> dict[int, str]:
-    """pid -> idle|processing for every django-q2 worker below `main_pid`."""
-    states = {}
-    for pid in descendants_of(main_pid):
-        words = process_title(pid)
-        if (
-            len(words) >= 3
-            and words[0] == "qcluster"
-            and words[2]
-            in {
-                IDLE,
-                PROCESSING,
-            }
-        ):
-            states[pid] = words[2]
-    return states

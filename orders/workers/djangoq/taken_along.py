@@ -112,7 +112,12 @@ def was_taken_along(order_id: str, order_stamp: int | None) -> bool:
 
 def task_was_taken_along(task: dict) -> bool:
     """Whether a task django-q2's pusher took from the broker is an order's
-    task that a batch left with nothing to do."""
+    task that a batch left with nothing to do.
+
+    The table stands in for no django-q2 code: it adds a check where
+    django_q.pusher.pusher puts a task into the cluster's queue
+    (sentinel.TakenAlongFilter); `task` is the dict that function builds
+    (SignedPackage.loads, plus "ack_id")."""
     from orders.services.orders import PROCESS_ORDER_TASK
 
     if task.get("func") != PROCESS_ORDER_TASK or task.get("kwargs"):
