@@ -3,10 +3,10 @@
 Why a plain ASGI endpoint rather than a Django view or a channels consumer
 (docs/decisions/0002-streams-outside-the-request-cycle.md): Django's async
 StreamingHttpResponse keeps one idle OS thread per open stream and pins the
-request's DB connection, and a loop inside channels' AsyncHttpConsumer.handle() never sees `http.disconnect`. So each
-stream here is a coroutine with its own disconnect watcher: a closed client is
-forgotten at once, and an open one costs a deque and a future, no thread and no
-connection.
+request's DB connection, and a loop inside channels' AsyncHttpConsumer.handle()
+never sees `http.disconnect`. So each stream here is a coroutine with its own
+disconnect watcher: a closed client is forgotten at once, and an open one costs a
+deque and a future, no thread and no connection.
 
 One module per job:
 - `events`: the reads. Every event after a cursor in one query, a replay page,
