@@ -2,11 +2,12 @@
 
 from decimal import Decimal
 
-from orders.api.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
+from orders.api.validation import SIMULATE_DEFAULTS
 from orders.models import FailureRecord, Order, OrderEvent
 from orders.services import orders as services
 from orders.services.attempts import order_process
 from orders.services.failures import failure_resolve, failure_store
+from orders.services.inputs import LineInput, OrderInput
 
 
 def place(**simulate) -> Order:

@@ -11,11 +11,12 @@ from django.test import Client
 from django.utils import timezone
 from django_q.conf import Conf
 
-from orders.api.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
+from orders.api.validation import SIMULATE_DEFAULTS
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
 from orders.services import orders as services
 from orders.services.attempts import order_claim, order_process
 from orders.services.deliveries import delivery_complete
+from orders.services.inputs import LineInput, OrderInput
 from tests.expected import CLEAN_RUN_EVENTS
 from tests.factories import failure_record
 

@@ -15,13 +15,13 @@ from django_q.conf import Conf
 from django_q.queues import Queue
 
 from orderproj.settings import email_settings, env_addresses
-from orders.api.validation import LineInput, OrderInput
 from orders.models import FailureGroup, FailureRecord, Order
 from orders.operations import failures
 from orders.operations.failures import parse_task_result
 from orders.services import attempts
 from orders.services import orders as services
 from orders.services.failures import failure_group_resolve, record_failure
+from orders.services.inputs import LineInput, OrderInput
 from tests.stack import free_port, wait_until
 
 pytestmark = pytest.mark.django_db

@@ -15,7 +15,6 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from orders.api.validation import OrderInput
 from orders.exceptions import (
     IdempotencyConflict,
 )
@@ -24,6 +23,7 @@ from orders.models import (
     OrderEvent,
     OrderLine,
 )
+from orders.services.inputs import OrderInput
 from orders.state.transitions import (
     PrecedingEvent,
     append_event,
