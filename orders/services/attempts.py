@@ -323,13 +323,22 @@ def _attempt_failed(order: Order, error: Exception, duration_ms: int) -> bool:
     if permanent:
         reason = f"{message}: a permanent error, not retried"
         return order_fail(order, reason=reason, preceding=[failed])
+    return _retry_or_give_up(order, message=message, preceding=[failed])
+
+
+def _retry_or_give_up(
+    order: Order, *, message: str, preceding: list[PrecedingEvent]
+) -> bool:
+    """After an attempt that failed and may be retried: another attempt, or
+    FAILED once the order has had ORDER_MAX_ATTEMPTS (as they were when it was
+    placed or retried by an operator)."""
     if order.attempts >= order.max_attempts:
         reason = (
             f"gave up after {order.attempts} of {order.max_attempts} attempts "
             f"(ORDER_MAX_ATTEMPTS); last error: {message}"
         )
-        return order_fail(order, reason=reason, preceding=[failed])
-    return order_schedule_retry(order, message=message, preceding=[failed])
+        return order_fail(order, reason=reason, preceding=preceding)
+    return order_schedule_retry(order, message=message, preceding=preceding)
 
 
 def order_schedule_retry(
@@ -360,16 +369,10 @@ def order_schedule_retry(
 def order_expire_lease(*, order: Order) -> bool:
     """A PROCESSING order whose worker stopped answering: the attempt counts as
     failed (it may have been the one that killed the worker), then the usual
-    retry-or-recover decision."""
+    retry-or-give-up decision (_retry_or_give_up)."""
     message = (
         f"attempt {order.attempts} lost: the worker stopped before finishing "
         "(lease expired)"
     )
     failed = PrecedingEvent(EventType.ATTEMPT_FAILED, message)
-    if order.attempts >= order.max_attempts:
-        reason = (
-            f"gave up after {order.attempts} of {order.max_attempts} attempts "
-            f"(ORDER_MAX_ATTEMPTS); last error: {message}"
-        )
-        return order_fail(order, reason=reason, preceding=[failed])
-    return order_schedule_retry(order, message=message, preceding=[failed])
+    return _retry_or_give_up(order, message=message, preceding=[failed])
