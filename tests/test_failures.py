@@ -387,7 +387,7 @@ def test_an_unexpected_step_error_is_recorded_once_and_the_order_retried(
 
     result = run_in_worker("orders.tasks.process_order", order.order_id)
 
-    # order_process handles it (and records it); the task itself succeeds.
+    # order_process_queued handles it (and records it); the task itself succeeds.
     assert result["success"] is True
     record = FailureRecord.objects.get()
     assert record.task == "orders.tasks.process_order"

@@ -11,12 +11,12 @@ from orders import gateways
 from orders.gateways import SimulatedLedger, simulated_ledger, step_idempotency_key
 from orders.models import Order, OrderEvent
 from orders.selectors import order_document
-from orders.services.attempts import _step_checkpoint, order_claim
+from orders.services.attempts import _step_checkpoint
 from orders.services.orders import order_retry
 from orders.state.transitions import record_step
 from orders.workers.dispatcher import expire_leases
 from tests.expected import STOCK_FAILS_ONCE_EVENTS
-from tests.factories import process_until_terminal
+from tests.factories import claim, process_until_terminal
 
 Status = Order.Status
 
@@ -118,7 +118,7 @@ def test_a_worker_that_died_after_a_checkpoint_resumes_at_the_next_step(
     """The lease of a worker killed between the payment checkpoint and the stock
     step expires; the next attempt starts at stock."""
     order = place_order()
-    assert order_claim(order)
+    order = claim(order)
     result = gateways.SimulatedStep("payment").run(
         order, attempt=1, idempotency_key=step_idempotency_key(order, "payment")
     )
@@ -155,7 +155,7 @@ def test_a_checkpoint_of_a_worker_whose_lease_was_taken_over_records_nothing(
     place_order,
 ):
     order = place_order()
-    assert order_claim(order)
+    order = claim(order)
     stale = Order.objects.get(pk=order.pk)
     Order.objects.filter(pk=order.pk).update(lease_expires_at="2000-01-01T00:00Z")
     expire_leases()

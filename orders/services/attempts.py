@@ -5,6 +5,7 @@ checkpoints, and what a failed attempt leads to.
 import functools
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -33,7 +34,6 @@ from orders.state.transitions import (
     plan_transition,
     transition,
 )
-from orders.workers.djangoq import taken_along as takenalong
 
 logger = logging.getLogger(__name__)
 
@@ -41,35 +41,25 @@ Status = Order.Status
 EventType = OrderEvent.Type
 
 
-def order_claim(order: Order) -> bool:
-    """PENDING|RETRYING (and due) -> PROCESSING, counting one attempt; `order` is
-    updated in place. False, changing nothing, for a duplicate delivery or a
-    racing worker."""
-    claimed = order_claim_by_id(order.order_id)
-    if claimed is None:
-        return False
-    order.__dict__.update(
-        {
-            field.attname: getattr(claimed, field.attname)
-            for field in Order._meta.concrete_fields
-        }
-    )
-    return True
+# Told which orders a batch took along besides the one its task named, once the
+# claim has committed: the worker side notes them, so their own queued tasks
+# can be dropped (orders/workers/djangoq/taken_along.py).
+TakenAlongNote = Callable[[list[Order]], None]
 
 
-def order_claim_by_id(order_id: str) -> Order | None:
-    """Claim the order with this id if it may be claimed now; the claim reads it
-    (transitions.claim). The event says where the attempt starts when earlier
-    ones completed steps."""
-    claimed = _claim_for_attempts(order_id, companions=0)
-    return claimed.orders[0] if claimed.orders else None
-
-
-def _claim_for_attempts(order_id: str, *, companions: int) -> Claimed:
-    """Claim the order with this id and up to `companions` orders waiting behind
-    it (transitions.claim_batch). Orders with a simulation plan are never taken
-    along: a plan may hold its worker (delay_ms) or fail on purpose, and must
-    not hold or fail the orders around it."""
+def order_claim_batch(
+    *,
+    order_id: str,
+    companions: int = 0,
+    note_taken_along: TakenAlongNote | None = None,
+) -> Claimed:
+    """Claim the order with this id, if it may be claimed now, and up to
+    `companions` orders waiting behind it (transitions.claim_batch), counting
+    one attempt of each. Orders with a simulation plan are never taken along: a
+    plan may hold its worker (delay_ms) or fail on purpose, and must not hold or
+    fail the orders around it. Returns what was claimed (transitions.Claimed);
+    the asked order stays unclaimed for a duplicate delivery, a racing worker or
+    a retry not due yet."""
     now = timezone.now()
     lease_expires_at = now + timedelta(seconds=settings.ORDER_LEASE_SECONDS)
     claimed = claim_batch(
@@ -95,13 +85,8 @@ def _claim_for_attempts(order_id: str, *, companions: int) -> Claimed:
             claimed.orders.insert(0, order)
             claimed.asked = None
     taken_along = [order for order in claimed.orders if order.order_id != order_id]
-    if taken_along:
-        # Their own tasks have nothing left to do
-        # (orders/workers/djangoq/taken_along.py); noted
-        # once the claim is committed.
-        transaction.on_commit(
-            functools.partial(takenalong.note_taken_along, taken_along)
-        )
+    if taken_along and note_taken_along is not None:
+        transaction.on_commit(functools.partial(note_taken_along, taken_along))
     return claimed
 
 
@@ -148,30 +133,14 @@ class BatchSizer:
             self.seconds_per_order = (self.seconds_per_order + sample) / 2
 
 
-_batch_sizer = BatchSizer()
-
-
 def order_process_queued(
-    *, order_id: str, queued_at_us: int | None = None
+    *,
+    order_id: str,
+    batch_sizer: BatchSizer,
+    note_taken_along: TakenAlongNote | None = None,
 ) -> Order | None:
-    """The queue's task: order_process() of its order, taking along the orders
-    that wait behind it that this worker has time for (BatchSizer).
-
-    A task whose order a batch of this cluster took along while the order's
-    row held the task's stamp `queued_at_us` (noted) returns None at once,
-    without a query: the attempt it was queued for is claimed already."""
-    if takenalong.was_taken_along(order_id, queued_at_us):
-        return None
-    started = time.monotonic()
-    claimed = _claim_for_attempts(order_id, companions=_batch_sizer.companions())
-    if claimed.orders:
-        _run_attempts(claimed.orders)
-        _batch_sizer.ran(len(claimed.orders), time.monotonic() - started)
-    return _asked_order(order_id, claimed)
-
-
-def order_process(*, order_id: str, companions: int = 0) -> Order | None:
-    """Claim the order, and up to `companions` orders waiting behind it, and run
+    """The queue's task: claim the order, and the orders waiting behind it that
+    this worker has time for (`batch_sizer`, the worker process's own), and run
     one attempt of each one's steps, recording the outcomes. Returns the order,
     as the attempt left it, or as it was if it could not be claimed (a duplicate
     delivery, a retry not due yet; None if there is no such order).
@@ -182,12 +151,18 @@ def order_process(*, order_id: str, companions: int = 0) -> Order | None:
     captured again. The last step's checkpoint is part of the completion's
     transaction.
 
-    Never raises for a step failure: it decides retry or fail itself, so the queue
-    never redelivers an attempt that already counted.
+    Never raises for a step failure: it decides retry or fail itself, so the
+    queue never redelivers an attempt that already counted.
     """
-    claimed = _claim_for_attempts(order_id, companions=companions)
+    started = time.monotonic()
+    claimed = order_claim_batch(
+        order_id=order_id,
+        companions=batch_sizer.companions(),
+        note_taken_along=note_taken_along,
+    )
     if claimed.orders:
         _run_attempts(claimed.orders)
+        batch_sizer.ran(len(claimed.orders), time.monotonic() - started)
     return _asked_order(order_id, claimed)
 
 
