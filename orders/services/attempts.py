@@ -5,6 +5,7 @@ checkpoints, and what a failed attempt leads to.
 import functools
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -15,11 +16,19 @@ from django.utils import timezone
 from orders.exceptions import (
     StepError,
 )
-from orders.gateways import STEPS, StepResult, order_steps, step_idempotency_key
+from orders.gateways import (
+    STEPS,
+    Line,
+    StepOrder,
+    StepResult,
+    order_steps,
+    step_idempotency_key,
+)
 from orders.models import (
     Delivery,
     Order,
     OrderEvent,
+    OrderLine,
 )
 from orders.services.backoff import backoff_delay_from_settings
 from orders.services.orders import PROCESS_ORDER_TASK, elapsed_ms, order_fail
@@ -182,6 +191,7 @@ def _run_attempts(orders: list[Order]) -> None:
     go on."""
     started = time.monotonic()
     steps = order_steps()
+    told = _step_orders(orders)
     running = list(orders)
     last_results: dict[int, StepResult] = {}
     for step in steps:
@@ -191,9 +201,9 @@ def _run_attempts(orders: list[Order]) -> None:
                 continue
             try:
                 result = step.run(
-                    order,
+                    told[order.pk],
                     attempt=order.attempts,
-                    idempotency_key=step_idempotency_key(order, step.name),
+                    idempotency_key=step_idempotency_key(order.order_id, step.name),
                 )
             except StepError as error:
                 _attempt_failed(order, error, elapsed_ms(started))
@@ -225,6 +235,29 @@ def _run_attempts(orders: list[Order]) -> None:
                 )
                 running.remove(order)
     _orders_complete(running, steps[-1].name, last_results, started)
+
+
+def _step_orders(orders: list[Order]) -> dict[int, StepOrder]:
+    """What the steps are told about each order, by pk: its lines read in one
+    query for the whole batch."""
+    lines = defaultdict(list)
+    rows = (
+        OrderLine.objects.filter(order__in=[order.pk for order in orders])
+        .order_by("pk")
+        .values_list("order", "sku", "quantity", "unit_price")
+    )
+    for order_pk, sku, quantity, unit_price in rows:
+        lines[order_pk].append(Line(sku=sku, quantity=quantity, unit_price=unit_price))
+    return {
+        order.pk: StepOrder(
+            order_id=order.order_id,
+            amount=order.amount,
+            currency=order.currency,
+            lines=tuple(lines[order.pk]),
+            simulate=order.simulate or {},
+        )
+        for order in orders
+    }
 
 
 def _step_checkpoint(order: Order, step: str, result: StepResult) -> dict:
