@@ -19,14 +19,14 @@ import secrets
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
 from django.conf import settings
 
 from orders.exceptions import PermanentStepError, TransientStepError
-from orders.models import Order
 
 STEPS = ("payment", "stock")
 
@@ -50,17 +50,39 @@ class StepResult:
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class Line:
+    sku: str
+    quantity: int
+    unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class StepOrder:
+    """What a step is told about an order: plain values, never the row, so a
+    gateway neither writes to the order nor depends on the ORM. `simulate` is
+    the order's failure-injection plan (empty for a real order)."""
+
+    order_id: str
+    amount: Decimal
+    currency: str
+    lines: tuple[Line, ...] = ()
+    simulate: dict = field(default_factory=dict)
+
+
 class Step(Protocol):
     name: str
 
-    def run(self, order: Order, *, attempt: int, idempotency_key: str) -> StepResult:
+    def run(
+        self, order: StepOrder, *, attempt: int, idempotency_key: str
+    ) -> StepResult:
         """Do the step's work or raise a StepError saying how it failed."""
 
 
-def step_idempotency_key(order: Order, step: str) -> str:
+def step_idempotency_key(order_id: str, step: str) -> str:
     """Stable across attempts and operator retries: a step that succeeded once is
     never done again for this order."""
-    return f"{order.order_id}:{step}"
+    return f"{order_id}:{step}"
 
 
 @dataclass(frozen=True)
@@ -77,7 +99,7 @@ class SimulationPlan:
     listener_fails: bool = False
 
     @classmethod
-    def for_order(cls, order: Order) -> "SimulationPlan":
+    def for_order(cls, order: StepOrder) -> "SimulationPlan":
         return cls(**(order.simulate or {}))
 
     def fails(self, step: str, attempt: int) -> bool:
@@ -192,7 +214,9 @@ def simulated_ledger() -> SimulatedLedger:
 class SimulatedStep:
     name: str
 
-    def run(self, order: Order, *, attempt: int, idempotency_key: str) -> StepResult:
+    def run(
+        self, order: StepOrder, *, attempt: int, idempotency_key: str
+    ) -> StepResult:
         plan = SimulationPlan.for_order(order)
         plan.pause(self.name, "before")
         if plan.fails(self.name, attempt):

@@ -1,11 +1,27 @@
-"""django-q2 entry points: take ids, call services, nothing else."""
+"""django-q2 entry points: take ids, call services. What a worker process
+keeps between tasks (its batch sizer, the cluster's taken-along table) is
+handed to the service from here, so the write side never imports the queue
+plumbing."""
 
 from orders.services import deliveries as deliveries_services
-from orders.services.attempts import order_process_queued
+from orders.services.attempts import BatchSizer, order_process_queued
+from orders.workers.djangoq import taken_along
+
+# This worker process's own: it sizes the batches by the orders this process ran.
+_batch_sizer = BatchSizer()
 
 
 def process_order(order_id: str, queued_at_us: int | None = None) -> str | None:
-    order = order_process_queued(order_id=order_id, queued_at_us=queued_at_us)
+    """A task whose order a batch of this cluster took along while the order's
+    row held the task's stamp `queued_at_us` (noted) returns None at once,
+    without a query: the attempt it was queued for is claimed already."""
+    if taken_along.was_taken_along(order_id, queued_at_us):
+        return None
+    order = order_process_queued(
+        order_id=order_id,
+        batch_sizer=_batch_sizer,
+        note_taken_along=taken_along.note_taken_along,
+    )
     return order.status if order else None
 
 

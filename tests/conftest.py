@@ -23,6 +23,17 @@ def no_rate_limit(settings):
     settings.ORDER_PLACE_RATE_LIMIT = "0"
 
 
+@pytest.fixture(autouse=True)
+def fresh_worker_batch_sizer(monkeypatch):
+    """Each test's tasks run as in a worker process just started: its batch
+    sizer has timed no order yet, so whatever ran in earlier tests does not
+    decide how many orders a task takes along."""
+    from orders import tasks
+    from orders.services.attempts import BatchSizer
+
+    monkeypatch.setattr(tasks, "_batch_sizer", BatchSizer())
+
+
 @pytest.fixture
 def immediate_retries(settings):
     """Retries due at once, three attempts: a test processes an order to its end

@@ -2,11 +2,17 @@
 
 from decimal import Decimal
 
-from orders.api.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
+from orders.api.validation import SIMULATE_DEFAULTS
 from orders.models import FailureRecord, Order, OrderEvent
 from orders.services import orders as services
-from orders.services.attempts import order_process
+from orders.services.attempts import (
+    BatchSizer,
+    order_claim_batch,
+    order_process_queued,
+)
 from orders.services.failures import failure_resolve, failure_store
+from orders.services.inputs import LineInput, OrderInput
+from orders.workers.djangoq import taken_along
 
 
 def place(**simulate) -> Order:
@@ -20,10 +26,43 @@ def place(**simulate) -> Order:
     return services.order_place(data=data)[0]
 
 
+class FixedBatch(BatchSizer):
+    """A worker's batch sizer that takes along exactly `companions` waiting
+    orders, whatever the orders before took."""
+
+    def __init__(self, companions: int = 0):
+        super().__init__()
+        self.fixed = companions
+
+    def companions(self) -> int:
+        return self.fixed
+
+
+def process(order_id: str, *, companions: int = 0) -> Order | None:
+    """The order's queued task as a worker runs it (the service that
+    orders.tasks.process_order calls, with the same taken-along note), taking
+    along exactly `companions` orders waiting behind it. Returns the order as
+    the attempt left it, or as it was if it could not be claimed."""
+    return order_process_queued(
+        order_id=order_id,
+        batch_sizer=FixedBatch(companions),
+        note_taken_along=taken_along.note_taken_along,
+    )
+
+
+def claim(order: Order) -> Order:
+    """The order claimed for an attempt as a worker claims it (PROCESSING, the
+    attempt counted, a lease), its steps not run yet: as a worker that stopped
+    right after its claim leaves it."""
+    claimed = order_claim_batch(order_id=order.order_id)
+    assert claimed.orders, f"{order.order_id} could not be claimed"
+    return claimed.orders[0]
+
+
 def processed(**simulate) -> Order:
     """An order after one attempt, as a worker would leave it."""
     order = place(**simulate)
-    order_process(order_id=order.order_id)
+    process(order.order_id)
     order.refresh_from_db()
     return order
 
@@ -32,7 +71,7 @@ def process_until_terminal(order: Order, limit: int = 10) -> Order:
     """Run attempts as a worker would (retries due at once: the
     immediate_retries fixture) until the order is COMPLETED or FAILED."""
     for _ in range(limit):
-        order = order_process(order_id=order.order_id)
+        order = process(order.order_id)
         if order.is_terminal:
             return order
     raise AssertionError(f"{order} still {order.status} after {limit} attempts")

@@ -11,13 +11,13 @@ from django.test import Client
 from django.utils import timezone
 from django_q.conf import Conf
 
-from orders.api.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
+from orders.api.validation import SIMULATE_DEFAULTS
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
 from orders.services import orders as services
-from orders.services.attempts import order_claim, order_process
 from orders.services.deliveries import delivery_complete
+from orders.services.inputs import LineInput, OrderInput
 from tests.expected import CLEAN_RUN_EVENTS
-from tests.factories import failure_record
+from tests.factories import claim, failure_record, process
 
 pytestmark = pytest.mark.django_db
 Status = Order.Status
@@ -43,7 +43,7 @@ def place(email="buyer@example.com", **simulate) -> Order:
 
 def failed_order(email="buyer@example.com") -> Order:
     order = place(email, fail_times=1, failure="permanent")
-    order_process(order_id=order.order_id)
+    process(order.order_id)
     order.refresh_from_db()
     assert order.status == Status.FAILED
     return order
@@ -51,7 +51,7 @@ def failed_order(email="buyer@example.com") -> Order:
 
 def completed_order() -> Order:
     order = place()
-    order_process(order_id=order.order_id)
+    process(order.order_id)
     order.refresh_from_db()
     return order
 
@@ -204,7 +204,7 @@ def test_saving_an_order_page_never_reverts_a_workers_transition(operator, monke
     url = f"{ORDERS}{order.pk}/change/"
     page = operator.get(url)
     read_before_the_worker = Order.objects.get(pk=order.pk)
-    order_process(order_id=order.order_id)  # claimed and completed
+    process(order.order_id)  # claimed and completed
     moved = Order.objects.get(pk=order.pk)
     monkeypatch.setattr(
         OrderAdmin, "get_object", lambda *args, **kwargs: read_before_the_worker
@@ -273,7 +273,7 @@ def test_retry_selected_failed_orders_sends_only_failed_ones_back(
 
 def test_reap_stuck_orders_runs_a_sweep_without_needing_a_selection(operator):
     order = place()
-    order_claim(order)
+    order = claim(order)
     Order.objects.filter(pk=order.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -358,7 +358,7 @@ def test_rerun_listener_from_the_failure_record_marks_the_order_delivered(
 ):
     monkeypatch.setattr(Conf, "SYNC", True)
     order = place(listener_fails=True)
-    order_process(order_id=order.order_id)
+    process(order.order_id)
     with django_capture_on_commit_callbacks(execute=True):
         delivery_complete(code=order.delivery.code)
     record = FailureRecord.objects.get(order=order)

@@ -4,6 +4,7 @@ import pytest
 from django_q.models import OrmQ
 
 from orders.models import Order, OrderEvent
+from tests.factories import claim, process
 
 VALID = {
     "customer_email": "buyer@example.com",
@@ -83,9 +84,7 @@ def test_status_document_answers_304_while_nothing_changed(client):
     etag = first.headers["ETag"]
     again = client.get(f"/api/orders/{order_id}", headers={"If-None-Match": etag})
     assert again.status_code == 304
-    from orders.services.attempts import order_claim
-
-    order_claim(Order.objects.get())
+    claim(Order.objects.get())
     changed = client.get(f"/api/orders/{order_id}", headers={"If-None-Match": etag})
     assert changed.status_code == 200
     assert changed.json()["status"] == "PROCESSING"
@@ -194,11 +193,9 @@ def test_same_idempotency_key_with_another_body_is_a_409_that_changes_nothing(cl
 
 
 def failed_order(client):
-    from orders.services.attempts import order_process
-
     body = {**VALID, "simulate": {"failure": "permanent"}}
     order_id = post_order(client, body).json()["order_id"]
-    order_process(order_id=order_id)
+    process(order_id)
     return Order.objects.get(order_id=order_id)
 
 

@@ -13,13 +13,11 @@ from orders.models import Delivery, Order, OrderEvent
 from orders.services import attempts
 from orders.services.attempts import (
     BatchSizer,
-    _claim_for_attempts,
-    order_claim,
-    order_process,
+    order_claim_batch,
 )
 from orders.state import transitions
 from tests.expected import CLEAN_RUN_EVENTS, STOCK_FAILS_ONCE_EVENTS
-from tests.factories import event_types
+from tests.factories import claim, event_types, process
 
 Status = Order.Status
 
@@ -34,7 +32,7 @@ def statuses(orders) -> list[str]:
 def test_a_worker_takes_the_orders_placed_after_its_own_along(place_order):
     older = place_order()
     asked, *behind = [place_order() for _ in range(5)]
-    returned = order_process(order_id=asked.order_id, companions=3)
+    returned = process(asked.order_id, companions=3)
     assert returned.order_id == asked.order_id
     assert returned.status == Status.COMPLETED
     # Its own order, then the three oldest placed after it; not the one placed
@@ -64,10 +62,10 @@ def test_a_worker_takes_the_orders_placed_after_its_own_along(place_order):
 @pytest.mark.django_db
 def test_the_task_of_an_order_taken_along_changes_nothing(place_order):
     asked, taken_along = place_order(), place_order()
-    order_process(order_id=asked.order_id, companions=1)
+    process(asked.order_id, companions=1)
     taken_along.refresh_from_db()
     version, events = taken_along.version, event_types(taken_along)
-    returned = order_process(order_id=taken_along.order_id, companions=5)
+    returned = process(taken_along.order_id, companions=5)
     assert returned.status == Status.COMPLETED
     assert returned.version == version
     taken_along.refresh_from_db()
@@ -80,7 +78,7 @@ def test_an_order_with_a_simulation_plan_is_never_taken_along(place_order):
     asked = place_order()
     planned = place_order(simulate={"delay_ms": 0})
     plain = place_order()
-    order_process(order_id=asked.order_id, companions=5)
+    process(asked.order_id, companions=5)
     assert statuses([asked, planned, plain]) == [
         Status.COMPLETED,
         Status.PENDING,
@@ -92,7 +90,7 @@ def test_an_order_with_a_simulation_plan_is_never_taken_along(place_order):
 def test_an_order_with_a_simulation_plan_takes_no_order_along(place_order):
     planned = place_order(simulate={"delay_ms": 0})
     plain = place_order()
-    order_process(order_id=planned.order_id, companions=5)
+    process(planned.order_id, companions=5)
     assert statuses([planned, plain]) == [Status.COMPLETED, Status.PENDING]
 
 
@@ -123,7 +121,7 @@ def test_an_order_that_fails_in_a_batch_gets_its_own_retry_and_the_others_comple
         "order_steps",
         lambda: [SimulatedStep("payment"), StockDownFor(failing.order_id)],
     )
-    order_process(order_id=first.order_id, companions=2)
+    process(first.order_id, companions=2)
     assert statuses([first, failing, last]) == [
         Status.COMPLETED,
         Status.RETRYING,
@@ -132,7 +130,7 @@ def test_an_order_that_fails_in_a_batch_gets_its_own_retry_and_the_others_comple
     failing.refresh_from_db()
     assert list(failing.steps) == ["payment"]
     monkeypatch.undo()
-    order_process(order_id=failing.order_id, companions=2)
+    process(failing.order_id, companions=2)
     failing.refresh_from_db()
     assert failing.status == Status.COMPLETED
     assert event_types(failing) == STOCK_FAILS_ONCE_EVENTS
@@ -141,9 +139,9 @@ def test_an_order_that_fails_in_a_batch_gets_its_own_retry_and_the_others_comple
 @pytest.mark.django_db
 def test_a_retry_is_claimed_the_general_way_and_says_where_it_resumes(place_order):
     order = place_order(simulate={"step": "stock", "fail_times": 1})
-    order_process(order_id=order.order_id)
+    process(order.order_id)
     behind = place_order()
-    order_process(order_id=order.order_id, companions=5)
+    process(order.order_id, companions=5)
     order.refresh_from_db()
     assert order.status == Status.COMPLETED
     details = OrderEvent.objects.filter(
@@ -161,9 +159,7 @@ def test_a_retry_is_claimed_the_general_way_and_says_where_it_resumes(place_orde
 def test_a_move_whose_order_changed_since_it_was_read_is_the_only_one_not_written(
     place_order,
 ):
-    orders = [place_order() for _ in range(3)]
-    for order in orders:
-        assert order_claim(order)
+    orders = [claim(place_order()) for _ in range(3)]
     stale = Order.objects.get(pk=orders[1].pk)
     stale.version -= 1
     moves = [
@@ -187,7 +183,7 @@ def test_workers_racing_for_the_same_waiting_orders_claim_each_once(place_order)
 
     def worker(asked):
         barrier.wait()
-        result = _claim_for_attempts(asked.order_id, companions=11)
+        result = order_claim_batch(order_id=asked.order_id, companions=11)
         claimed.append([order.order_id for order in result.orders])
         connection.close()
 

@@ -10,9 +10,8 @@ from django_q.conf import Conf
 
 from orders.management.commands import place_orders
 from orders.models import FailureRecord, Order
-from orders.services.attempts import order_claim
 from orders.workers import dispatcher
-from tests.factories import failure_record, place, processed
+from tests.factories import claim, failure_record, place, processed
 
 pytestmark = pytest.mark.django_db
 Status = Order.Status
@@ -207,7 +206,7 @@ def test_reap_stuck_expires_leases_and_redispatches(monkeypatch):
         lambda order_id, queued_at: enqueued.append(order_id),
     )
     stuck = place()
-    order_claim(stuck)
+    stuck = claim(stuck)
     Order.objects.filter(pk=stuck.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )

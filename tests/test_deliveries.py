@@ -9,10 +9,9 @@ from django_q.conf import Conf
 from orders import exceptions, selectors
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
 from orders.operations import failures
-from orders.services.attempts import order_process
 from orders.services.deliveries import delivery_complete, order_delivery_completed
 from orders.services.failures import failure_rerun
-from tests.factories import failure_record, place, processed
+from tests.factories import failure_record, place, process, processed
 
 pytestmark = pytest.mark.django_db
 EventType = OrderEvent.Type
@@ -56,7 +55,7 @@ def test_a_completed_order_gets_a_delivery_with_an_unguessable_code():
 
 def test_a_failed_order_gets_no_delivery():
     order = place(fail_times=1, failure="permanent")
-    order_process(order_id=order.order_id)
+    process(order.order_id)
 
     order.refresh_from_db()
     assert order.status == Order.Status.FAILED

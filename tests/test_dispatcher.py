@@ -18,7 +18,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from orders.models import Delivery, FailureRecord, Order
 from orders.services import orders as services
-from orders.services.attempts import order_claim
 from orders.services.deliveries import delivery_complete
 from orders.services.failures import failure_resolve
 from orders.workers import dispatcher
@@ -31,7 +30,7 @@ from orders.workers.dispatcher import (
     expire_leases,
     task_still_queued,
 )
-from tests.factories import place, processed
+from tests.factories import claim, place, processed
 
 Status = Order.Status
 SECOND = timedelta(seconds=1)
@@ -223,7 +222,7 @@ def test_racing_dispatchers_enqueue_an_order_once_for_one_due_time():
 
 def processing_past_lease() -> Order:
     order = place()
-    assert order_claim(order)
+    order = claim(order)
     Order.objects.filter(pk=order.pk).update(lease_expires_at=timezone.now() - SECOND)
     return reread(order)
 

@@ -15,13 +15,13 @@ from django_q.conf import Conf
 from django_q.queues import Queue
 
 from orderproj.settings import email_settings, env_addresses
-from orders.api.validation import LineInput, OrderInput
 from orders.models import FailureGroup, FailureRecord, Order
 from orders.operations import failures
 from orders.operations.failures import parse_task_result
 from orders.services import attempts
 from orders.services import orders as services
 from orders.services.failures import failure_group_resolve, record_failure
+from orders.services.inputs import LineInput, OrderInput
 from tests.stack import free_port, wait_until
 
 pytestmark = pytest.mark.django_db
@@ -387,7 +387,7 @@ def test_an_unexpected_step_error_is_recorded_once_and_the_order_retried(
 
     result = run_in_worker("orders.tasks.process_order", order.order_id)
 
-    # order_process handles it (and records it); the task itself succeeds.
+    # order_process_queued handles it (and records it); the task itself succeeds.
     assert result["success"] is True
     record = FailureRecord.objects.get()
     assert record.task == "orders.tasks.process_order"

@@ -11,7 +11,6 @@ from orders.api import metrics as api_metrics
 from orders.models import Delivery, EventTally, Order, OrderEvent
 from orders.operations import metrics
 from orders.services import orders as services
-from orders.services.attempts import order_claim
 from orders.services.events import events_trim
 from orders.services.failures import failure_group_resolve
 from orders.workers import dispatcher
@@ -150,7 +149,7 @@ def test_orders_by_status_counts_each_status_and_zero_for_the_empty_ones(
     factories.place()
     factories.processed(fail_times=1)  # RETRYING
     factories.processed(failure="permanent", fail_times=1)  # FAILED
-    order_claim(factories.place())  # PROCESSING
+    factories.claim(factories.place())  # PROCESSING
     factories.process_until_terminal(factories.place())  # COMPLETED
 
     samples = scrape(staff_client)
@@ -268,7 +267,7 @@ def test_the_dispatcher_lag_is_how_long_the_oldest_due_work_has_waited(
         Order.objects.filter(pk=order.pk).update(dispatch_due_at=due_at)
     elif late_work == "lease_expired":
         order = factories.place()
-        order_claim(order)
+        factories.claim(order)
         Order.objects.filter(pk=order.pk).update(lease_expires_at=due_at)
     else:
         order = factories.process_until_terminal(factories.place())

@@ -13,8 +13,8 @@ from django.utils import timezone
 from orders import selectors
 from orders.models import Order, OrderEvent
 from orders.pages.views import STATUS_LABELS
-from orders.services.attempts import order_claim, order_process
 from orders.services.orders import order_fail
+from tests.factories import claim, process
 
 Status = Order.Status
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "orders"
@@ -33,7 +33,7 @@ def immediate_retries(settings):
 
 def failed_order(place_order, *, reason: str, **overrides) -> Order:
     order = place_order(**overrides)
-    assert order_claim(order)
+    order = claim(order)
     assert order_fail(order, reason=reason)
     return order
 
@@ -98,7 +98,7 @@ def test_order_page_shows_status_attempts_and_every_event_of_the_timeline(
     client, place_order
 ):
     order = place_order(simulate={"fail_times": 1})
-    order = order_process(order_id=order.order_id)
+    order = process(order.order_id)
     assert order.status == Status.RETRYING
     response = client.get(f"/orders/{order.order_id}")
     assert response.status_code == 200
@@ -125,7 +125,7 @@ def test_order_page_shows_status_attempts_and_every_event_of_the_timeline(
 @pytest.mark.django_db
 def test_order_page_of_a_failed_order_says_why(client, place_order):
     order = place_order(simulate={"fail_times": 1, "failure": "permanent"})
-    order = order_process(order_id=order.order_id)
+    order = process(order.order_id)
     assert order.status == Status.FAILED
     html = client.get(f"/orders/{order.order_id}").content.decode()
     assert status_badge(html) == ("FAILED", STATUS_LABELS["FAILED"])
@@ -141,7 +141,7 @@ def test_order_page_shows_each_step_done_with_its_reference_or_pending(
     client, place_order
 ):
     order = place_order(simulate={"step": "stock", "failure": "permanent"})
-    order = order_process(order_id=order.order_id)
+    order = process(order.order_id)
     html = client.get(f"/orders/{order.order_id}").content.decode()
     steps = re.findall(r'<li data-step="(\w+)" data-state="(\w+)">', html)
     assert steps == [("payment", "done"), ("stock", "pending")]
@@ -280,10 +280,10 @@ def test_minute_series_counts_completed_failed_and_retried_events_per_minute(
 def test_retry_rate_and_median_time_to_complete_cover_orders_finished_this_hour(
     place_order,
 ):
-    first_try = order_process(order_id=place_order().order_id)
+    first_try = process(place_order().order_id)
     third_try = place_order(simulate={"fail_times": 2})
     for _ in range(3):
-        third_try = order_process(order_id=third_try.order_id)
+        third_try = process(third_try.order_id)
     failed_order(place_order, reason="card declined")
     assert first_try.status == third_try.status == Status.COMPLETED
     rates = selectors.dashboard_rates()

@@ -7,12 +7,11 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from orders.models import Order, OrderEvent
-from orders.services.attempts import order_claim, order_process
-from orders.services.orders import order_retry
+from orders.services.attempts import order_claim_batch
+from orders.services.orders import order_retry, task_stamp
 from orders.workers.dispatcher import sweep
-from orders.workers.djangoq import taken_along as takenalong
 from tests.expected import FAIL_TWICE_EVENTS
-from tests.factories import event_types, process_until_terminal
+from tests.factories import claim, event_types, process, process_until_terminal
 
 Status = Order.Status
 
@@ -31,7 +30,7 @@ def test_order_is_handed_to_the_queue_only_after_commit(place_order):
     order.refresh_from_db()
     assert OrmQ.objects.get().task["args"] == (
         order.order_id,
-        takenalong.stamp(order.queued_at),
+        task_stamp(order.queued_at),
     )
 
 
@@ -76,10 +75,10 @@ def test_permanent_error_fails_after_one_attempt_without_retry(place_order):
 @pytest.mark.django_db
 def test_retry_waits_for_its_due_time(place_order, settings):
     settings.ORDER_RETRY_BASE_SECONDS = 30
-    order = order_process(order_id=place_order(simulate={"fail_times": 1}).order_id)
+    order = process(place_order(simulate={"fail_times": 1}).order_id)
     assert order.status == Status.RETRYING
     assert 23 <= (order.next_attempt_at - timezone.now()).total_seconds() <= 30
-    early = order_process(order_id=order.order_id)
+    early = process(order.order_id)
     assert early.status == Status.RETRYING
     assert early.attempts == 1
 
@@ -87,8 +86,8 @@ def test_retry_waits_for_its_due_time(place_order, settings):
 @pytest.mark.django_db
 def test_a_duplicate_delivery_of_the_same_task_makes_no_second_attempt(place_order):
     order = place_order()
-    order_process(order_id=order.order_id)
-    order_process(order_id=order.order_id)
+    process(order.order_id)
+    process(order.order_id)
     order.refresh_from_db()
     assert (order.status, order.attempts) == (Status.COMPLETED, 1)
     assert event_types(order).count("order.processing") == 1
@@ -103,7 +102,7 @@ def test_two_workers_racing_for_one_order_claim_it_once(place_order):
     def claim():
         copy = Order.objects.get(pk=order.pk)
         barrier.wait()
-        results.append(order_claim(copy))
+        results.append(bool(order_claim_batch(order_id=copy.order_id).orders))
         connection.close()
 
     threads = [threading.Thread(target=claim) for _ in range(4)]
@@ -120,7 +119,7 @@ def test_two_workers_racing_for_one_order_claim_it_once(place_order):
 @pytest.mark.django_db
 def test_expired_lease_counts_the_lost_attempt_and_schedules_a_retry(place_order):
     order = place_order(simulate={"delay_ms": 0})
-    assert order_claim(order)
+    order = claim(order)
     Order.objects.filter(pk=order.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -137,7 +136,7 @@ def test_expired_lease_counts_the_lost_attempt_and_schedules_a_retry(place_order
 def test_expired_lease_on_the_last_attempt_fails_the_order(place_order, settings):
     settings.ORDER_MAX_ATTEMPTS = 1
     order = place_order()
-    order_claim(order)
+    order = claim(order)
     Order.objects.filter(pk=order.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )

@@ -4,6 +4,7 @@ step call carries an idempotency key that the gateway honours."""
 import multiprocessing
 import os
 import sqlite3
+from decimal import Decimal
 
 import pytest
 
@@ -11,12 +12,12 @@ from orders import gateways
 from orders.gateways import SimulatedLedger, simulated_ledger, step_idempotency_key
 from orders.models import Order, OrderEvent
 from orders.selectors import order_document
-from orders.services.attempts import _step_checkpoint, order_claim
+from orders.services.attempts import _step_checkpoint
 from orders.services.orders import order_retry
 from orders.state.transitions import record_step
 from orders.workers.dispatcher import expire_leases
 from tests.expected import STOCK_FAILS_ONCE_EVENTS
-from tests.factories import process_until_terminal
+from tests.factories import claim, process_until_terminal
 
 Status = Order.Status
 
@@ -80,6 +81,40 @@ def test_a_step_checkpoint_names_the_step_and_what_it_produced(place_order):
 
 
 @pytest.mark.django_db
+def test_a_step_is_told_the_order_in_plain_values_and_its_own_key(
+    place_order, monkeypatch
+):
+    told = []
+    real_run = gateways.SimulatedStep.run
+
+    def run(self, order, *, attempt, idempotency_key):
+        told.append((self.name, order, idempotency_key))
+        return real_run(self, order, attempt=attempt, idempotency_key=idempotency_key)
+
+    monkeypatch.setattr(gateways.SimulatedStep, "run", run)
+    order = place_order(
+        items=[
+            {"sku": "MUG-1", "quantity": 2, "unit_price": "12.50"},
+            {"sku": "TEA-9", "quantity": 1, "unit_price": "4.00"},
+        ]
+    )
+    process_until_terminal(order)
+    expected = gateways.StepOrder(
+        order_id=order.order_id,
+        amount=Decimal("29.00"),
+        currency=order.currency,
+        lines=(
+            gateways.Line(sku="MUG-1", quantity=2, unit_price=Decimal("12.50")),
+            gateways.Line(sku="TEA-9", quantity=1, unit_price=Decimal("4.00")),
+        ),
+    )
+    assert told == [
+        ("payment", expected, f"{order.order_id}:payment"),
+        ("stock", expected, f"{order.order_id}:stock"),
+    ]
+
+
+@pytest.mark.django_db
 def test_the_status_document_lists_each_step_done_or_pending(place_order):
     order = process_until_terminal(
         place_order(simulate={"step": "stock", "failure": "permanent"})
@@ -118,9 +153,12 @@ def test_a_worker_that_died_after_a_checkpoint_resumes_at_the_next_step(
     """The lease of a worker killed between the payment checkpoint and the stock
     step expires; the next attempt starts at stock."""
     order = place_order()
-    assert order_claim(order)
+    order = claim(order)
+    told = gateways.StepOrder(
+        order_id=order.order_id, amount=order.amount, currency=order.currency
+    )
     result = gateways.SimulatedStep("payment").run(
-        order, attempt=1, idempotency_key=step_idempotency_key(order, "payment")
+        told, attempt=1, idempotency_key=step_idempotency_key(order.order_id, "payment")
     )
     assert record_step(order, **_step_checkpoint(order, "payment", result))
     Order.objects.filter(pk=order.pk).update(lease_expires_at="2000-01-01T00:00Z")
@@ -137,7 +175,7 @@ def test_a_step_interrupted_after_the_gateway_acted_is_not_done_twice(place_orde
     checkpoint was never written. The next attempt calls payment again with the
     same key, and the gateway answers with the first charge."""
     order = place_order()
-    key = step_idempotency_key(order, "payment")
+    key = step_idempotency_key(order.order_id, "payment")
     first = simulated_ledger().record(key, "pay_first")
     assert not first.replayed
     order = process_until_terminal(order)
@@ -155,7 +193,7 @@ def test_a_checkpoint_of_a_worker_whose_lease_was_taken_over_records_nothing(
     place_order,
 ):
     order = place_order()
-    assert order_claim(order)
+    order = claim(order)
     stale = Order.objects.get(pk=order.pk)
     Order.objects.filter(pk=order.pk).update(lease_expires_at="2000-01-01T00:00Z")
     expire_leases()
@@ -178,10 +216,9 @@ def test_the_ledger_keeps_the_first_reference_for_a_key(tmp_path):
 
 
 def test_the_idempotency_key_is_the_same_on_every_attempt():
-    order = Order(order_id="ord_abc")
-    assert step_idempotency_key(order, "payment") == "ord_abc:payment"
-    assert step_idempotency_key(order, "stock") != step_idempotency_key(
-        order, "payment"
+    assert step_idempotency_key("ord_abc", "payment") == "ord_abc:payment"
+    assert step_idempotency_key("ord_abc", "stock") != step_idempotency_key(
+        "ord_abc", "payment"
     )
 
 

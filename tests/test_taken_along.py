@@ -14,13 +14,13 @@ from django_q.brokers.orm import ORM
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
+from orders import tasks
 from orders.models import Order, OrderEvent
 from orders.services import orders as services
-from orders.services.attempts import order_process, order_process_queued
 from orders.workers.djangoq import taken_along as takenalong
 from orders.workers.djangoq.queues import ClusterQueue
 from orders.workers.djangoq.sentinel import TakenAlongFilter
-from tests.factories import event_types
+from tests.factories import event_types, process
 
 fork = multiprocessing.get_context("fork")
 Status = Order.Status
@@ -38,14 +38,14 @@ def table():
 def task_stamp(order: Order) -> int:
     """The stamp of the task order_enqueue() queues for the order as it is now."""
     order.refresh_from_db()
-    return takenalong.stamp(order.queued_at)
+    return services.task_stamp(order.queued_at)
 
 
 def test_a_stamp_is_the_queued_time_in_whole_microseconds():
     moment = timezone.now().replace(microsecond=123457)
-    assert takenalong.stamp(moment) % 1_000_000 == 123457
-    assert takenalong.stamp(moment + timedelta(microseconds=1)) == (
-        takenalong.stamp(moment) + 1
+    assert services.task_stamp(moment) % 1_000_000 == 123457
+    assert services.task_stamp(moment + timedelta(microseconds=1)) == (
+        services.task_stamp(moment) + 1
     )
 
 
@@ -117,13 +117,11 @@ def test_the_tasks_of_orders_a_batch_took_along_return_without_a_query(
 ):
     asked, *behind = [place_order() for _ in range(3)]
     with django_capture_on_commit_callbacks(execute=True):
-        order_process(order_id=asked.order_id, companions=2)
+        process(asked.order_id, companions=2)
     for order in behind:
         order_stamp = task_stamp(order)
         with django_assert_num_queries(0):
-            returned = order_process_queued(
-                order_id=order.order_id, queued_at_us=order_stamp
-            )
+            returned = tasks.process_order(order.order_id, order_stamp)
         assert returned is None
         assert Order.objects.get(pk=order.pk).status == Status.COMPLETED
     # The batch's own task was not taken along: it is no note.
@@ -139,13 +137,10 @@ def test_a_task_with_another_stamp_claims_as_usual(
     which finds the order finished."""
     asked, behind = place_order(), place_order()
     with django_capture_on_commit_callbacks(execute=True):
-        order_process(order_id=asked.order_id, companions=1)
-    returned = order_process_queued(
-        order_id=behind.order_id, queued_at_us=task_stamp(behind) + 1
-    )
-    assert returned is not None
-    assert returned.status == Status.COMPLETED
-    assert returned.attempts == 1
+        process(asked.order_id, companions=1)
+    returned = tasks.process_order(behind.order_id, task_stamp(behind) + 1)
+    assert returned == Status.COMPLETED
+    assert Order.objects.get(pk=behind.pk).attempts == 1
 
 
 @pytest.mark.django_db
@@ -155,7 +150,7 @@ def test_an_operators_retry_runs_its_new_task_though_its_first_was_noted(
     """A note outlives its attempt; the retry's task carries the retry's stamp."""
     order = place_order(simulate={"fail_times": 1, "failure": "permanent"})
     first_stamp = task_stamp(order)
-    order_process(order_id=order.order_id)
+    process(order.order_id)
     # As if a batch had taken the order along for that first attempt.
     table.note([(order.order_id, first_stamp)])
     order.refresh_from_db()
@@ -163,10 +158,11 @@ def test_an_operators_retry_runs_its_new_task_though_its_first_was_noted(
     services.order_retry(order=order)
     retry_stamp = task_stamp(order)
     assert retry_stamp != first_stamp
-    returned = order_process_queued(order_id=order.order_id, queued_at_us=retry_stamp)
+    returned = tasks.process_order(order.order_id, retry_stamp)
     # The retry's attempt ran (and met the same permanent failure: the plan
     # fails every first attempt).
-    assert (returned.status, returned.attempts) == (Status.FAILED, 1)
+    assert returned == Status.FAILED
+    assert Order.objects.get(pk=order.pk).attempts == 1
     assert event_types(order).count(OrderEvent.Type.PROCESSING) == 2
 
 

@@ -16,7 +16,6 @@ Two stages, and nothing is written before both pass:
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -34,6 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from orders.exceptions import OrderInputError
 from orders.gateways import STEPS
+from orders.services.inputs import LineInput, OrderInput
 
 # The input limits (README "Input limits"): each is checked before the step that
 # could be hurt by a bigger input.
@@ -252,25 +252,6 @@ class OrderIn(StrictInput):
 SIMULATE_DEFAULTS = {
     name: info.default for name, info in SimulateIn.model_fields.items()
 }
-
-
-@dataclass(frozen=True)
-class LineInput:
-    sku: str
-    quantity: int
-    unit_price: Decimal
-
-
-@dataclass(frozen=True)
-class OrderInput:
-    customer_email: str
-    lines: list[LineInput]
-    simulate: dict = field(default_factory=dict)
-    fingerprint: str = ""
-
-    @property
-    def amount(self) -> Decimal:
-        return sum((line.unit_price * line.quantity for line in self.lines), Decimal(0))
 
 
 SIMULATION_DISABLED = (

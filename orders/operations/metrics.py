@@ -32,7 +32,6 @@ from django.db.models import (
     Min,
     Q,
     Subquery,
-    Sum,
     Value,
 )
 from django.db.models.functions import Coalesce
@@ -47,6 +46,11 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from orders.live import pump
 from orders.models import Delivery, EventTally, FailureGroup, Order, OrderEvent
+from orders.services.events import (
+    ATTEMPT_DURATION_BUCKETS_MS,
+    duration_bucket_tally,
+    event_tallies,
+)
 from orders.services.orders import queue_broker
 from orders.workers import dispatcher
 
@@ -54,37 +58,6 @@ logger = logging.getLogger(__name__)
 
 Status = Order.Status
 EventType = OrderEvent.Type
-
-# Upper bounds of the attempt-duration histogram, in milliseconds (the unit of
-# OrderEvent.duration_ms). Fixed: EventTally keeps a count per bound for the
-# events already deleted, so a bound added later would miss their share.
-ATTEMPT_DURATION_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
-
-
-def _bucket_tally(bound_ms: int) -> str:
-    return f"attempt_duration_le_{bound_ms}"
-
-
-def event_tallies() -> dict:
-    """What the order events count, as aggregates over OrderEvent rows: the one
-    definition used both to tally events before they are deleted and to count
-    the events still there."""
-    tallies = {
-        # Each claim writes one order.processing event: one attempt started.
-        "attempts": Count("pk", filter=Q(type=EventType.PROCESSING)),
-        "attempt_failures": Count("pk", filter=Q(type=EventType.ATTEMPT_FAILED)),
-        "retries": Count("pk", filter=Q(type=EventType.RETRY_SCHEDULED)),
-        "failed": Count("pk", filter=Q(type=EventType.FAILED)),
-        "completed": Count("pk", filter=Q(type=EventType.COMPLETED)),
-        # The events that end a measured attempt (order.attempt_failed,
-        # order.completed) carry its duration; a lost attempt (lease expired)
-        # has none.
-        "attempt_duration_count": Count("duration_ms"),
-        "attempt_duration_sum_ms": Coalesce(Sum("duration_ms"), 0),
-    }
-    for bound in ATTEMPT_DURATION_BUCKETS_MS:
-        tallies[_bucket_tally(bound)] = Count("pk", filter=Q(duration_ms__lte=bound))
-    return tallies
 
 
 def event_totals() -> dict[str, int]:
@@ -166,7 +139,7 @@ class OrdersCollector(Collector):
         ]:
             yield CounterMetricFamily(f"orders_{name}", documentation, totals[name])
         buckets = [
-            (_bucket_label(bound), totals[_bucket_tally(bound)])
+            (_bucket_label(bound), totals[duration_bucket_tally(bound)])
             for bound in ATTEMPT_DURATION_BUCKETS_MS
         ]
         buckets.append(("+Inf", totals["attempt_duration_count"]))

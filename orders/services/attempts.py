@@ -5,6 +5,8 @@ checkpoints, and what a failed attempt leads to.
 import functools
 import logging
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -14,11 +16,19 @@ from django.utils import timezone
 from orders.exceptions import (
     StepError,
 )
-from orders.gateways import STEPS, StepResult, order_steps, step_idempotency_key
+from orders.gateways import (
+    STEPS,
+    Line,
+    StepOrder,
+    StepResult,
+    order_steps,
+    step_idempotency_key,
+)
 from orders.models import (
     Delivery,
     Order,
     OrderEvent,
+    OrderLine,
 )
 from orders.services.backoff import backoff_delay_from_settings
 from orders.services.orders import PROCESS_ORDER_TASK, elapsed_ms, order_fail
@@ -33,7 +43,6 @@ from orders.state.transitions import (
     plan_transition,
     transition,
 )
-from orders.workers.djangoq import taken_along as takenalong
 
 logger = logging.getLogger(__name__)
 
@@ -41,35 +50,25 @@ Status = Order.Status
 EventType = OrderEvent.Type
 
 
-def order_claim(order: Order) -> bool:
-    """PENDING|RETRYING (and due) -> PROCESSING, counting one attempt; `order` is
-    updated in place. False, changing nothing, for a duplicate delivery or a
-    racing worker."""
-    claimed = order_claim_by_id(order.order_id)
-    if claimed is None:
-        return False
-    order.__dict__.update(
-        {
-            field.attname: getattr(claimed, field.attname)
-            for field in Order._meta.concrete_fields
-        }
-    )
-    return True
+# Told which orders a batch took along besides the one its task named, once the
+# claim has committed: the worker side notes them, so their own queued tasks
+# can be dropped (orders/workers/djangoq/taken_along.py).
+TakenAlongNote = Callable[[list[Order]], None]
 
 
-def order_claim_by_id(order_id: str) -> Order | None:
-    """Claim the order with this id if it may be claimed now; the claim reads it
-    (transitions.claim). The event says where the attempt starts when earlier
-    ones completed steps."""
-    claimed = _claim_for_attempts(order_id, companions=0)
-    return claimed.orders[0] if claimed.orders else None
-
-
-def _claim_for_attempts(order_id: str, *, companions: int) -> Claimed:
-    """Claim the order with this id and up to `companions` orders waiting behind
-    it (transitions.claim_batch). Orders with a simulation plan are never taken
-    along: a plan may hold its worker (delay_ms) or fail on purpose, and must
-    not hold or fail the orders around it."""
+def order_claim_batch(
+    *,
+    order_id: str,
+    companions: int = 0,
+    note_taken_along: TakenAlongNote | None = None,
+) -> Claimed:
+    """Claim the order with this id, if it may be claimed now, and up to
+    `companions` orders waiting behind it (transitions.claim_batch), counting
+    one attempt of each. Orders with a simulation plan are never taken along: a
+    plan may hold its worker (delay_ms) or fail on purpose, and must not hold or
+    fail the orders around it. Returns what was claimed (transitions.Claimed);
+    the asked order stays unclaimed for a duplicate delivery, a racing worker or
+    a retry not due yet."""
     now = timezone.now()
     lease_expires_at = now + timedelta(seconds=settings.ORDER_LEASE_SECONDS)
     claimed = claim_batch(
@@ -95,13 +94,8 @@ def _claim_for_attempts(order_id: str, *, companions: int) -> Claimed:
             claimed.orders.insert(0, order)
             claimed.asked = None
     taken_along = [order for order in claimed.orders if order.order_id != order_id]
-    if taken_along:
-        # Their own tasks have nothing left to do
-        # (orders/workers/djangoq/taken_along.py); noted
-        # once the claim is committed.
-        transaction.on_commit(
-            functools.partial(takenalong.note_taken_along, taken_along)
-        )
+    if taken_along and note_taken_along is not None:
+        transaction.on_commit(functools.partial(note_taken_along, taken_along))
     return claimed
 
 
@@ -148,30 +142,14 @@ class BatchSizer:
             self.seconds_per_order = (self.seconds_per_order + sample) / 2
 
 
-_batch_sizer = BatchSizer()
-
-
 def order_process_queued(
-    *, order_id: str, queued_at_us: int | None = None
+    *,
+    order_id: str,
+    batch_sizer: BatchSizer,
+    note_taken_along: TakenAlongNote | None = None,
 ) -> Order | None:
-    """The queue's task: order_process() of its order, taking along the orders
-    that wait behind it that this worker has time for (BatchSizer).
-
-    A task whose order a batch of this cluster took along while the order's
-    row held the task's stamp `queued_at_us` (noted) returns None at once,
-    without a query: the attempt it was queued for is claimed already."""
-    if takenalong.was_taken_along(order_id, queued_at_us):
-        return None
-    started = time.monotonic()
-    claimed = _claim_for_attempts(order_id, companions=_batch_sizer.companions())
-    if claimed.orders:
-        _run_attempts(claimed.orders)
-        _batch_sizer.ran(len(claimed.orders), time.monotonic() - started)
-    return _asked_order(order_id, claimed)
-
-
-def order_process(*, order_id: str, companions: int = 0) -> Order | None:
-    """Claim the order, and up to `companions` orders waiting behind it, and run
+    """The queue's task: claim the order, and the orders waiting behind it that
+    this worker has time for (`batch_sizer`, the worker process's own), and run
     one attempt of each one's steps, recording the outcomes. Returns the order,
     as the attempt left it, or as it was if it could not be claimed (a duplicate
     delivery, a retry not due yet; None if there is no such order).
@@ -182,12 +160,18 @@ def order_process(*, order_id: str, companions: int = 0) -> Order | None:
     captured again. The last step's checkpoint is part of the completion's
     transaction.
 
-    Never raises for a step failure: it decides retry or fail itself, so the queue
-    never redelivers an attempt that already counted.
+    Never raises for a step failure: it decides retry or fail itself, so the
+    queue never redelivers an attempt that already counted.
     """
-    claimed = _claim_for_attempts(order_id, companions=companions)
+    started = time.monotonic()
+    claimed = order_claim_batch(
+        order_id=order_id,
+        companions=batch_sizer.companions(),
+        note_taken_along=note_taken_along,
+    )
     if claimed.orders:
         _run_attempts(claimed.orders)
+        batch_sizer.ran(len(claimed.orders), time.monotonic() - started)
     return _asked_order(order_id, claimed)
 
 
@@ -207,6 +191,7 @@ def _run_attempts(orders: list[Order]) -> None:
     go on."""
     started = time.monotonic()
     steps = order_steps()
+    told = _step_orders(orders)
     running = list(orders)
     last_results: dict[int, StepResult] = {}
     for step in steps:
@@ -216,9 +201,9 @@ def _run_attempts(orders: list[Order]) -> None:
                 continue
             try:
                 result = step.run(
-                    order,
+                    told[order.pk],
                     attempt=order.attempts,
-                    idempotency_key=step_idempotency_key(order, step.name),
+                    idempotency_key=step_idempotency_key(order.order_id, step.name),
                 )
             except StepError as error:
                 _attempt_failed(order, error, elapsed_ms(started))
@@ -250,6 +235,29 @@ def _run_attempts(orders: list[Order]) -> None:
                 )
                 running.remove(order)
     _orders_complete(running, steps[-1].name, last_results, started)
+
+
+def _step_orders(orders: list[Order]) -> dict[int, StepOrder]:
+    """What the steps are told about each order, by pk: its lines read in one
+    query for the whole batch."""
+    lines = defaultdict(list)
+    rows = (
+        OrderLine.objects.filter(order__in=[order.pk for order in orders])
+        .order_by("pk")
+        .values_list("order", "sku", "quantity", "unit_price")
+    )
+    for order_pk, sku, quantity, unit_price in rows:
+        lines[order_pk].append(Line(sku=sku, quantity=quantity, unit_price=unit_price))
+    return {
+        order.pk: StepOrder(
+            order_id=order.order_id,
+            amount=order.amount,
+            currency=order.currency,
+            lines=tuple(lines[order.pk]),
+            simulate=order.simulate or {},
+        )
+        for order in orders
+    }
 
 
 def _step_checkpoint(order: Order, step: str, result: StepResult) -> dict:
@@ -323,13 +331,22 @@ def _attempt_failed(order: Order, error: Exception, duration_ms: int) -> bool:
     if permanent:
         reason = f"{message}: a permanent error, not retried"
         return order_fail(order, reason=reason, preceding=[failed])
+    return _retry_or_give_up(order, message=message, preceding=[failed])
+
+
+def _retry_or_give_up(
+    order: Order, *, message: str, preceding: list[PrecedingEvent]
+) -> bool:
+    """After an attempt that failed and may be retried: another attempt, or
+    FAILED once the order has had ORDER_MAX_ATTEMPTS (as they were when it was
+    placed or retried by an operator)."""
     if order.attempts >= order.max_attempts:
         reason = (
             f"gave up after {order.attempts} of {order.max_attempts} attempts "
             f"(ORDER_MAX_ATTEMPTS); last error: {message}"
         )
-        return order_fail(order, reason=reason, preceding=[failed])
-    return order_schedule_retry(order, message=message, preceding=[failed])
+        return order_fail(order, reason=reason, preceding=preceding)
+    return order_schedule_retry(order, message=message, preceding=preceding)
 
 
 def order_schedule_retry(
@@ -360,16 +377,10 @@ def order_schedule_retry(
 def order_expire_lease(*, order: Order) -> bool:
     """A PROCESSING order whose worker stopped answering: the attempt counts as
     failed (it may have been the one that killed the worker), then the usual
-    retry-or-recover decision."""
+    retry-or-give-up decision (_retry_or_give_up)."""
     message = (
         f"attempt {order.attempts} lost: the worker stopped before finishing "
         "(lease expired)"
     )
     failed = PrecedingEvent(EventType.ATTEMPT_FAILED, message)
-    if order.attempts >= order.max_attempts:
-        reason = (
-            f"gave up after {order.attempts} of {order.max_attempts} attempts "
-            f"(ORDER_MAX_ATTEMPTS); last error: {message}"
-        )
-        return order_fail(order, reason=reason, preceding=[failed])
-    return order_schedule_retry(order, message=message, preceding=[failed])
+    return _retry_or_give_up(order, message=message, preceding=[failed])

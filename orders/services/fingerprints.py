@@ -60,7 +60,7 @@ def project_relative(path: str) -> str:
 
 
 def failure_location(traceback_text: str) -> str:
-    """ "orders/services/orders.py in order_process": the innermost project frame; the
+    """ "orders/services/orders.py in order_place": the innermost project frame; the
     innermost frame of all when no frame is the project's (a library's task);
     "" when the text has no frames."""
     frames = traceback_frames(traceback_text)

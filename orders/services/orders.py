@@ -9,13 +9,12 @@ import functools
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from orders.api.validation import OrderInput
 from orders.exceptions import (
     IdempotencyConflict,
 )
@@ -24,12 +23,12 @@ from orders.models import (
     OrderEvent,
     OrderLine,
 )
+from orders.services.inputs import OrderInput
 from orders.state.transitions import (
     PrecedingEvent,
     append_event,
     transition,
 )
-from orders.workers.djangoq import taken_along as takenalong
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +138,7 @@ def order_enqueue(order_id: str, queued_at=None) -> None:
     it, and the task then has nothing to do (orders/workers/djangoq/taken_along.py)."""
     from django_q.tasks import async_task
 
-    queued_at_us = takenalong.stamp(queued_at) if queued_at is not None else None
+    queued_at_us = task_stamp(queued_at) if queued_at is not None else None
     # Successful results are not kept: the order's own timeline records them.
     async_task(
         PROCESS_ORDER_TASK,
@@ -151,13 +150,24 @@ def order_enqueue(order_id: str, queued_at=None) -> None:
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def task_stamp(queued_at: datetime) -> int:
+    """An order task's stamp: its order's `queued_at` in whole microseconds,
+    exact (a float would round)."""
+    return (queued_at - _EPOCH) // _MICROSECOND
+
+
 @functools.cache
 def queue_broker():
     """This process's django-q2 broker. Without one, async_task() makes a new
     broker per call, and the Redis broker a new Redis connection with it (a
     connect and two CLIENT SETINFO round trips before the RPUSH). Shared by
     threads: redis-py's connection pool is thread-safe, and the ORM broker
-    keeps nothing but a queryset."""
+    keeps nothing but a queryset. The dispatcher reads the queue's head
+    through it too."""
     from django_q.brokers import get_broker
 
     return get_broker()

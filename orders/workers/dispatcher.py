@@ -13,7 +13,6 @@ and tries again in QUEUE_DOWN_RETRY_SECONDS, recording nothing (/healthz says th
 queue is down).
 """
 
-import functools
 import logging
 import threading
 import time
@@ -35,7 +34,7 @@ from orders.services.attempts import order_expire_lease
 from orders.services.deliveries import delivery_listener_enqueue
 from orders.services.events import events_trim
 from orders.services.failures import record_failure
-from orders.services.orders import order_enqueue
+from orders.services.orders import order_enqueue, queue_broker
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ def oldest_queued_at() -> datetime | None:
     from django_q.models import OrmQ
     from django_q.signing import SignedPackage
 
-    broker = _broker()
+    broker = queue_broker()
     if isinstance(broker, ORM):
         payload = (
             OrmQ.objects.using(Conf.ORM)
@@ -116,14 +115,6 @@ def oldest_queued_at() -> datetime | None:
     if payload is None:
         return None
     return SignedPackage.loads(payload)["started"]
-
-
-@functools.cache
-def _broker():
-    """One broker (and Redis connection pool) per process, not one per sweep."""
-    from django_q.brokers import get_broker
-
-    return get_broker()
 
 
 def dispatch_due_orders(*, now=None) -> list[str]:

@@ -5,9 +5,10 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from orders.api.validation import SIMULATE_DEFAULTS, LineInput, OrderInput
+from orders.api.validation import SIMULATE_DEFAULTS
 from orders.models import Order, OrderEvent
 from orders.services import orders as services
+from orders.services.inputs import LineInput, OrderInput
 
 Status = Order.Status
 POLL_SECONDS = 0.25

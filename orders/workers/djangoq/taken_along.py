@@ -6,8 +6,9 @@ the queue. Each of those tasks would then cost a claim statement (and Django's
 connection health check before it) only to find its order taken. So the
 claiming worker notes each order it took along together with the `queued_at`
 its row had when it was claimed, which is the stamp that order's task carries
-(services.order_enqueue); a worker handed a task whose order and stamp are noted
-returns without touching the database.
+(services.orders.order_enqueue, task_stamp); a worker handed a task whose
+order and stamp are noted returns without touching the database
+(orders.tasks.process_order).
 
 A note is a fact, never a guess: the order's row held that stamp when a worker
 claimed its attempt, so the attempt that task was queued for is being run. Any
@@ -26,24 +27,16 @@ worker killed in the middle of a note leaves a slot no task matches.
 import ctypes
 import zlib
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
 from multiprocessing.sharedctypes import RawArray
 
+from orders.services.orders import PROCESS_ORDER_TASK, task_stamp
 from orders.workers.djangoq.queues import RobustLock
 
 SLOTS = 16384
 # Order.order_id's max_length.
 ID_BYTES = 40
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 _table: "TakenAlong | None" = None
-
-
-def stamp(queued_at: datetime) -> int:
-    """A task's stamp: its order's `queued_at` in whole microseconds, exact (a
-    float would round)."""
-    return (queued_at - _EPOCH) // _MICROSECOND
 
 
 class TakenAlong:
@@ -92,10 +85,10 @@ def install(table: TakenAlong | None) -> None:
 
 def note_taken_along(orders: Iterable) -> None:
     """Note the orders a batch claimed besides the one its task named (call
-    once the claim has committed)."""
+    once the claim has committed: orders.tasks hands this to the service)."""
     if _table is not None:
         _table.note(
-            (order.order_id, stamp(order.queued_at))
+            (order.order_id, task_stamp(order.queued_at))
             for order in orders
             if order.queued_at is not None
         )
@@ -118,8 +111,6 @@ def task_was_taken_along(task: dict) -> bool:
     django_q.pusher.pusher puts a task into the cluster's queue
     (sentinel.TakenAlongFilter); `task` is the dict that function builds
     (SignedPackage.loads, plus "ack_id")."""
-    from orders.services.orders import PROCESS_ORDER_TASK
-
     if task.get("func") != PROCESS_ORDER_TASK or task.get("kwargs"):
         return False
     args = task.get("args") or ()
