@@ -10,7 +10,8 @@ from orders.services.attempts import (
     order_claim_batch,
     order_process_queued,
 )
-from orders.services.failures import failure_resolve, failure_store
+from orders.services.failure_actions import failure_resolve
+from orders.services.failures import failure_store
 from orders.services.inputs import LineInput, OrderInput
 from orders.workers.djangoq import taken_along
 

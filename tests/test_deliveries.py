@@ -10,7 +10,7 @@ from orders import exceptions, selectors
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
 from orders.operations import failures
 from orders.services.deliveries import delivery_complete, order_delivery_completed
-from orders.services.failures import failure_rerun
+from orders.services.failure_actions import failure_rerun
 from tests.factories import failure_record, place, process, processed
 
 pytestmark = pytest.mark.django_db

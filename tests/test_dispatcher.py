@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from orders.models import Delivery, FailureRecord, Order
 from orders.services import orders as services
 from orders.services.deliveries import delivery_complete
-from orders.services.failures import failure_resolve
+from orders.services.failure_actions import failure_resolve
 from orders.workers import dispatcher
 from orders.workers.dispatcher import (
     ENQUEUE_CLOCK_SLACK,

@@ -12,13 +12,13 @@ from django.utils import timezone
 from orders import selectors
 from orders.models import FailureGroup, FailureRecord, Order
 from orders.operations.failures import GroupMail, failures_mail_pending, group_mail_due
-from orders.services.failures import (
+from orders.services.failure_actions import (
     failure_group_rerun,
     failure_group_resolve,
     failure_group_retry_orders,
     failure_resolve,
-    record_failure,
 )
+from orders.services.failures import record_failure
 from tests.factories import failure_record, failure_traceback, processed
 
 pytestmark = pytest.mark.django_db

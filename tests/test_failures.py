@@ -20,7 +20,8 @@ from orders.operations import failures
 from orders.operations.failures import parse_task_result
 from orders.services import attempts
 from orders.services import orders as services
-from orders.services.failures import failure_group_resolve, record_failure
+from orders.services.failure_actions import failure_group_resolve
+from orders.services.failures import record_failure
 from orders.services.inputs import LineInput, OrderInput
 from tests.stack import free_port, wait_until
 

@@ -12,7 +12,7 @@ from orders.models import Delivery, EventTally, Order, OrderEvent
 from orders.operations import metrics
 from orders.services import orders as services
 from orders.services.events import events_trim
-from orders.services.failures import failure_group_resolve
+from orders.services.failure_actions import failure_group_resolve
 from orders.workers import dispatcher
 from tests import factories
 

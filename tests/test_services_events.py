@@ -12,7 +12,7 @@ from orders.models import FailureRecord, Order, OrderEvent
 from orders.services import events
 from orders.services import orders as services
 from orders.services.events import events_trim
-from orders.services.failures import failure_resolve
+from orders.services.failure_actions import failure_resolve
 from tests import factories
 
 pytestmark = pytest.mark.django_db

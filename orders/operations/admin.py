@@ -28,7 +28,7 @@ from orders.models import (
 )
 from orders.services import orders as services
 from orders.services.deliveries import delivery_complete
-from orders.services.failures import (
+from orders.services.failure_actions import (
     failure_group_rerun,
     failure_group_resolve,
     failure_group_retry_orders,

@@ -31,6 +31,7 @@ from orders.models import (
     OrderLine,
 )
 from orders.services.backoff import backoff_delay_from_settings
+from orders.services.failures import record_failure
 from orders.services.orders import PROCESS_ORDER_TASK, elapsed_ms, order_fail
 from orders.state.transitions import (
     Claimed,
@@ -209,8 +210,6 @@ def _run_attempts(orders: list[Order]) -> None:
                 _attempt_failed(order, error, elapsed_ms(started))
                 running.remove(order)
             except Exception as error:  # noqa: BLE001 - a bug in a step is still an outcome
-                from orders.services.failures import record_failure
-
                 record_failure(
                     task=PROCESS_ORDER_TASK,
                     args=[order.order_id],

@@ -16,6 +16,7 @@ from orders.models import (
     OrderEvent,
 )
 from orders.services.attempts import describe_error
+from orders.services.failures import record_failure
 from orders.services.orders import queue_broker, redispatch_time
 from orders.state.transitions import (
     append_event,
@@ -80,8 +81,6 @@ def delivery_listener_enqueue(*, order_id: str, code: str) -> None:
             broker=queue_broker(),
         )
     except Exception as error:  # noqa: BLE001 - recorded, never lost
-        from orders.services.failures import record_failure
-
         record_failure(
             task=DELIVERY_LISTENER_TASK,
             args=[order_id, code],

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from orders.models import FailureGroup, FailureRecord
-from orders.services.failures import failure_group_resolve, failure_resolve
+from orders.services.failure_actions import failure_group_resolve, failure_resolve
 
 
 class Command(BaseCommand):
