@@ -336,6 +336,8 @@ IMPLEMENTATIONS: dict[str, Writer] = {
 }
 
 # What production writes with, by database vendor; any other vendor: the ORM.
+# The raw SQL on both: `manage.py bench moves` finds the ORM slower in every
+# write, on SQLite and on PostgreSQL (docs/decisions/0001-raw-sql-for-moves.md).
 PRODUCTION: dict[str, Writer] = {
     "postgresql": IMPLEMENTATIONS["sql"],
     "sqlite": IMPLEMENTATIONS["sql"],
