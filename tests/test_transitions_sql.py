@@ -277,3 +277,17 @@ def test_moves_that_write_different_fields_in_one_apply_leave_the_same_rows(
     assert orm_answers == sql_answers
     assert orm_rows == sql_rows
     assert not sql_rows["deliveries"]
+
+
+@pytest.mark.django_db
+def test_the_moves_bench_times_every_phase_with_each_writer():
+    """`manage.py bench moves`, which decides where the raw SQL stays, runs
+    every phase with both writers (here in this process, at a tiny size)."""
+    from orders.bench.moves import PHASES, MovesPlan, format_moves, measure
+
+    report = measure(MovesPlan(moves=4, batch=2, rounds=2), progress=lambda line: None)
+    assert set(report["phases"]) == set(PHASES)
+    for figures in report["phases"].values():
+        assert figures["sql_us"] > 0 and figures["orm_us"] > 0
+        assert len(figures["ratios"]) == 2
+    assert len(format_moves(report)) == 2 + len(PHASES)
