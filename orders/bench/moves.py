@@ -135,7 +135,7 @@ def measure(plan: MovesPlan, progress) -> dict:
         }
     database = connection.settings_dict
     where = (
-        f"PostgreSQL {connection.pg_version}"
+        f"PostgreSQL {connection.pg_version // 10000}.{connection.pg_version % 10000}"
         if connection.vendor == "postgresql"
         else f"SQLite {connection.Database.sqlite_version}"
     )
