@@ -19,6 +19,7 @@ from hypothesis.stateful import (
 from orders.exceptions import InvalidTransition
 from orders.models import Order, OrderEvent
 from orders.services.backoff import backoff_delay
+from orders.state import transitions
 from orders.state.transitions import (
     EVENT_FOR_STATUS,
     TRANSITIONS,
@@ -136,16 +137,20 @@ class OrderLifecycle(RuleBasedStateMachine):
 
 
 @pytest.mark.django_db
-def test_no_sequence_of_moves_and_claims_leaves_the_table():
-    run_state_machine_as_test(
-        OrderLifecycle,
-        settings=settings(
-            max_examples=40,
-            stateful_step_count=25,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+@pytest.mark.parametrize("writer", sorted(transitions.IMPLEMENTATIONS))
+def test_no_sequence_of_moves_and_claims_leaves_the_table(writer):
+    """Whichever implementation writes the moves (the raw SQL or its ORM
+    reference)."""
+    with transitions.written_by(writer):
+        run_state_machine_as_test(
+            OrderLifecycle,
+            settings=settings(
+                max_examples=40,
+                stateful_step_count=25,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
 
 
 # The backoff ----------------------------------------------------------------------

@@ -135,7 +135,7 @@ def test_events_written_by_a_move_carry_their_row_ids_in_order():
 
 # Text that an array literal must quote or escape, and what a careless one would
 # take for NULL: the moves of a batch send their values as arrays (on
-# PostgreSQL, in binary; transitions._array_slot).
+# PostgreSQL, in binary; transitions_sql._array_slot).
 AWKWARD_TEXTS = [
     'a "quoted", {braced} reason\\ with a backslash',
     "NULL",

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from orders.bench.environment import bench_environment, describe
+from orders.bench.moves import MovesPlan, format_moves, run_moves_bench
 from orders.bench.pipeline import PipelinePlan
 from orders.bench.service import (
     SERVICE_SCENARIOS,
@@ -23,10 +24,10 @@ from orders.bench.streams import StreamsPlan, run_streams_bench
 from orders.bench.streams_servers import DEFAULT_SERVERS, SERVERS
 from orders.workers.processes import LocalService
 
-# streams and pipeline start their own processes (no --url).
-SCENARIOS = (*SERVICE_SCENARIOS, "streams", "pipeline")
+# streams, pipeline and moves start their own processes (no --url).
+SCENARIOS = (*SERVICE_SCENARIOS, "streams", "pipeline", "moves")
 GROUPS = {"service": (*SERVICE_SCENARIOS, "streams"), "all": SCENARIOS}
-OWN_PROCESSES = {"streams", "pipeline"}
+OWN_PROCESSES = {"streams", "pipeline", "moves"}
 
 # (full size, --quick size) of every plan option.
 SIZES = {
@@ -39,6 +40,7 @@ SIZES = {
     "noop_tasks": (PipelinePlan.noop_tasks, 500),
     "pipeline_orders": (PipelinePlan.orders, 300),
     "pickups": (PipelinePlan.pickups, 15),
+    "moves": (MovesPlan.moves, 200),
 }
 
 
@@ -50,7 +52,9 @@ class Command(BaseCommand):
         "open time, event latency, RSS per stream, threads, DB connections and "
         "queries/s, beside django-eventstream serving the same events), "
         "pipeline (orders/s drained against django-q2 no-op tasks/s on the same "
-        "cluster, pickup latency); service = placing retries streams; all "
+        "cluster, pickup latency), moves (the state machine's writes, raw SQL "
+        "against the ORM, per order and as a ratio); service = placing retries "
+        "streams; all "
         "(the default) = every one. Each run gets a throwaway database and queue: "
         "SQLite and the ORM broker, or a new PostgreSQL database and its own Redis "
         "queue when DATABASE_URL / REDIS_URL say so."
@@ -61,7 +65,8 @@ class Command(BaseCommand):
             "scenarios",
             nargs="*",
             metavar="scenario",
-            help="placing, retries, streams, pipeline, service or all (default).",
+            help="placing, retries, streams, pipeline, moves, service or all "
+            "(default).",
         )
         parser.add_argument(
             "--quick", action="store_true", help="Small sizes: about a minute."
@@ -187,10 +192,16 @@ class Command(BaseCommand):
             report.pipeline = self._run_pipeline(
                 pipeline_plan, options["workers"], progress, quiet=options["json"]
             )
+        moves = None
+        if "moves" in scenarios:
+            moves_plan = MovesPlan(moves=sizes["moves"], timeout=options["timeout"])
+            moves = run_moves_bench(moves_plan, progress, quiet=options["json"])
         if options["json"]:
-            self.stdout.write(json.dumps(report.as_dict(), indent=2))
+            as_dict = report.as_dict() | ({"moves": moves} if moves else {})
+            self.stdout.write(json.dumps(as_dict, indent=2))
         else:
-            self.stdout.write(format_report(report))
+            parts = [format_report(report), *format_moves(moves)]
+            self.stdout.write("\n".join(part for part in parts if part))
 
     @staticmethod
     def _streams_plan(options: dict, sizes: dict) -> StreamsPlan:
