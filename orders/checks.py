@@ -5,7 +5,7 @@ import sqlite3
 from django.conf import settings
 from django.core import checks
 
-# orders/state/transitions.py writes with UPDATE/INSERT ... RETURNING.
+# orders/state/transitions_sql*.py write with UPDATE/INSERT ... RETURNING.
 SQLITE_RETURNING = (3, 35, 0)
 
 

@@ -65,8 +65,8 @@ if _engine == "django.db.backends.postgresql":
     _options = DATABASES["default"].setdefault("OPTIONS", {})
     # Django turns psycopg's prepared statements off (None); its own cursors bind
     # on the client and never prepare, so this is for the order moves, which
-    # bind on the server and ask to be prepared (orders/state/transitions.py,
-    # _bound_cursor): parsed and planned once per connection. Behind PgBouncer
+    # bind on the server and ask to be prepared (orders/state/transitions_sql.py,
+    # bound_cursor): parsed and planned once per connection. Behind PgBouncer
     # in transaction mode, it needs max_prepared_statements (PgBouncer 1.21+).
     _options["prepare_threshold"] = 5
     _options["application_name"] = DATABASE_APPLICATION_NAME

@@ -140,8 +140,8 @@ def scaled_stack(tmp_path_factory):
 
 
 def test_orders_complete_and_retry_on_postgresql_and_redis(scaled_stack):
-    """On PostgreSQL each move is one statement (transitions._move, and the
-    claim of a first attempt); the timelines are the same as on SQLite."""
+    """On PostgreSQL each move is one statement (orders/state/transitions_sql.py,
+    and the claim of a first attempt); the timelines are the same as on SQLite."""
     plain = scaled_stack.place()["order_id"]
     flaky = scaled_stack.place(fail_times=2)["order_id"]
     resumed = scaled_stack.place(step="stock", fail_times=1)["order_id"]
