@@ -173,7 +173,7 @@ class FailureGroup(models.Model):
     message said.
 
     The admins are mailed per group, not per record
-    (orders/operations/failures.py): a new group at once, a group that keeps
+    (orders/operations/mailer.py): a new group at once, a group that keeps
     failing in a digest at most once per
     FAILURE_DIGEST_WINDOW_SECONDS, a resolved group that fails again (a
     regression) at once. Groups are never deleted, like their records.

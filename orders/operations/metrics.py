@@ -123,7 +123,7 @@ class OrdersCollector(Collector):
 
     def _failure_groups(self) -> Metric:
         """Open groups, the regressions among them apart: what an operator has
-        to look at (orders/operations/failures.py)."""
+        to look at (FailureGroup in orders/models.py)."""
         family = GaugeMetricFamily(
             "orders_failure_groups_open",
             "Failure groups not resolved; reopened=true: resolved once and "
