@@ -1,12 +1,17 @@
-"""Reads: what the API, pages and streams show of orders."""
+"""Reads: what the API, pages and streams show of orders, and what the task
+queue holds."""
 
+import functools
 from datetime import UTC, datetime, timedelta
 from statistics import median
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count
 from django.db.models.functions import TruncHour, TruncMinute
 from django.urls import reverse
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orders.gateways import STEPS
 from orders.models import FailureGroup, Order, OrderEvent
@@ -259,3 +264,61 @@ def failure_group_hourly_counts(
 def failure_group_orders(*, group: FailureGroup):
     """The orders the group's records are about, most recent first."""
     return Order.objects.filter(failures__group=group).distinct().order_by("-id")
+
+
+# The task queue -------------------------------------------------------------------
+
+# The statuses of an order the dispatcher hands to the queue at dispatch_due_at.
+OPEN = [Order.Status.PENDING, Order.Status.RETRYING]
+
+# The queue itself is unreachable (the Redis broker's connection failed): nothing
+# is wrong with the work being handed over or read.
+QUEUE_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
+
+
+@functools.cache
+def queue_broker():
+    """This process's django-q2 broker: one (and one Redis connection pool) per
+    process, not one per read."""
+    from django_q.brokers import get_broker
+
+    return get_broker()
+
+
+def queue_depth() -> int:
+    """Tasks waiting in the broker, not yet pulled by a cluster."""
+    return queue_broker().queue_size()
+
+
+def oldest_queued_at() -> datetime | None:
+    """When the oldest task still waiting in the broker was enqueued (django-q2
+    stamps `started` on every task in async_task), or None if none waits.
+
+    A task a cluster has pulled (a locked OrmQ row, a popped Redis item) no longer
+    waits: it is in that cluster's buffer or running.
+    """
+    from django_q.brokers.orm import ORM
+    from django_q.brokers.redis_broker import Redis
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    broker = queue_broker()
+    if isinstance(broker, ORM):
+        payload = (
+            OrmQ.objects.using(Conf.ORM)
+            .filter(key=broker.list_key, lock__lte=timezone.now())
+            .order_by("id")
+            .values_list("payload", flat=True)
+            .first()
+        )
+    elif isinstance(broker, Redis):
+        payload = broker.connection.lindex(broker.list_key, 0)
+    else:
+        raise ImproperlyConfigured(
+            f"cannot read the head of a {type(broker).__name__} broker; "
+            "orderproj runs on django-q2's ORM or Redis broker"
+        )
+    if payload is None:
+        return None
+    return SignedPackage.loads(payload)["started"]
