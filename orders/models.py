@@ -11,19 +11,20 @@ def new_order_id() -> str:
 
 
 class Order(models.Model):
+    # The labels are what the pages and the console show.
     class Status(models.TextChoices):
         # Saved; handed to the queue, no worker has claimed it yet.
-        PENDING = "PENDING"
+        PENDING = "PENDING", "Waiting for a worker"
         # A worker holds it (until lease_expires_at) and is running its steps.
-        PROCESSING = "PROCESSING"
+        PROCESSING = "PROCESSING", "Processing"
         # An attempt failed with a transient error; the next one is due at
         # next_attempt_at.
-        RETRYING = "RETRYING"
+        RETRYING = "RETRYING", "Retrying soon"
         # Every step succeeded. Terminal.
-        COMPLETED = "COMPLETED"
+        COMPLETED = "COMPLETED", "Completed"
         # A permanent error, or every attempt used; failure_reason says which.
         # Terminal unless an operator retries it.
-        FAILED = "FAILED"
+        FAILED = "FAILED", "Failed"
 
     order_id = models.CharField(
         max_length=40, unique=True, default=new_order_id, editable=False
@@ -103,17 +104,19 @@ class OrderEvent(models.Model):
     Its auto-increment id is the SSE event id, so streams resume from it.
     """
 
+    # The labels are what the pages show (their scripts too: base.html renders
+    # them into every page).
     class Type(models.TextChoices):
-        CREATED = "order.created"
-        PROCESSING = "order.processing"
-        STEP_COMPLETED = "order.step_completed"
-        ATTEMPT_FAILED = "order.attempt_failed"
-        RETRY_SCHEDULED = "order.retry_scheduled"
-        COMPLETED = "order.completed"
-        FAILED = "order.failed"
-        RETRY_REQUESTED = "order.retry_requested"
-        DELIVERY_COMPLETED = "delivery.completed"
-        LISTENER_FAILED = "listener.failed"
+        CREATED = "order.created", "Order placed"
+        PROCESSING = "order.processing", "Attempt started"
+        STEP_COMPLETED = "order.step_completed", "Step completed"
+        ATTEMPT_FAILED = "order.attempt_failed", "Attempt failed"
+        RETRY_SCHEDULED = "order.retry_scheduled", "Retry scheduled"
+        COMPLETED = "order.completed", "Completed"
+        FAILED = "order.failed", "Failed"
+        RETRY_REQUESTED = "order.retry_requested", "Retry requested by an operator"
+        DELIVERY_COMPLETED = "delivery.completed", "Delivered"
+        LISTENER_FAILED = "listener.failed", "Delivery listener failed"
 
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
     type = models.CharField(max_length=40, choices=Type.choices)
