@@ -198,7 +198,7 @@ def test_saving_an_order_page_never_reverts_a_workers_transition(operator, monke
     save. On PostgreSQL nothing locks the row in between; here the POST is handed
     the copy it would have read before the worker committed. The admin must not
     write that copy (PENDING, no attempt) back over the worker's COMPLETED."""
-    from orders.operations.admin import OrderAdmin
+    from orders.operations.admin.orders import OrderAdmin
 
     order = place()
     url = f"{ORDERS}{order.pk}/change/"
