@@ -170,16 +170,33 @@ class Delivery(models.Model):
         return self.completed_at is not None
 
 
-class FailureGroup(models.Model):
+class Resolvable(models.Model):
+    """What an operator closes by resolving it (a failure group or record), and
+    who did, when."""
+
+    resolved = models.BooleanField(default=False, db_index=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class FailureGroup(Resolvable):
     """Every FailureRecord of one kind: the same task, exception type and place
     in the project's code (see orders/services/fingerprints.py), whatever the
     message said.
 
-    The admins are mailed per group, not per record
-    (orders/operations/mailer.py): a new group at once, a group that keeps
-    failing in a digest at most once per
-    FAILURE_DIGEST_WINDOW_SECONDS, a resolved group that fails again (a
-    regression) at once. Groups are never deleted, like their records.
+    The admins are mailed per group, not per record (orders/operations/
+    mailer.py): a new group at once, a group that keeps failing in a digest at
+    most once per FAILURE_DIGEST_WINDOW_SECONDS, a resolved group that fails
+    again (a regression) at once. Groups are never deleted, like their records.
     """
 
     fingerprint = models.CharField(max_length=64, unique=True)
@@ -199,15 +216,6 @@ class FailureGroup(models.Model):
         blank=True,
         related_name="+",
     )
-    resolved = models.BooleanField(default=False, db_index=True)
-    resolved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
-    resolved_at = models.DateTimeField(null=True, blank=True)
     # When a resolved group last happened again; a mail is due while this is
     # later than mailed_at.
     reopened_at = models.DateTimeField(null=True, blank=True)
@@ -229,7 +237,7 @@ class FailureGroup(models.Model):
         return not self.resolved and self.reopened_at is not None
 
 
-class FailureRecord(models.Model):
+class FailureRecord(Resolvable):
     """An exception that escaped async work, kept for operators until resolved.
 
     Rows are never deleted by the application: retrying or re-running from a
@@ -255,15 +263,6 @@ class FailureRecord(models.Model):
     group = models.ForeignKey(
         FailureGroup, on_delete=models.PROTECT, related_name="records"
     )
-    resolved = models.BooleanField(default=False, db_index=True)
-    resolved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
-    resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
