@@ -90,7 +90,9 @@ def test_a_thousand_identical_failures_are_one_group_one_mail_and_one_digest(
         what="a thousand failures in one group within the digest window",
     )
     [group] = groups(stack, kind)
-    assert group["location"] == "orders/services/orders.py in order_delivery_completed"
+    assert group["location"] == (
+        "orders/services/deliveries.py in order_delivery_completed"
+    )
     first = wait_until(
         lambda: mails(mail_dir, kind), timeout=10, what="the group's first mail"
     )
