@@ -28,8 +28,6 @@ from orders.services.failures import (
 # One name for the mailer and the hooks, the one the operators' docs give.
 logger = logging.getLogger("orders.failures")
 
-TRACEBACK_HEADER = "Traceback (most recent call last):"
-
 # Requests ------------------------------------------------------------------------
 
 # How much of a request's path a record keeps (the path is the client's choice).
@@ -136,6 +134,9 @@ def _task_name(task: dict) -> str:
 
 def _task_arguments(task: dict) -> tuple[list, dict]:
     return list(task.get("args") or ()), dict(task.get("kwargs") or {})
+
+
+TRACEBACK_HEADER = "Traceback (most recent call last):"
 
 
 def parse_task_result(result: str) -> tuple[str, str, str]:
