@@ -17,23 +17,21 @@ class OrdersConfig(AppConfig):
         from orders import checks  # noqa: F401 (registers the system checks)
         from orders.operations import (
             admin,  # noqa: F401 (registers the console)
-            failures,
+            hooks,
         )
 
         pre_execute.connect(
-            failures.on_task_started, dispatch_uid="orders.operations.failures.started"
+            hooks.on_task_started, dispatch_uid="orders.operations.hooks.started"
         )
         post_execute_in_worker.connect(
-            failures.on_task_executed,
-            dispatch_uid="orders.operations.failures.executed",
+            hooks.on_task_executed, dispatch_uid="orders.operations.hooks.executed"
         )
         post_execute.connect(
-            failures.on_task_saved, dispatch_uid="orders.operations.failures.saved"
+            hooks.on_task_saved, dispatch_uid="orders.operations.hooks.saved"
         )
         # And a request that raises: its mail goes through the same limit.
         got_request_exception.connect(
-            failures.on_request_failed,
-            dispatch_uid="orders.operations.failures.request",
+            hooks.on_request_failed, dispatch_uid="orders.operations.hooks.request"
         )
         # Deleting an order deletes its events: GET /metrics keeps what they
         # counted (services.events_tally), in the deleting transaction.

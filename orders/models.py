@@ -11,19 +11,20 @@ def new_order_id() -> str:
 
 
 class Order(models.Model):
+    # The labels are what the pages and the console show.
     class Status(models.TextChoices):
         # Saved; handed to the queue, no worker has claimed it yet.
-        PENDING = "PENDING"
+        PENDING = "PENDING", "Waiting for a worker"
         # A worker holds it (until lease_expires_at) and is running its steps.
-        PROCESSING = "PROCESSING"
+        PROCESSING = "PROCESSING", "Processing"
         # An attempt failed with a transient error; the next one is due at
         # next_attempt_at.
-        RETRYING = "RETRYING"
+        RETRYING = "RETRYING", "Retrying soon"
         # Every step succeeded. Terminal.
-        COMPLETED = "COMPLETED"
+        COMPLETED = "COMPLETED", "Completed"
         # A permanent error, or every attempt used; failure_reason says which.
         # Terminal unless an operator retries it.
-        FAILED = "FAILED"
+        FAILED = "FAILED", "Failed"
 
     order_id = models.CharField(
         max_length=40, unique=True, default=new_order_id, editable=False
@@ -103,17 +104,19 @@ class OrderEvent(models.Model):
     Its auto-increment id is the SSE event id, so streams resume from it.
     """
 
+    # The labels are what the pages show (their scripts too: base.html renders
+    # them into every page).
     class Type(models.TextChoices):
-        CREATED = "order.created"
-        PROCESSING = "order.processing"
-        STEP_COMPLETED = "order.step_completed"
-        ATTEMPT_FAILED = "order.attempt_failed"
-        RETRY_SCHEDULED = "order.retry_scheduled"
-        COMPLETED = "order.completed"
-        FAILED = "order.failed"
-        RETRY_REQUESTED = "order.retry_requested"
-        DELIVERY_COMPLETED = "delivery.completed"
-        LISTENER_FAILED = "listener.failed"
+        CREATED = "order.created", "Order placed"
+        PROCESSING = "order.processing", "Attempt started"
+        STEP_COMPLETED = "order.step_completed", "Step completed"
+        ATTEMPT_FAILED = "order.attempt_failed", "Attempt failed"
+        RETRY_SCHEDULED = "order.retry_scheduled", "Retry scheduled"
+        COMPLETED = "order.completed", "Completed"
+        FAILED = "order.failed", "Failed"
+        RETRY_REQUESTED = "order.retry_requested", "Retry requested by an operator"
+        DELIVERY_COMPLETED = "delivery.completed", "Delivered"
+        LISTENER_FAILED = "listener.failed", "Delivery listener failed"
 
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
     type = models.CharField(max_length=40, choices=Type.choices)
@@ -167,16 +170,33 @@ class Delivery(models.Model):
         return self.completed_at is not None
 
 
-class FailureGroup(models.Model):
+class Resolvable(models.Model):
+    """What an operator closes by resolving it (a failure group or record), and
+    who did, when."""
+
+    resolved = models.BooleanField(default=False, db_index=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class FailureGroup(Resolvable):
     """Every FailureRecord of one kind: the same task, exception type and place
     in the project's code (see orders/services/fingerprints.py), whatever the
     message said.
 
-    The admins are mailed per group, not per record
-    (orders/operations/failures.py): a new group at once, a group that keeps
-    failing in a digest at most once per
-    FAILURE_DIGEST_WINDOW_SECONDS, a resolved group that fails again (a
-    regression) at once. Groups are never deleted, like their records.
+    The admins are mailed per group, not per record (orders/operations/
+    mailer.py): a new group at once, a group that keeps failing in a digest at
+    most once per FAILURE_DIGEST_WINDOW_SECONDS, a resolved group that fails
+    again (a regression) at once. Groups are never deleted, like their records.
     """
 
     fingerprint = models.CharField(max_length=64, unique=True)
@@ -196,15 +216,6 @@ class FailureGroup(models.Model):
         blank=True,
         related_name="+",
     )
-    resolved = models.BooleanField(default=False, db_index=True)
-    resolved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
-    resolved_at = models.DateTimeField(null=True, blank=True)
     # When a resolved group last happened again; a mail is due while this is
     # later than mailed_at.
     reopened_at = models.DateTimeField(null=True, blank=True)
@@ -226,7 +237,7 @@ class FailureGroup(models.Model):
         return not self.resolved and self.reopened_at is not None
 
 
-class FailureRecord(models.Model):
+class FailureRecord(Resolvable):
     """An exception that escaped async work, kept for operators until resolved.
 
     Rows are never deleted by the application: retrying or re-running from a
@@ -252,15 +263,6 @@ class FailureRecord(models.Model):
     group = models.ForeignKey(
         FailureGroup, on_delete=models.PROTECT, related_name="records"
     )
-    resolved = models.BooleanField(default=False, db_index=True)
-    resolved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
-    resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-occurred_at", "-id"]

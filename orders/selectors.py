@@ -1,12 +1,17 @@
-"""Reads: what the API, pages and streams show of orders."""
+"""Reads: what the API, pages and streams show of orders, and what the task
+queue holds."""
 
+import functools
 from datetime import UTC, datetime, timedelta
 from statistics import median
 
-from django.db.models import Count
-from django.db.models.functions import TruncHour, TruncMinute
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Coalesce, TruncHour, TruncMinute
 from django.urls import reverse
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orders.gateways import STEPS
 from orders.models import FailureGroup, Order, OrderEvent
@@ -259,3 +264,98 @@ def failure_group_hourly_counts(
 def failure_group_orders(*, group: FailureGroup):
     """The orders the group's records are about, most recent first."""
     return Order.objects.filter(failures__group=group).distinct().order_by("-id")
+
+
+# The task queue -------------------------------------------------------------------
+
+# The statuses of an order the dispatcher hands to the queue at dispatch_due_at.
+OPEN = [Order.Status.PENDING, Order.Status.RETRYING]
+
+# The queue itself is unreachable (the Redis broker's connection failed): nothing
+# is wrong with the work being handed over or read.
+QUEUE_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
+
+
+@functools.cache
+def queue_broker():
+    """This process's django-q2 broker, for enqueueing and for reading the
+    queue. Without one, async_task() makes a new broker per call, and the Redis
+    broker a new Redis connection with it (a connect and two CLIENT SETINFO
+    round trips before the RPUSH). Shared by threads: redis-py's connection pool
+    is thread-safe, and the ORM broker keeps nothing but a queryset."""
+    from django_q.brokers import get_broker
+
+    return get_broker()
+
+
+def queue_depth() -> int:
+    """Tasks waiting in the broker, not yet pulled by a cluster."""
+    return queue_broker().queue_size()
+
+
+def oldest_queued_at() -> datetime | None:
+    """When the oldest task still waiting in the broker was enqueued (django-q2
+    stamps `started` on every task in async_task), or None if none waits.
+
+    A task a cluster has pulled (a locked OrmQ row, a popped Redis item) no longer
+    waits: it is in that cluster's buffer or running.
+    """
+    from django_q.brokers.orm import ORM
+    from django_q.brokers.redis_broker import Redis
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    broker = queue_broker()
+    if isinstance(broker, ORM):
+        payload = (
+            OrmQ.objects.using(Conf.ORM)
+            .filter(key=broker.list_key, lock__lte=timezone.now())
+            .order_by("id")
+            .values_list("payload", flat=True)
+            .first()
+        )
+    elif isinstance(broker, Redis):
+        payload = broker.connection.lindex(broker.list_key, 0)
+    else:
+        raise ImproperlyConfigured(
+            f"cannot read the head of a {type(broker).__name__} broker; "
+            "orderproj runs on django-q2's ORM or Redis broker"
+        )
+    if payload is None:
+        return None
+    return SignedPackage.loads(payload)["started"]
+
+
+# Upper bounds of the attempt-duration histogram, in milliseconds (the unit of
+# OrderEvent.duration_ms). Fixed: EventTally keeps a count per bound for the
+# events already deleted, so a bound added later would miss their share.
+ATTEMPT_DURATION_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+
+
+def duration_bucket_tally(bound_ms: int) -> str:
+    return f"attempt_duration_le_{bound_ms}"
+
+
+def event_tallies() -> dict:
+    """What the order events count, as aggregates over OrderEvent rows: the one
+    definition used both to tally events before they are deleted and to count
+    the events still there."""
+    tallies = {
+        # Each claim writes one order.processing event: one attempt started.
+        "attempts": Count("pk", filter=Q(type=OrderEvent.Type.PROCESSING)),
+        "attempt_failures": Count("pk", filter=Q(type=OrderEvent.Type.ATTEMPT_FAILED)),
+        "retries": Count("pk", filter=Q(type=OrderEvent.Type.RETRY_SCHEDULED)),
+        "failed": Count("pk", filter=Q(type=OrderEvent.Type.FAILED)),
+        "completed": Count("pk", filter=Q(type=OrderEvent.Type.COMPLETED)),
+        # The events that end a measured attempt (order.attempt_failed,
+        # order.completed) carry its duration; a lost attempt (lease expired)
+        # has none.
+        "attempt_duration_count": Count("duration_ms"),
+        "attempt_duration_sum_ms": Coalesce(Sum("duration_ms"), 0),
+    }
+    for bound in ATTEMPT_DURATION_BUCKETS_MS:
+        tallies[duration_bucket_tally(bound)] = Count(
+            "pk", filter=Q(duration_ms__lte=bound)
+        )
+    return tallies

@@ -27,6 +27,6 @@ def process_order(order_id: str, queued_at_us: int | None = None) -> str | None:
 
 def order_delivery_completed(order_id: str, code: str) -> str:
     """The listener of `delivery.completed`. It may raise: the global failure
-    handler (the django-q2 hook in orders.operations.failures) records what escapes."""
+    handler (the django-q2 hook in orders.operations.hooks) records what escapes."""
     order = deliveries_services.order_delivery_completed(order_id=order_id, code=code)
     return order.delivered_at.isoformat() if order.delivered_at else ""

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.django_db
 Status = Order.Status
 
 ORDERS = "/admin/orders/order/"
+GROUPS = "/admin/orders/failuregroup/"
 FAILURES = "/admin/orders/failurerecord/"
 DELIVERIES = "/admin/orders/delivery/"
 
@@ -198,7 +199,7 @@ def test_saving_an_order_page_never_reverts_a_workers_transition(operator, monke
     save. On PostgreSQL nothing locks the row in between; here the POST is handed
     the copy it would have read before the worker committed. The admin must not
     write that copy (PENDING, no attempt) back over the worker's COMPLETED."""
-    from orders.operations.admin import OrderAdmin
+    from orders.operations.admin.orders import OrderAdmin
 
     order = place()
     url = f"{ORDERS}{order.pk}/change/"
@@ -351,6 +352,29 @@ def test_failure_records_cannot_be_deleted(operator):
     assert "delete_selected" not in listing.content.decode()
     assert delete_page.status_code == 403
     assert FailureRecord.objects.filter(pk=record.pk).exists()
+
+
+@pytest.mark.parametrize("url", [ORDERS, GROUPS, FAILURES, DELIVERIES])
+def test_no_record_is_added_or_deleted_from_the_console(operator, url):
+    """Orders come through the API and the rest from what happens to them; none
+    leaves by an admin page: resolving is how a failure is closed."""
+    order = completed_order()
+    record = {
+        ORDERS: order,
+        GROUPS: failure_for(order).group,
+        FAILURES: failure_for(order),
+        DELIVERIES: order.delivery,
+    }[url]
+
+    listing = operator.get(url).content.decode()
+    add_page = operator.get(f"{url}add/")
+    delete_post = operator.post(f"{url}{record.pk}/delete/", {"post": "yes"})
+
+    assert "delete_selected" not in listing
+    assert f'href="{url}add/"' not in listing
+    assert add_page.status_code == 403
+    assert delete_post.status_code == 403
+    assert type(record).objects.filter(pk=record.pk).exists()
 
 
 def test_rerun_listener_from_the_failure_record_marks_the_order_delivered(

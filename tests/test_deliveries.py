@@ -8,7 +8,7 @@ from django_q.conf import Conf
 
 from orders import exceptions, selectors
 from orders.models import Delivery, FailureRecord, Order, OrderEvent
-from orders.operations import failures
+from orders.operations import mailer
 from orders.services.deliveries import delivery_complete, order_delivery_completed
 from orders.services.failure_actions import failure_rerun
 from tests.factories import failure_record, place, process, processed
@@ -123,7 +123,7 @@ def test_listener_failure_keeps_delivery_completed_and_records_failure(
 
     with django_capture_on_commit_callbacks(execute=True):
         delivery_complete(code=order.delivery.code)
-    failures.failures_mail_pending()  # the mailer's step, in qcluster
+    mailer.failures_mail_pending()  # the mailer's step, in qcluster
 
     order.refresh_from_db()
     assert order.delivery.completed_at is not None

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from orders import selectors
 from orders.models import FailureGroup, FailureRecord, Order
-from orders.operations.failures import GroupMail, failures_mail_pending, group_mail_due
+from orders.operations.mailer import GroupMail, failures_mail_pending, group_mail_due
 from orders.services.failure_actions import (
     failure_group_rerun,
     failure_group_resolve,

@@ -16,8 +16,8 @@ from django_q.queues import Queue
 
 from orderproj.settings import email_settings, env_addresses
 from orders.models import FailureGroup, FailureRecord, Order
-from orders.operations import failures
-from orders.operations.failures import parse_task_result
+from orders.operations import mailer
+from orders.operations.hooks import parse_task_result
 from orders.services import attempts
 from orders.services import orders as services
 from orders.services.failure_actions import failure_group_resolve
@@ -143,7 +143,7 @@ def test_record_failure_stores_every_detail_and_the_mailer_mails_the_admins(
     assert mailoutbox == []
     assert FailureGroup.objects.get().mailed_at is None
 
-    assert failures.failures_mail_pending() == 1
+    assert mailer.failures_mail_pending() == 1
 
     stored = FailureRecord.objects.get()
     assert stored == record
@@ -198,8 +198,8 @@ def test_a_mail_that_fails_is_logged_and_not_sent_twice(monkeypatch, settings, c
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()
     record = record_failure(task="orders.tasks.x", error=raised(ValueError("b")))
 
-    assert failures.failures_mail_pending() == 1
-    assert failures.failures_mail_pending() == 0
+    assert mailer.failures_mail_pending() == 1
+    assert mailer.failures_mail_pending() == 0
 
     assert FailureRecord.objects.filter(pk=record.pk).exists()
     assert "could not mail the admins" in caplog.text
@@ -213,8 +213,8 @@ def test_a_burst_of_identical_failures_is_one_group_one_mail_and_keeps_every_rec
             task="orders.tasks.process_order",
             error=raised(ConnectionError(f"gateway down ({number})")),
         )
-    failures.failures_mail_pending()
-    failures.failures_mail_pending()
+    mailer.failures_mail_pending()
+    mailer.failures_mail_pending()
 
     assert FailureRecord.objects.count() == 1000
     group = FailureGroup.objects.get()
@@ -227,7 +227,7 @@ def test_each_task_and_exception_type_is_a_group_of_its_own(mailoutbox):
     for task in ["orders.tasks.a", "orders.tasks.b"]:
         for error in [ValueError("x"), KeyError("y"), ValueError("z")]:
             record_failure(task=task, error=raised(error))
-    failures.failures_mail_pending()
+    mailer.failures_mail_pending()
 
     subjects = [mail.subject for mail in mailoutbox]
     assert len(subjects) == 4
@@ -241,15 +241,15 @@ def test_a_group_that_keeps_failing_sends_one_digest_per_window(mailoutbox, sett
     settings.FAILURE_DIGEST_WINDOW_SECONDS = 60
     for _ in range(3):
         record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
-    failures.failures_mail_pending()
+    mailer.failures_mail_pending()
     for _ in range(2):
         record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
     # Within the window: nothing more.
-    assert failures.failures_mail_pending() == 0
+    assert mailer.failures_mail_pending() == 0
     FailureGroup.objects.update(mailed_at=timezone.now() - timedelta(seconds=61))
 
-    assert failures.failures_mail_pending() == 1
-    assert failures.failures_mail_pending() == 0
+    assert mailer.failures_mail_pending() == 1
+    assert mailer.failures_mail_pending() == 0
 
     assert len(mailoutbox) == 2
     assert "orders.tasks.a: 2 more ValueError since" in mailoutbox[1].subject
@@ -260,10 +260,10 @@ def test_a_group_that_keeps_failing_sends_one_digest_per_window(mailoutbox, sett
 def test_a_group_quiet_since_its_last_mail_sends_no_digest(mailoutbox, settings):
     settings.FAILURE_DIGEST_WINDOW_SECONDS = 60
     record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
-    failures.failures_mail_pending()
+    mailer.failures_mail_pending()
     FailureGroup.objects.update(mailed_at=timezone.now() - timedelta(days=1))
 
-    assert failures.failures_mail_pending() == 0
+    assert mailer.failures_mail_pending() == 0
     assert len(mailoutbox) == 1
 
 
@@ -272,11 +272,11 @@ def test_a_resolved_group_that_fails_again_reopens_and_mails_at_once(
 ):
     settings.FAILURE_DIGEST_WINDOW_SECONDS = 3600
     first = record_failure(task="orders.tasks.a", error=raised(ValueError("x")))
-    failures.failures_mail_pending()
+    mailer.failures_mail_pending()
     failure_group_resolve(group=first.group)
 
     again = record_failure(task="orders.tasks.a", error=raised(ValueError("y")))
-    failures.failures_mail_pending()
+    mailer.failures_mail_pending()
 
     group = FailureGroup.objects.get()
     assert again.group == group
@@ -306,7 +306,7 @@ def test_a_task_raising_in_a_worker_is_recorded_by_the_django_q_hook(
     result = run_in_worker(
         "tests.test_failures.exploding_task", order_id=order.order_id
     )
-    failures.failures_mail_pending()
+    mailer.failures_mail_pending()
 
     assert result["success"] is False
     record = FailureRecord.objects.get()
@@ -339,7 +339,7 @@ def test_the_hook_neither_writes_nor_mails_while_the_worker_holds_its_timer_lock
     pre_save.connect(on_record_saved, sender=FailureRecord, weak=False)
     try:
         run_in_worker("tests.test_failures.exploding_task", "ord_x", timer=timer)
-        failures.failures_mail_pending()
+        mailer.failures_mail_pending()
     finally:
         pre_save.disconnect(on_record_saved, sender=FailureRecord)
         LockWatchingBackend.on_send = None
@@ -479,7 +479,7 @@ def test_a_failure_record_and_its_mail_never_show_a_password_the_error_quoted(
     stored = FailureRecord.objects.get()
     assert "s3cret-pass" not in stored.message + stored.traceback
     assert "cache.internal:6379" in stored.message
-    assert failures.failures_mail_pending() == 1
+    assert mailer.failures_mail_pending() == 1
 
     (mail,) = mailoutbox
     assert "s3cret-pass" not in mail.subject

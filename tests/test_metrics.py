@@ -7,13 +7,13 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from orders import selectors
 from orders.api import metrics as api_metrics
 from orders.models import Delivery, EventTally, Order, OrderEvent
 from orders.operations import metrics
 from orders.services import orders as services
 from orders.services.events import events_trim
 from orders.services.failure_actions import failure_group_resolve
-from orders.workers import dispatcher
 from tests import factories
 
 TOKEN = "metrics-token-for-tests"
@@ -211,7 +211,7 @@ def test_the_attempt_duration_histogram_has_cumulative_buckets_in_seconds(
 def test_the_queue_reports_its_waiting_tasks_and_the_oldest_ones_age(staff_client):
     for order in [factories.place(), factories.place()]:
         services.order_enqueue(order.order_id, order.queued_at)
-    oldest = dispatcher.oldest_queued_at()
+    oldest = selectors.oldest_queued_at()
     before = timezone.now()
 
     samples = scrape(staff_client)

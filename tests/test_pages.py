@@ -2,6 +2,7 @@
 client. (The live parts are exercised against a real daphne in
 tests/e2e/test_streams_e2e.py.)"""
 
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +13,6 @@ from django.utils import timezone
 
 from orders import selectors
 from orders.models import Order, OrderEvent
-from orders.pages.views import STATUS_LABELS
 from orders.services.orders import order_fail
 from tests.factories import claim, process
 
@@ -53,6 +53,53 @@ def assert_inert(html: str) -> None:
     assert "<img src=x" not in html
     assert "&lt;script&gt;alert(" in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+# Labels -------------------------------------------------------------------------
+STATUS_LABELS = {
+    "PENDING": "Waiting for a worker",
+    "PROCESSING": "Processing",
+    "RETRYING": "Retrying soon",
+    "COMPLETED": "Completed",
+    "FAILED": "Failed",
+}
+EVENT_LABELS = {
+    "order.created": "Order placed",
+    "order.processing": "Attempt started",
+    "order.step_completed": "Step completed",
+    "order.attempt_failed": "Attempt failed",
+    "order.retry_scheduled": "Retry scheduled",
+    "order.completed": "Completed",
+    "order.failed": "Failed",
+    "order.retry_requested": "Retry requested by an operator",
+    "delivery.completed": "Delivered",
+    "listener.failed": "Delivery listener failed",
+}
+
+
+@pytest.mark.django_db
+def test_every_page_hands_its_scripts_the_status_and_event_labels(client):
+    """The scripts (static/orders/live.js) read the labels from the page, in the
+    order of the choices: the event types are listed in that order too."""
+    html = client.get("/").content.decode()
+    labels = json.loads(
+        re.search(
+            r'<script id="ui-labels" type="application/json">(.*?)</script>', html
+        )[1]
+    )
+    assert labels == {"statuses": STATUS_LABELS, "events": EVENT_LABELS}
+    assert list(labels["events"]) == list(EVENT_LABELS)
+
+
+@pytest.mark.django_db
+def test_dashboard_counts_each_status_under_its_label(staff_client):
+    html = staff_client.get("/dashboard/").content.decode()
+    shown = dict(
+        re.findall(
+            r'data-status="(\w+)">\s*<span class="count-label">([^<]*)</span>', html
+        )
+    )
+    assert shown == STATUS_LABELS
 
 
 # Storefront ---------------------------------------------------------------------
@@ -103,7 +150,7 @@ def test_order_page_shows_status_attempts_and_every_event_of_the_timeline(
     response = client.get(f"/orders/{order.order_id}")
     assert response.status_code == 200
     html = response.content.decode()
-    assert status_badge(html) == ("RETRYING", STATUS_LABELS["RETRYING"])
+    assert status_badge(html) == ("RETRYING", "Retrying soon")
     assert 'data-attempt="1"' in html
     assert 'data-max-attempts="3"' in html
     assert re.search(
@@ -128,7 +175,7 @@ def test_order_page_of_a_failed_order_says_why(client, place_order):
     order = process(order.order_id)
     assert order.status == Status.FAILED
     html = client.get(f"/orders/{order.order_id}").content.decode()
-    assert status_badge(html) == ("FAILED", STATUS_LABELS["FAILED"])
+    assert status_badge(html) == ("FAILED", "Failed")
     reason = re.search(r'<span data-role="failure-reason">([^<]+)</span>', html).group(
         1
     )

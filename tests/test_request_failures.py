@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from orders.models import FailureGroup, FailureRecord
-from orders.operations.failures import failures_mail_pending
+from orders.operations.mailer import failures_mail_pending
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.crash_urls")]
 

@@ -120,7 +120,7 @@ LOGGING = {
     "loggers": {
         # Django's own config mails the admins on every 500 (its mail_admins
         # handler); here the root's console logs them, and the failure handler
-        # mails them per failure group (orders/operations/failures.py).
+        # mails them per failure group (orders/operations/mailer.py).
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         # django-q2's logger is named "django-q" (django_q/conf.py).
         "django-q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},

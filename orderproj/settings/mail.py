@@ -1,7 +1,7 @@
 """Who is mailed about failures, and how.
 
 Exceptions escaping async work are stored as FailureRecords and mailed to
-ADMINS (orders/operations/failures.py) per failure group: a new group at once,
+ADMINS (orders/operations/mailer.py) per failure group: a new group at once,
 then at most one digest per FAILURE_DIGEST_WINDOW_SECONDS while it keeps
 failing; a resolved group that fails again at once.
 """

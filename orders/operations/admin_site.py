@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from orders import selectors
-from orders.pages.views import STATUS_LABELS
+from orders.models import Order
 
 
 class OperationsAdminSite(admin.AdminSite):
@@ -22,7 +22,7 @@ class OperationsAdminSite(admin.AdminSite):
             "status_counts": [
                 {
                     "status": status,
-                    "label": STATUS_LABELS[status],
+                    "label": Order.Status(status).label,
                     "count": count,
                     "url": f"{orders}?status__exact={status}",
                 }

@@ -44,15 +44,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from orders import selectors
 from orders.live import pump
 from orders.models import Delivery, EventTally, FailureGroup, Order, OrderEvent
-from orders.services.events import (
+from orders.selectors import (
     ATTEMPT_DURATION_BUCKETS_MS,
     duration_bucket_tally,
     event_tallies,
 )
-from orders.services.orders import queue_broker
-from orders.workers import dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ class OrdersCollector(Collector):
 
     def _failure_groups(self) -> Metric:
         """Open groups, the regressions among them apart: what an operator has
-        to look at (orders/operations/failures.py)."""
+        to look at (FailureGroup in orders/models.py)."""
         family = GaugeMetricFamily(
             "orders_failure_groups_open",
             "Failure groups not resolved; reopened=true: resolved once and "
@@ -155,9 +154,9 @@ class OrdersCollector(Collector):
             "orders_queue_reachable", "1 if the task queue's broker answered."
         )
         try:
-            depth = queue_broker().queue_size()
-            oldest = dispatcher.oldest_queued_at()
-        except dispatcher.QUEUE_UNAVAILABLE as error:
+            depth = selectors.queue_depth()
+            oldest = selectors.oldest_queued_at()
+        except selectors.QUEUE_UNAVAILABLE as error:
             logger.warning(
                 "metrics: the queue is unavailable (%s: %s)",
                 type(error).__name__,
@@ -225,7 +224,7 @@ def dispatcher_lag(now: datetime) -> float:
     running qcluster it grows by a second a second."""
     due_times = [
         Order.objects.filter(
-            status__in=dispatcher.OPEN, dispatch_due_at__lte=now
+            status__in=selectors.OPEN, dispatch_due_at__lte=now
         ).aggregate(due=Min("dispatch_due_at"))["due"],
         Order.objects.filter(
             status=Status.PROCESSING, lease_expires_at__lte=now

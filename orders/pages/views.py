@@ -11,42 +11,25 @@ from django.views.decorators.http import require_http_methods
 
 from orders import selectors
 from orders.api.views import json_errors, staff_required
-from orders.models import Order
-
-STATUS_LABELS = {
-    Order.Status.PENDING: "Waiting for a worker",
-    Order.Status.PROCESSING: "Processing",
-    Order.Status.RETRYING: "Retrying soon",
-    Order.Status.COMPLETED: "Completed",
-    Order.Status.FAILED: "Failed",
-}
-
-# static/orders/live.js reads both tables from the page (ui_labels below), so a
-# label is written once.
-EVENT_LABELS = {
-    "order.created": "Order placed",
-    "order.processing": "Attempt started",
-    "order.step_completed": "Step completed",
-    "order.attempt_failed": "Attempt failed",
-    "order.retry_scheduled": "Retry scheduled",
-    "order.completed": "Completed",
-    "order.failed": "Failed",
-    "order.retry_requested": "Retry requested by an operator",
-    "delivery.completed": "Delivered",
-    "listener.failed": "Delivery listener failed",
-}
+from orders.models import Order, OrderEvent
 
 
 def ui_labels(request) -> dict:
-    """Context processor: the labels the pages' scripts show, rendered into every
-    page as JSON by base.html."""
-    return {"ui_labels": {"statuses": STATUS_LABELS, "events": EVENT_LABELS}}
+    """Context processor: the labels the pages' scripts show (static/orders/
+    live.js), rendered into every page as JSON by base.html, so a label is
+    written once: on the choices."""
+    return {
+        "ui_labels": {
+            "statuses": dict(Order.Status.choices),
+            "events": dict(OrderEvent.Type.choices),
+        }
+    }
 
 
 def labelled(events: list[dict]) -> list[dict]:
+    labels = dict(OrderEvent.Type.choices)
     return [
-        {**event, "label": EVENT_LABELS.get(event["type"], event["type"])}
-        for event in events
+        {**event, "label": labels.get(event["type"], event["type"])} for event in events
     ]
 
 
@@ -84,8 +67,7 @@ def order_page(request, order_id: str):
             "document": document,
             "events": events,
             "last_event_id": events[-1]["event_id"] if events else 0,
-            "status_labels": STATUS_LABELS,
-            "status_label": STATUS_LABELS.get(order.status, order.status),
+            "status_label": order.get_status_display(),
         },
     )
 
@@ -102,8 +84,8 @@ def dashboard(request):
         {
             "stats": stats,
             "counts": [
-                (status, STATUS_LABELS[status], stats["counts"][status])
-                for status in Order.Status.values
+                (status, label, stats["counts"][status])
+                for status, label in Order.Status.choices
             ],
             "chart": chart_geometry(stats["series"]),
             "recent_events": labelled(selectors.dashboard_recent_events()),

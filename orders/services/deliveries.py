@@ -15,9 +15,10 @@ from orders.models import (
     Order,
     OrderEvent,
 )
+from orders.selectors import queue_broker
 from orders.services.attempts import describe_error
 from orders.services.failures import record_failure
-from orders.services.orders import queue_broker, redispatch_time
+from orders.services.orders import redispatch_time
 from orders.state.transitions import (
     append_event,
 )

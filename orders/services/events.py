@@ -1,13 +1,12 @@
-"""Event retention: trimming old timelines, keeping their counts; and what
-the events count (GET /metrics reads the same definitions)."""
+"""Event retention: trimming old timelines, keeping their counts
+(selectors.event_tallies defines what they count)."""
 
 import logging
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from orders.models import (
@@ -16,6 +15,7 @@ from orders.models import (
     Order,
     OrderEvent,
 )
+from orders.selectors import event_tallies
 
 logger = logging.getLogger(__name__)
 
@@ -23,39 +23,6 @@ Status = Order.Status
 EventType = OrderEvent.Type
 
 TRIM_BATCH = 1000
-
-# Upper bounds of the attempt-duration histogram, in milliseconds (the unit of
-# OrderEvent.duration_ms). Fixed: EventTally keeps a count per bound for the
-# events already deleted, so a bound added later would miss their share.
-ATTEMPT_DURATION_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
-
-
-def duration_bucket_tally(bound_ms: int) -> str:
-    return f"attempt_duration_le_{bound_ms}"
-
-
-def event_tallies() -> dict:
-    """What the order events count, as aggregates over OrderEvent rows: the one
-    definition used both to tally events before they are deleted and to count
-    the events still there."""
-    tallies = {
-        # Each claim writes one order.processing event: one attempt started.
-        "attempts": Count("pk", filter=Q(type=EventType.PROCESSING)),
-        "attempt_failures": Count("pk", filter=Q(type=EventType.ATTEMPT_FAILED)),
-        "retries": Count("pk", filter=Q(type=EventType.RETRY_SCHEDULED)),
-        "failed": Count("pk", filter=Q(type=EventType.FAILED)),
-        "completed": Count("pk", filter=Q(type=EventType.COMPLETED)),
-        # The events that end a measured attempt (order.attempt_failed,
-        # order.completed) carry its duration; a lost attempt (lease expired)
-        # has none.
-        "attempt_duration_count": Count("duration_ms"),
-        "attempt_duration_sum_ms": Coalesce(Sum("duration_ms"), 0),
-    }
-    for bound in ATTEMPT_DURATION_BUCKETS_MS:
-        tallies[duration_bucket_tally(bound)] = Count(
-            "pk", filter=Q(duration_ms__lte=bound)
-        )
-    return tallies
 
 
 def events_trim(*, now=None, retention_days: float | None = None) -> int:

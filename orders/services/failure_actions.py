@@ -19,7 +19,8 @@ from orders.models import (
     FailureRecord,
     Order,
 )
-from orders.services.orders import order_retry, queue_broker
+from orders.selectors import queue_broker
+from orders.services.orders import order_retry
 
 logger = logging.getLogger("orders.failures")
 
@@ -52,7 +53,7 @@ def failure_resolve(*, failure: FailureRecord, user=None) -> bool:
 def failure_group_resolve(*, group: FailureGroup, user=None) -> bool:
     """Mark a group resolved and every open record of it, recording who and
     when. False if the group already was. If it fails again it reopens, and the
-    admins are mailed about the regression (orders/operations/failures.py)."""
+    admins are mailed about the regression (orders/operations/mailer.py)."""
     now = timezone.now()
     with transaction.atomic():
         FailureGroup.objects.select_for_update().filter(pk=group.pk).first()

@@ -5,7 +5,6 @@ Views, tasks, admin actions and commands parse their input and call these.
 """
 
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -23,6 +22,7 @@ from orders.models import (
     OrderEvent,
     OrderLine,
 )
+from orders.selectors import queue_broker
 from orders.services.inputs import OrderInput
 from orders.state.transitions import (
     PrecedingEvent,
@@ -158,19 +158,6 @@ def task_stamp(queued_at: datetime) -> int:
     """An order task's stamp: its order's `queued_at` in whole microseconds,
     exact (a float would round)."""
     return (queued_at - _EPOCH) // _MICROSECOND
-
-
-@functools.cache
-def queue_broker():
-    """This process's django-q2 broker. Without one, async_task() makes a new
-    broker per call, and the Redis broker a new Redis connection with it (a
-    connect and two CLIENT SETINFO round trips before the RPUSH). Shared by
-    threads: redis-py's connection pool is thread-safe, and the ORM broker
-    keeps nothing but a queryset. The dispatcher reads the queue's head
-    through it too."""
-    from django_q.brokers import get_broker
-
-    return get_broker()
 
 
 def order_fail(

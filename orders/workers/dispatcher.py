@@ -21,25 +21,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orders.models import Delivery, FailureRecord, Order
+from orders.selectors import OPEN, QUEUE_UNAVAILABLE, oldest_queued_at
 from orders.services.attempts import order_expire_lease
 from orders.services.deliveries import delivery_listener_enqueue
 from orders.services.events import events_trim
 from orders.services.failures import record_failure
-from orders.services.orders import order_enqueue, queue_broker
+from orders.services.orders import order_enqueue
 
 logger = logging.getLogger(__name__)
 
 Status = Order.Status
-OPEN = [Status.PENDING, Status.RETRYING]
 BATCH = 200
 TRIM_EVERY_SECONDS = 3600
 # queued_at is written just before the enqueue (in the placing transaction or the
@@ -54,9 +51,8 @@ LEFT_QUEUE_GRACE_SECONDS = 2
 # A row whose handling raised is left alone this long, so a broken row costs one
 # try a minute, not one every sweep.
 ROW_FAILURE_BACKOFF_SECONDS = 60
-# The queue itself is unreachable (the Redis broker's connection failed): what was
-# being handed over is due again this soon, and the sweep hands nothing else over.
-QUEUE_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
+# The queue itself is unreachable (QUEUE_UNAVAILABLE): what was being handed over
+# is due again this soon, and the sweep hands nothing else over.
 QUEUE_DOWN_RETRY_SECONDS = 1
 
 
@@ -81,40 +77,6 @@ def task_still_queued(queued_at: datetime, oldest_queued: datetime | None) -> bo
     return oldest_queued is not None and oldest_queued <= queued_at + (
         ENQUEUE_CLOCK_SLACK
     )
-
-
-def oldest_queued_at() -> datetime | None:
-    """When the oldest task still waiting in the broker was enqueued (django-q2
-    stamps `started` on every task in async_task), or None if none waits.
-
-    A task a cluster has pulled (a locked OrmQ row, a popped Redis item) no longer
-    waits: it is in that cluster's buffer or running.
-    """
-    from django_q.brokers.orm import ORM
-    from django_q.brokers.redis_broker import Redis
-    from django_q.conf import Conf
-    from django_q.models import OrmQ
-    from django_q.signing import SignedPackage
-
-    broker = queue_broker()
-    if isinstance(broker, ORM):
-        payload = (
-            OrmQ.objects.using(Conf.ORM)
-            .filter(key=broker.list_key, lock__lte=timezone.now())
-            .order_by("id")
-            .values_list("payload", flat=True)
-            .first()
-        )
-    elif isinstance(broker, Redis):
-        payload = broker.connection.lindex(broker.list_key, 0)
-    else:
-        raise ImproperlyConfigured(
-            f"the dispatcher cannot read the head of a {type(broker).__name__} "
-            "broker; orderproj runs on django-q2's ORM or Redis broker"
-        )
-    if payload is None:
-        return None
-    return SignedPackage.loads(payload)["started"]
 
 
 def dispatch_due_orders(*, now=None) -> list[str]:

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from orders.pages.views import STATUS_LABELS
+from orders.models import Order
 from tests.stack import STAFF_PASSWORD, STAFF_USER
 
 pytestmark = pytest.mark.e2e
@@ -99,7 +99,7 @@ def status_badge(status: str) -> str:
 def wait_for_badge(page, status: str, *, timeout: float) -> None:
     page.wait_for_selector(status_badge(status), timeout=timeout)
     badge = page.locator("[data-role=status]")
-    assert badge.inner_text() == STATUS_LABELS[status]
+    assert badge.inner_text() == Order.Status(status).label
     assert badge.get_attribute("class") == f"badge badge-{status.lower()}"
 
 

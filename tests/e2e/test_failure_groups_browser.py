@@ -77,7 +77,7 @@ def test_staff_see_the_groups_list_and_a_groups_page(stack, page, group, viewpor
     row.locator("th a").click()
     page.wait_for_url(f"**/admin/orders/failuregroup/{group['id']}/change/")
     content = page.locator("#content").inner_text()
-    assert "orders/services/orders.py in order_delivery_completed" in content
+    assert "orders/services/deliveries.py in order_delivery_completed" in content
     assert LISTENER in content
     assert "all 3 records of this group" in content
     assert group["order_id"] in content

@@ -59,7 +59,7 @@ def enqueue(stack, calls: list[list[str]]) -> None:
     would."""
     script = (
         "import json, sys; from django_q.tasks import async_task; "
-        "from orders.services.orders import queue_broker; broker = queue_broker(); "
+        "from orders.selectors import queue_broker; broker = queue_broker(); "
         f"calls = json.loads({json.dumps(json.dumps(calls))}); "
         f"[async_task({LISTENER!r}, *call, broker=broker) for call in calls]"
     )
@@ -90,7 +90,9 @@ def test_a_thousand_identical_failures_are_one_group_one_mail_and_one_digest(
         what="a thousand failures in one group within the digest window",
     )
     [group] = groups(stack, kind)
-    assert group["location"] == "orders/services/orders.py in order_delivery_completed"
+    assert group["location"] == (
+        "orders/services/deliveries.py in order_delivery_completed"
+    )
     first = wait_until(
         lambda: mails(mail_dir, kind), timeout=10, what="the group's first mail"
     )

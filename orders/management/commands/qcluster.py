@@ -13,7 +13,7 @@ from django.db import connections
 from django_q import cluster as django_q_cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
-from orders.operations.failures import run_failure_mailer
+from orders.operations.mailer import run_failure_mailer
 from orders.workers.dispatcher import run_dispatcher
 from orders.workers.djangoq import queues, sentinel
 
@@ -71,7 +71,7 @@ class Command(QClusterCommand):
             dispatcher.start()
         # The admins' failure mails, apart from the workers and the dispatcher:
         # a mail server that hangs holds up nothing else
-        # (orders/operations/failures.py).
+        # (orders/operations/mailer.py).
         mailer = threading.Thread(
             target=self._mail, args=(stop,), name="failure-mailer", daemon=True
         )

@@ -1,0 +1,7 @@
+"""The operators' console, one module per kind of record. Nothing here writes a
+field by hand: every change goes through an action that calls a service, and
+no record is added or deleted from the console (base.ViewOnlyRecordAdmin).
+
+Imported by OrdersConfig.ready, so its modules register their admins."""
+
+from orders.operations.admin import deliveries, failures, orders  # noqa: F401
