@@ -4,7 +4,7 @@ import re
 import pytest
 from django.urls import URLPattern, get_resolver
 
-from orders.api import openapi
+from orders.api import openapi, schemas
 from orders.models import Order
 from tests import factories
 
@@ -69,34 +69,34 @@ def test_real_responses_match_their_documented_models(
     client, staff_client, immediate_retries, django_capture_on_commit_callbacks
 ):
     placed = place(client)
-    openapi.OrderPlaced.model_validate(placed.json())
+    schemas.OrderPlaced.model_validate(placed.json())
     order_id = placed.json()["order_id"]
-    openapi.OrderStatus.model_validate(client.get(f"/api/orders/{order_id}").json())
+    schemas.OrderStatus.model_validate(client.get(f"/api/orders/{order_id}").json())
 
     failed = factories.processed(failure="permanent", fail_times=1)
     completed = factories.process_until_terminal(factories.place())
     stats = staff_client.get("/api/dashboard/stats").json()
     assert stats["failed_orders"], "a failed order makes the table non-empty"
-    openapi.DashboardStats.model_validate(stats)
+    schemas.DashboardStats.model_validate(stats)
     document = client.get(f"/api/orders/{completed.order_id}").json()
     assert document["delivery"] and document["steps"][0]["reference"]
-    openapi.OrderStatus.model_validate(document)
+    schemas.OrderStatus.model_validate(document)
 
     retried = staff_client.post(f"/api/orders/{failed.order_id}/retry")
-    openapi.OrderRetried.model_validate(retried.json())
+    schemas.OrderRetried.model_validate(retried.json())
     code = Order.objects.get(pk=completed.pk).delivery.code
     with django_capture_on_commit_callbacks(execute=False):
         done = staff_client.post(f"/api/deliveries/{code}/complete")
-    openapi.DeliveryCompleted.model_validate(done.json())
+    schemas.DeliveryCompleted.model_validate(done.json())
 
     refused = place(client, {**VALID, "items": []})
-    openapi.Error.model_validate(refused.json())
-    openapi.Health.model_validate(client.get("/healthz").json())
+    schemas.Error.model_validate(refused.json())
+    schemas.Health.model_validate(client.get("/healthz").json())
 
 
 def test_a_response_with_an_undocumented_field_fails_its_model():
     with pytest.raises(ValueError):
-        openapi.Error.model_validate({"error": "x", "detail": "y", "stack": "..."})
+        schemas.Error.model_validate({"error": "x", "detail": "y", "stack": "..."})
 
 
 @pytest.mark.django_db
