@@ -222,7 +222,7 @@ def test_serve_runs_web_and_workers_and_stops_both_on_ctrl_c(tmp_path):
     from tests.stack import make_stack
 
     stack = make_stack(tmp_path)
-    stack.manage("migrate", "--noinput")
+    stack.migrate()
     port = free_port()
     serve = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port)],
