@@ -51,10 +51,12 @@ test-fast: lint
 	$(BIN)/python -m pytest -q -m "not e2e" -n $(TEST_WORKERS)
 
 # The full lane, which CI runs: every test, whole files handed out to the
-# workers (a module's stack stays in one), the 25 slowest listed at the end.
-# A test marked `alone` (a time or memory bound) runs with nothing beside it.
+# workers (a module's stack stays in one), longest first (tests/conftest.py),
+# the 25 slowest listed at the end. A test marked `alone` (a time or memory
+# bound) runs with nothing beside it.
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--durations=25
 	@if [ -n "$$TEST_POSTGRES_URL" ]; then \
 		echo "== the database tests again, on PostgreSQL ($$TEST_POSTGRES_URL)"; \
 		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \

@@ -33,6 +33,41 @@ def pytest_configure(config):
         config.add_cleanup(lambda: shutil.rmtree(turns, ignore_errors=True))
 
 
+# The order in which xdist hands out whole files (--dist loadfile
+# --no-loadscope-reorder): first the files with a test of most of a minute or
+# more (`make test` lists the slowest), then the rest of tests/e2e/, then the
+# others, so that short files fill in at the end instead of one worker running
+# a long test alone. None of these files has a test marked alone: it would wait
+# for the long test on the other worker.
+HERE = Path(__file__).parent
+LONG_FILES = {
+    HERE / "e2e" / name
+    for name in (
+        "test_backlog.py",
+        "test_bench.py",
+        "test_cluster_watch.py",
+        "test_failure_groups_e2e.py",
+        "test_scale_out.py",
+        "test_scale_out_multi.py",
+    )
+}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """A stable sort, after pytest-randomly's shuffle: the order within each
+    group stays random. Only in xdist workers, whose collection is the queue."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return
+
+    def turn(item) -> int:
+        if item.path in LONG_FILES:
+            return 0
+        return 1 if item.path.is_relative_to(HERE / "e2e") else 2
+
+    items.sort(key=turn)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):
     """Setup, call and teardown (a module's stack starting or stopping too)
