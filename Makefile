@@ -11,7 +11,8 @@ DOCS_STAMP := $(VENV)/.installed-docs
 # only `make lint` and `make test` use it, `make run` does not).
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint format install install-dev install-docs migrate bench clean docs
+.PHONY: run test test-fast lint format install install-dev install-docs migrate bench \
+	clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,13 +57,27 @@ POSTGRES_TESTS := tests/test_transitions.py tests/test_properties.py \
 	tests/test_steps.py tests/test_services_orders.py tests/test_dispatcher.py \
 	tests/test_deliveries.py tests/test_batches.py tests/test_taken_along.py \
 	tests/test_stream_reads.py tests/test_services_events.py tests/test_metrics.py \
-	tests/test_failure_groups.py
+	tests/test_failure_groups.py tests/test_transitions_sql.py
 
+# Test processes (pytest-xdist): one per core unless told otherwise.
+TEST_WORKERS ?= auto
+
+# The fast lane: lint, then every test that starts no server, cluster or
+# browser (all but tests/e2e/).
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not e2e" -n $(TEST_WORKERS)
+
+# The full lane, which CI runs: every test, whole files handed out to the
+# workers (a module's stack stays in one), longest first (tests/conftest.py),
+# the 25 slowest listed at the end. A test marked `alone` (a time or memory
+# bound) runs with nothing beside it.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--durations=25
 	@if [ -n "$$TEST_POSTGRES_URL" ]; then \
 		echo "== the database tests again, on PostgreSQL ($$TEST_POSTGRES_URL)"; \
-		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/python -m pytest -q $(POSTGRES_TESTS); \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
+			$(POSTGRES_TESTS); \
 	else \
 		echo "== skipped: the database tests on PostgreSQL (TEST_POSTGRES_URL is not set)"; \
 	fi

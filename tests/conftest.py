@@ -1,3 +1,10 @@
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from orders.api.validation import parse_order_request
@@ -7,6 +14,90 @@ ORDER_BODY = {
     "customer_email": "buyer@example.com",
     "items": [{"sku": "MUG-1", "quantity": 2, "unit_price": "12.50"}],
 }
+
+
+# Turns between xdist workers: a test marked `alone` (it bounds a time or the
+# memory of a process) waits until the other workers are between tests and
+# keeps them there while it runs, so their load cannot make it fail.
+TURNS = "ORDERPROJ_TEST_TURNS"
+
+
+def pytest_configure(config):
+    if getattr(config, "workerinput", None) is None and getattr(
+        config.option, "numprocesses", None
+    ):
+        # Made by the controller, before it starts the workers, which inherit
+        # the variable: one directory per run, as other runs may share /tmp.
+        turns = tempfile.mkdtemp(prefix="orderproj-turns-")
+        os.environ[TURNS] = turns
+        config.add_cleanup(lambda: shutil.rmtree(turns, ignore_errors=True))
+
+
+# The order in which xdist hands out whole files (--dist loadfile
+# --no-loadscope-reorder): first the files with a test of most of a minute or
+# more (`make test` lists the slowest), then the rest of tests/e2e/, then the
+# others, so that short files fill in at the end instead of one worker running
+# a long test alone. None of these files has a test marked alone: it would wait
+# for the long test on the other worker.
+HERE = Path(__file__).parent
+LONG_FILES = {
+    HERE / "e2e" / name
+    for name in (
+        "test_backlog.py",
+        "test_bench.py",
+        "test_cluster_watch.py",
+        "test_failure_groups_e2e.py",
+        "test_scale_out.py",
+        "test_scale_out_multi.py",
+    )
+}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """A stable sort, after pytest-randomly's shuffle: the order within each
+    group stays random. Only in xdist workers, whose collection is the queue."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return
+
+    def turn(item) -> int:
+        if item.path in LONG_FILES:
+            return 0
+        return 1 if item.path.is_relative_to(HERE / "e2e") else 2
+
+    items.sort(key=turn)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Setup, call and teardown (a module's stack starting or stopping too)
+    inside the turn; tryfirst, so a wait for it is outside the test's timeout."""
+    turns = os.environ.get(TURNS)
+    if turns is None or os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return (yield)
+    with taking_turns(Path(turns), alone=item.get_closest_marker("alone") is not None):
+        return (yield)
+
+
+@contextlib.contextmanager
+def taking_turns(turns: Path, *, alone: bool):
+    """A readers-writer lock over two flock files: every test shares `running`,
+    a test alone holds it exclusively. Each waiter passes the `door` first,
+    and a test alone keeps the door shut while it waits, so the other workers'
+    next tests cannot keep it waiting for ever."""
+    with (turns / "door").open("a") as door, (turns / "running").open("a") as running:
+        fcntl.flock(door, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(running, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(door, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(running, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(door, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)

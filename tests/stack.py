@@ -1,12 +1,22 @@
 """A real orderproj on 127.0.0.1 for end-to-end tests: a temporary SQLite file,
 `daphne` on a free port and `manage.py qcluster` (workers + dispatcher), started and
 stopped as `manage.py serve` does (orders/workers/processes.py), plus what tests need to
-poke at them."""
+poke at them.
 
+Each SQLite stack starts from a copy of one migrated database (with the staff
+account), made once per test process: migrating and creating the account took
+two `manage.py` runs per stack."""
+
+import atexit
+import contextlib
+import functools
 import json
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,15 +75,19 @@ class Stack(LocalService):
     other_clusters: list[subprocess.Popen] = field(default_factory=list)
 
     def start(self) -> "Stack":
-        super().start()
-        self.manage(
-            "shell",
-            "-c",
-            "from django.contrib.auth.models import User; "
-            f"User.objects.create_superuser({STAFF_USER!r}, 'ops@example.com', "
-            f"{STAFF_PASSWORD!r})",
-        )
+        self.migrate()
+        self.start_web()
+        self.start_cluster()
         return self
+
+    def migrate(self) -> None:
+        """The database migrated, with the staff account: a copy of the template
+        for this stack's own SQLite file, `manage.py` runs for any other."""
+        database = self.workdir / "db.sqlite3"
+        if self.env["DATABASE_URL"] == f"sqlite:///{database}":
+            copy_sqlite(migrated_template(), database)
+        else:
+            migrate_with_staff_account(self)
 
     def gateway_ledger(self, prefix: str) -> dict[str, str]:
         """What the simulated gateways of this stack did, by idempotency key."""
@@ -239,6 +253,37 @@ def worker_state(pid: int) -> str | None:
     if len(words) >= 3 and words[0] == "qcluster" and words[2] in {IDLE, PROCESSING}:
         return words[2]
     return None
+
+
+def migrate_with_staff_account(service: LocalService) -> None:
+    service.manage("migrate", "--noinput")
+    service.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        f"User.objects.create_superuser({STAFF_USER!r}, 'ops@example.com', "
+        f"{STAFF_PASSWORD!r})",
+    )
+
+
+@functools.cache
+def migrated_template() -> Path:
+    """A SQLite database migrated once for this test process (each xdist worker
+    makes its own), removed when the process exits."""
+    workdir = Path(tempfile.mkdtemp(prefix="orderproj-stack-template-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    migrate_with_staff_account(make_stack(workdir))
+    return workdir / "db.sqlite3"
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """Copy through SQLite's backup API: the template is in WAL mode, and a
+    file copy could miss pages still in its write-ahead log."""
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
 
 
 def make_stack(workdir: Path, **overrides: str) -> Stack:

@@ -1,6 +1,19 @@
+from pathlib import Path
+
 import pytest
 
 from tests.stack import make_stack
+
+HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Every test here starts a server, a cluster or a browser: the fast lane
+    (`-m "not e2e"`) leaves out the whole folder, marked or not."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="module")

@@ -130,7 +130,7 @@ def test_a_backlog_drained_by_often_recycled_workers_never_restarts_the_cluster(
         ORDER_BATCH_SIZE="1",
     )
     database = tmp_path / "db.sqlite3"
-    stack.manage("migrate", "--noinput")
+    stack.migrate()
     try:
         for run in range(1, BACKLOG_RUNS + 1):
             stack.manage("place_orders", "--count", str(BACKLOG_ORDERS_PER_RUN))

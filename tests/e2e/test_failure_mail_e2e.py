@@ -65,6 +65,7 @@ def failure_records(stack) -> list[dict]:
     return json.loads(output.strip().splitlines()[-1])
 
 
+@pytest.mark.alone
 def test_a_hanging_mail_server_holds_up_no_worker(fresh_stack, silent_smtp):
     # One worker: if it waited on the mail server, nothing else could run.
     stack = fresh_stack(

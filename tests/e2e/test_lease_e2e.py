@@ -11,7 +11,7 @@ import pytest
 
 from tests.stack import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.alone]
 
 LEASE_SECONDS = 8
 # Every process of the stack runs with Django's TIME_ZONE, UTC (Django sets TZ),

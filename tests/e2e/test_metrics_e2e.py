@@ -159,6 +159,7 @@ def test_the_figures_are_the_databases_after_retries_and_failures(metrics_stack)
     assert one(after, "orders_dispatcher_lag_seconds") == 0
 
 
+@pytest.mark.alone
 def test_the_web_process_serving_a_stream_counts_it_under_its_own_name(
     metrics_stack,
 ):

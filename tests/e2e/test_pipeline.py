@@ -40,6 +40,7 @@ def test_order_placed_over_http_completes_in_a_real_worker(stack):
     assert types(document) == CLEAN_RUN_EVENTS
 
 
+@pytest.mark.alone
 def test_order_failing_twice_completes_on_third_attempt_after_backoff(stack):
     placed = stack.place(fail_times=2)
     document = stack.wait_for_terminal(placed["order_id"])
@@ -141,6 +142,7 @@ def test_two_hundred_concurrent_orders_all_finish_without_database_locks(stack):
     assert "Could not save task result" not in logs
 
 
+@pytest.mark.alone
 def test_a_waiting_retry_does_not_hold_the_only_worker(fresh_stack):
     stack = fresh_stack(Q_WORKERS="1", ORDER_RETRY_BASE_SECONDS="4")
     waiting = stack.place(fail_times=1)
@@ -223,7 +225,7 @@ def test_serve_runs_web_and_workers_and_stops_both_on_ctrl_c(tmp_path):
     from tests.stack import make_stack
 
     stack = make_stack(tmp_path)
-    stack.manage("migrate", "--noinput")
+    stack.migrate()
     port = free_port()
     serve = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port)],

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from orders.workers.processes import descendants_of, kill_session, local_env
-from tests.stack import DEFAULT_ENV, PROJECT_DIR, wait_until
+from tests.stack import DEFAULT_ENV, PROJECT_DIR, make_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -46,14 +46,7 @@ def test_the_procfile_names_a_web_and_a_worker_service():
 def test_honcho_runs_two_web_processes_and_a_worker_and_stops_them_all(tmp_path):
     env = local_env(tmp_path, **DEFAULT_ENV)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=PROJECT_DIR,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    make_stack(tmp_path).migrate()
     base = free_consecutive_ports(2)
     log = (tmp_path / "honcho.log").open("wb")
     honcho = subprocess.Popen(

@@ -21,7 +21,7 @@ from tests.e2e.test_scale_out import scaled
 from tests.e2e.test_streams_e2e import read_events
 from tests.expected import CLEAN_RUN_EVENTS
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.alone]
 
 SLOW_POLL_SECONDS = 30
 DEADLINE = 15.0

@@ -18,7 +18,7 @@ def web_with_limit(tmp_path):
     """Only the web process: placing is what is limited, not processing."""
     # A day's window, so the test does not straddle its end.
     service = make_stack(tmp_path, ORDER_PLACE_RATE_LIMIT="2/d")
-    service.manage("migrate", "--noinput")
+    service.migrate()
     service.start_web()
     yield service
     service.stop()

@@ -16,7 +16,7 @@ from tests.e2e.test_streams_e2e import open_raw_stream, stream_stats
 from tests.sse import read_sse
 from tests.stack import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.alone]
 
 # Events written for the slow-client test: 20,000 of about 1.2 KiB each on the wire.
 FLOOD_EVENTS = 20_000

@@ -286,6 +286,7 @@ def read_until_closed(client: httpx.Client, end_session) -> tuple[dict, float]:
     return json.loads(closed[0].data), closed_after
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize(
     ("ending", "error"),
     [
