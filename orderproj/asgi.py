@@ -56,6 +56,7 @@ application = ProtocolTypeRouter(
 
 # Everything loaded so far (Django, the apps, the URL patterns) lives as long as
 # the process: frozen, out of the collector's sight, and so are the survivors of
-# every later full collection (orders/live/gc_freeze.py). With 2,000 streams open a
-# full collection walked all their objects: 30-120 ms, a stop of every stream.
+# every later full collection (orders/live/gc_freeze.py), so a full collection
+# does not walk every open stream's objects, a stop of every stream
+# (docs/decisions/0005-freezing-gc-survivors.md).
 frozen_survivors.install()

@@ -125,11 +125,10 @@ class SimulatedLedger:
 
     A file of its own, not a table: the gateway stands for another company's
     system, so its bookkeeping takes no part in this service's database
-    transactions or locks. One file, not a file per key (a symbolic link each,
-    before): that was an inode per step of every order in one directory, without
-    bound, and on this machine's ext4 an inode took 400-800 µs instead of 20 µs
-    for seconds after many files were deleted, half of a worker's time under a
-    backlog; a record here takes about 30 µs.
+    transactions or locks. One file, not a file per key: a file per key is an
+    inode per step of every order in one directory, without bound, and creating
+    inodes slows down sharply after many are deleted
+    (docs/developers/processing.md, "The simulated gateways").
     """
 
     FILE_NAME = "ledger.sqlite3"

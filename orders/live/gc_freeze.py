@@ -1,11 +1,11 @@
 """Short full garbage collections in the web process.
 
-With 2,000 streams open the web process holds about 200,000 long-lived objects
-(each stream's connection, request, task and subscriber). CPython's full
-collection walks every one of them, 30-70 ms during which no stream is served:
-that was the streams' latency tail. What starts those collections is not the
-streams but the cyclic garbage every other request leaves behind (about 50
-objects each: its task and context, an asgiref Local, the request's database
+Thousands of open streams are hundreds of thousands of long-lived objects (each
+stream's connection, request, task and subscriber). CPython's full collection
+walks every one of them, and no stream is served meanwhile: that was the
+streams' latency tail (docs/decisions/0005-freezing-gc-survivors.md). What starts
+those collections is not the streams but the cyclic garbage every other request
+leaves behind (its task and context, an asgiref Local, the request's database
 wrapper), which fills the old generation.
 
 So after each full collection, when everything left is reachable, the

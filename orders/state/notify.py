@@ -37,11 +37,9 @@ logger = logging.getLogger(__name__)
 EVENTS_GROUP = "orderproj.events"
 # The message: the consumer only wakes up, the content is never read.
 MESSAGE = {"type": "events.committed"}
-# A send costs its process 0.5-1.2 ms of CPU in channels_redis alone (four
-# Redis round trips), ~1.8 ms with waking this thread (measured on the loaded
-# 2-core development machine), and a worker commits about three times per
-# order. At most one send per gap keeps a busy worker's cost near 0.4 ms per
-# commit, for at most this much more latency (README, Performance).
+# A send costs its process more CPU than the commit it announces, and a worker
+# commits about three times per order: at most one send per gap bounds that
+# cost, for at most this much more latency (docs/benchmarks/results.md).
 SEND_GAP_SECONDS = 0.025
 # While sends fail, at most one log line this often says how many did.
 FAILURE_REPORT_SECONDS = 10.0

@@ -169,13 +169,13 @@ def order_key(model):
 @contextlib.contextmanager
 def bound_cursor(connection):
     """PostgreSQL: a cursor that sends the parameters apart from the statement
-    (server-side binding), for the statements a worker runs for every task and
-    batch. Django's own cursors bind on the client: psycopg quotes every value
-    into the text (a tenth of a worker's CPU, profiled), and PostgreSQL parses
-    and plans each statement anew (for a batch claim, 0.3 ms of planning for
-    0.1 ms of work). Bound and executed with prepare=True (Django turns
-    psycopg's automatic preparing off), a statement is parsed and planned once
-    per connection. Errors are Django's, as from its cursors."""
+    (server-side binding), for the statements a worker runs for every task and batch.
+    Django's own cursors bind on the client: psycopg quotes every value into the
+    text, and PostgreSQL parses and plans each statement anew, which for a batch
+    claim costs more than its work (docs/decisions/0001-raw-sql-for-moves.md).
+    Bound and executed with prepare=True (Django turns psycopg's automatic
+    preparing off), a statement is parsed and planned once per connection.
+    Errors are Django's, as from its cursors."""
     with connection.cursor() as django_cursor:
         cursor = psycopg.Cursor(django_cursor.cursor.connection)
         try:
