@@ -38,8 +38,24 @@ from orders.services.failure_actions import (
 FAILURES_CSS = {"all": ["orders/admin-failures.css"]}
 
 
+class FailureColumns:
+    """What the groups' and the records' lists show alike: their style sheet,
+    and a task and an exception by their last names."""
+
+    class Media:
+        css = FAILURES_CSS
+
+    @admin.display(description="task", ordering="task")
+    def short_task(self, obj):
+        return last_name(obj.task)
+
+    @admin.display(description="exception", ordering="exception_type")
+    def short_exception(self, obj):
+        return last_name(obj.exception_type)
+
+
 @admin.register(FailureGroup)
-class FailureGroupAdmin(ViewOnlyRecordAdmin):
+class FailureGroupAdmin(FailureColumns, ViewOnlyRecordAdmin):
     """Failures of one kind together (orders/services/fingerprints.py), most recently
     seen first. Resolving a group resolves its open records; it reopens, and
     mails, if it fails again."""
@@ -81,17 +97,6 @@ class FailureGroupAdmin(ViewOnlyRecordAdmin):
     ]
     readonly_fields = fields
     list_per_page = 50
-
-    class Media:
-        css = FAILURES_CSS
-
-    @admin.display(description="task", ordering="task")
-    def short_task(self, obj):
-        return last_name(obj.task)
-
-    @admin.display(description="exception", ordering="exception_type")
-    def short_exception(self, obj):
-        return last_name(obj.exception_type)
 
     @admin.display(description="last seen", ordering="last_seen")
     def seen(self, obj):
@@ -194,7 +199,7 @@ class FailureGroupAdmin(ViewOnlyRecordAdmin):
 
 
 @admin.register(FailureRecord)
-class FailureRecordAdmin(ViewOnlyRecordAdmin):
+class FailureRecordAdmin(FailureColumns, ViewOnlyRecordAdmin):
     # Short columns, the whole text in tooltips: the list fits a 1280 px screen
     # beside the admin's menu and filters without hiding exception or message.
     list_display = [
@@ -228,20 +233,9 @@ class FailureRecordAdmin(ViewOnlyRecordAdmin):
     ]
     readonly_fields = fields
 
-    class Media:
-        css = FAILURES_CSS
-
     @admin.display(description="when", ordering="occurred_at")
     def when(self, obj):
         return compact_time(obj.occurred_at, title=f"#{obj.pk}")
-
-    @admin.display(description="task", ordering="task")
-    def short_task(self, obj):
-        return last_name(obj.task)
-
-    @admin.display(description="exception", ordering="exception_type")
-    def short_exception(self, obj):
-        return last_name(obj.exception_type)
 
     @admin.display(description="message")
     def short_message(self, obj):
