@@ -80,6 +80,11 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# How many proxies in front append to X-Forwarded-For (orders/api/client_address.py):
+# 0, the default, ignores the header (the connection's address is the client's);
+# 1 takes the rightmost entry, the one the proxy appended; N the N-th from the right.
+TRUSTED_PROXY_HOPS = env.int("TRUSTED_PROXY_HOPS", default=0, minimum=0)
+
 # GET /metrics (Prometheus) answers staff sessions and `Authorization: Bearer
 # <METRICS_TOKEN>`; unset, only staff sessions.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
