@@ -152,9 +152,17 @@ def place_order():
 
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user(
+    """An operator: staff, with every permission on the orders app's models
+    (orders/permissions.py says which action needs which)."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(
         "operator", "ops@example.com", "pw-for-tests", is_staff=True
     )
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="orders")
+    )
+    return user
 
 
 @pytest.fixture
