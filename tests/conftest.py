@@ -3,6 +3,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -75,8 +76,40 @@ def pytest_runtest_protocol(item, nextitem):
     turns = os.environ.get(TURNS)
     if turns is None or os.environ.get("PYTEST_XDIST_WORKER") is None:
         return (yield)
+    asked = time.monotonic()
     with taking_turns(Path(turns), alone=item.get_closest_marker("alone") is not None):
+        waited = time.monotonic() - asked
+        if waited >= WAIT_WORTH_NOTING:
+            with (Path(turns) / "waits").open("a") as waits:
+                waits.write(f"{waited:.1f}\t{item.nodeid}\n")
         return (yield)
+
+
+# A wait for a turn this long is listed at the end of the run: the time a
+# worker stood idle, the price of the tests marked alone.
+WAIT_WORTH_NOTING = 0.5
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    turns = os.environ.get(TURNS)
+    if turns is None or getattr(config, "workerinput", None) is not None:
+        return
+    waits_file = Path(turns) / "waits"
+    if not waits_file.exists():
+        return
+    waits = [
+        (float(seconds), nodeid)
+        for seconds, nodeid in (
+            line.split("\t", 1) for line in waits_file.read_text().splitlines()
+        )
+    ]
+    terminalreporter.section("waits for a turn (tests marked alone)")
+    terminalreporter.write_line(
+        f"{sum(seconds for seconds, _ in waits):.0f} s idle in {len(waits)} waits; "
+        "the longest:"
+    )
+    for seconds, nodeid in sorted(waits, reverse=True)[:10]:
+        terminalreporter.write_line(f"{seconds:7.1f} s  {nodeid}")
 
 
 @contextlib.contextmanager

@@ -93,6 +93,49 @@ class Stack(LocalService):
         """What the simulated gateways of this stack did, by idempotency key."""
         return SimulatedLedger(simulated_gateway_dir(self.workdir)).references(prefix)
 
+    def read_one(self, sql: str, params: tuple = ()) -> tuple:
+        """One row read straight from the stack's database ("?" placeholders),
+        on a connection closed at once. Polls read this way: a `manage.py
+        shell` per poll costs a process start and Django's set-up, CPU that
+        the workers under test are waiting for."""
+        url = self.env["DATABASE_URL"]
+        if url.startswith("sqlite:///"):
+            path = url.removeprefix("sqlite:///")
+            with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+                return db.execute(sql, params).fetchone()
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as db:
+            return db.execute(sql.replace("?", "%s"), params).fetchone()
+
+    def queued_tasks(self) -> int:
+        """Tasks in the stack's broker, waiting or pulled but not acknowledged:
+        its list in Redis, or the embedded (ORM) broker's table."""
+        redis_url = self.env.get("REDIS_URL")
+        if not redis_url:
+            return self.read_one("SELECT COUNT(*) FROM django_q_ormq")[0]
+        import redis
+
+        connection = redis.from_url(redis_url)
+        try:
+            return connection.llen(f"django_q:{self.env['Q_CLUSTER_NAME']}:q")
+        finally:
+            connection.close()
+
+    def attempts_made(self) -> int:
+        """Attempts started: each writes one order.processing event."""
+        return self.read_one(
+            "SELECT COUNT(*) FROM orders_orderevent WHERE type = ?",
+            ("order.processing",),
+        )[0]
+
+    def orders_not_in(self, *statuses: str) -> int:
+        marks = ", ".join("?" for _ in statuses)
+        return self.read_one(
+            f"SELECT COUNT(*) FROM orders_order WHERE status NOT IN ({marks})",
+            statuses,
+        )[0]
+
     def cluster_descendants(self) -> list[int]:
         """Pids of every process below the qcluster main process."""
         return descendants_of(self.cluster.pid)

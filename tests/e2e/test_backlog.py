@@ -1,7 +1,6 @@
 """A queue backlog far longer than ORDER_REDISPATCH_SECONDS, drained by real
 django-q2 workers: the dispatcher must not take waiting tasks for lost ones."""
 
-import json
 import re
 import time
 
@@ -17,24 +16,6 @@ TASK_STARTED = re.compile(r" processing \S+ 'orders\.tasks\.process_order'")
 # The pusher logs this line for every task it drops
 # (orders/workers/djangoq/sentinel.py).
 TASK_DROPPED = re.compile(r" dropped task \S+ of order \S+: a batch took the order")
-
-
-def shell(stack, code: str):
-    """What `code`, run in `manage.py shell` against the stack, prints last."""
-    return json.loads(stack.manage("shell", "-c", code).stdout.splitlines()[-1])
-
-
-def queue_counts(stack) -> dict:
-    """Tasks in the broker (waiting or pulled but not acknowledged) and attempts
-    made (each writes one order.processing event)."""
-    return shell(
-        stack,
-        "import json\n"
-        "from django_q.models import OrmQ\n"
-        "from orders.models import OrderEvent\n"
-        "print(json.dumps({'queued': OrmQ.objects.count(), 'attempts': "
-        "OrderEvent.objects.filter(type='order.processing').count()}))",
-    )
 
 
 def test_a_backlog_far_longer_than_the_redispatch_period_runs_one_task_per_attempt(
@@ -64,7 +45,7 @@ def test_a_backlog_far_longer_than_the_redispatch_period_runs_one_task_per_attem
     drained_in = time.monotonic() - started
     # Extra tasks wait behind the originals: let the workers run them too.
     counts = wait_until(
-        lambda: (counts := queue_counts(stack))["queued"] == 0 and counts,
+        lambda: stack.queued_tasks() == 0 and {"attempts": stack.attempts_made()},
         timeout=600,
         interval=1,
         what="the broker to empty",

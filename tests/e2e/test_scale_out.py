@@ -65,16 +65,6 @@ for raw in broker.connection.lrange(broker.list_key, 0, -1):
 assert removed == 3, removed
 print(json.dumps(sorted(lost)))
 """
-COUNTS = """
-import json
-from django_q.brokers import get_broker
-from orders.models import Order, OrderEvent
-print(json.dumps({
-    "queued": get_broker().queue_size(),
-    "attempts": OrderEvent.objects.filter(type="order.processing").count(),
-    "open": Order.objects.exclude(status__in=["COMPLETED", "FAILED"]).count(),
-}))
-"""
 
 
 def services_missing() -> str | None:
@@ -225,12 +215,19 @@ def shell(stack, code: str):
     return json.loads(stack.manage("shell", "-c", code).stdout.splitlines()[-1])
 
 
+def progress(stack) -> dict:
+    """Tasks in the queue, attempts made, orders not yet ended."""
+    return {
+        "queued": stack.queued_tasks(),
+        "attempts": stack.attempts_made(),
+        "open": stack.orders_not_in("COMPLETED", "FAILED"),
+    }
+
+
 def settled(stack) -> dict:
     """Once every order is COMPLETED or FAILED and the queue is empty."""
     return wait_until(
-        lambda: (
-            (counts := shell(stack, COUNTS))["open"] == counts["queued"] == 0 and counts
-        ),
+        lambda: (now := progress(stack))["open"] == now["queued"] == 0 and now,
         timeout=180,
         interval=1,
         what="every order to finish and the queue to empty",
@@ -311,12 +308,7 @@ def test_a_qcluster_killed_in_the_middle_of_batches_loses_no_order_or_charges_tw
         killed_in_the_middle_of_1000_orders(stack)
 
         counts = settled(stack)
-        not_completed = shell(
-            stack,
-            "from orders.models import Order\n"
-            "print(Order.objects.exclude(status='COMPLETED').count())",
-        )
-        assert not_completed == 0
+        assert stack.orders_not_in("COMPLETED") == 0
         assert counts["attempts"] >= 1000
         ledger = stack.gateway_ledger("ord_")
         assert len([key for key in ledger if key.endswith(":payment")]) == 1000
@@ -334,12 +326,7 @@ def test_a_qcluster_killed_while_pulling_a_backlog_loses_no_order(tmp_path):
 
         counts = settled(stack)
         log = stack.cluster_log().read_text()
-        not_completed = shell(
-            stack,
-            "from orders.models import Order\n"
-            "print(Order.objects.exclude(status='COMPLETED').count())",
-        )
-        assert not_completed == 0
+        assert stack.orders_not_in("COMPLETED") == 0
         # The orders of the pulled-ahead tasks were found and enqueued again.
         lost = [why for _, _, why in ENQUEUED.findall(log) if "lost" in why]
         assert lost, "the kill lost no queued task: nothing was proven"
