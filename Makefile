@@ -41,6 +41,7 @@ $(NODE_STAMP): package.json package-lock.json
 
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py roles
 
 run: migrate
 	$(BIN)/python manage.py collectstatic --noinput -v0

@@ -202,3 +202,31 @@ def staff_user(django_user_model):
 def staff_client(client, staff_user):
     client.force_login(staff_user)
     return client
+
+
+@pytest.fixture
+def staff_in_role(django_user_model):
+    """`staff_in_role("Support")`: a client logged in as a new staff account in
+    that operator role (the groups `manage.py roles` makes), or in no group at
+    all with None: staff with no permission."""
+    import itertools
+
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    from orders.services.roles import roles_apply
+
+    roles_apply()
+    numbers = itertools.count()
+
+    def log_in(role: str | None) -> Client:
+        user = django_user_model.objects.create_user(
+            f"staff-{role or 'none'}-{next(numbers)}", is_staff=True
+        )
+        if role is not None:
+            user.groups.add(Group.objects.get(name=role))
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return log_in

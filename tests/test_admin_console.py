@@ -46,6 +46,19 @@ def viewer():
     return client
 
 
+def staff_with(*codenames: str) -> Client:
+    """A client logged in as staff holding just these orders permissions."""
+    user = User.objects.create_user(f"staff-{'-'.join(codenames)}", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="orders", codename__in=codenames
+        )
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
 def failed_order() -> Order:
     order = factories.processed(fail_times=1, failure="permanent")
     assert order.status == Status.FAILED
@@ -134,6 +147,17 @@ def test_the_index_opens_with_the_orders_per_status_linked_to_their_list(operato
     assert f'href="{ORDERS}?status__exact=FAILED"' in page
     failed_list = operator.get(ORDERS, {"status__exact": "FAILED"})
     assert failed_list.context["cl"].result_count == 2
+
+
+def test_the_index_shows_the_figures_only_to_staff_who_may_view_orders():
+    factories.place()
+
+    without = staff_with().get(INDEX).content.decode()
+    viewing = staff_with("view_order").get(INDEX).content.decode()
+
+    assert 'data-role="status-counts"' not in without
+    assert 'data-role="dashboard-link"' not in without
+    assert 'data-role="status-counts"' in viewing
 
 
 def test_the_index_links_to_the_live_dashboard_and_the_unresolved_failures(operator):
@@ -238,6 +262,26 @@ def test_staff_without_the_change_permission_see_no_buttons(viewer):
     assert button("retry") not in response.content.decode()
 
 
+@pytest.mark.parametrize(
+    ("permission", "buttons"),
+    [
+        ("change_order", set()),
+        ("change_delivery", {"complete-delivery"}),
+        ("change_failurerecord", {"rerun"}),
+    ],
+)
+def test_each_button_shows_for_staff_with_the_permission_of_what_it_changes(
+    permission, buttons
+):
+    order = completed_order()
+    listener_failure(order)
+
+    page = staff_with("view_order", permission).get(page_of(order)).content.decode()
+
+    shown = {name for name in ("complete-delivery", "rerun") if button(name) in page}
+    assert shown == buttons
+
+
 # An order's page: what the buttons do -----------------------------------------------
 def test_the_retry_button_retries_the_failed_order_through_the_service(
     operator, django_capture_on_commit_callbacks
@@ -308,6 +352,35 @@ def test_staff_without_the_change_permission_cannot_use_the_buttons(viewer, rout
 
     assert response.status_code == 403
     assert snapshot(order) == before
+
+
+def test_buttons_need_the_permission_of_what_they_change_not_the_orders(
+    django_capture_on_commit_callbacks,
+):
+    order = completed_order()
+    record = listener_failure(order)
+    client = staff_with("view_order", "change_order")
+    before = snapshot(order)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        completing = client.post(f"{ORDERS}{order.pk}/complete-delivery/")
+        rerunning = client.post(f"{ORDERS}{order.pk}/failures/{record.pk}/rerun/")
+
+    assert (completing.status_code, rerunning.status_code) == (403, 403)
+    assert callbacks == []
+    assert snapshot(order) == before
+
+
+def test_the_delivery_button_needs_only_the_deliverys_change_permission():
+    order = completed_order()
+
+    response = staff_with("view_order", "change_delivery").post(
+        f"{ORDERS}{order.pk}/complete-delivery/"
+    )
+
+    assert response.status_code == 302
+    order.delivery.refresh_from_db()
+    assert order.delivery.completed_at is not None
 
 
 def test_a_button_of_an_order_that_does_not_exist_is_a_404(operator):

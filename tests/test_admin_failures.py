@@ -4,7 +4,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
 
@@ -167,6 +167,47 @@ def test_retrying_a_groups_failed_orders_from_the_list(operator):
     assert failed.status == Order.Status.PENDING
     assert "1 order sent back to PENDING" in messages_of(response)
     assert f"{completed.order_id} (COMPLETED)" in messages_of(response)
+
+
+@pytest.fixture
+def failures_only():
+    """Staff who may resolve and re-run failures but not change orders."""
+    user = User.objects.create_user("triage", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="orders",
+            codename__in=[
+                "view_failuregroup",
+                "change_failuregroup",
+                "view_failurerecord",
+                "change_failurerecord",
+            ],
+        )
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize(
+    ("url", "action"),
+    [(GROUPS, "retry_failed_orders"), (RECORDS, "retry_related_orders")],
+)
+def test_retrying_orders_from_the_failures_needs_the_orders_change_permission(
+    failures_only, url, action
+):
+    failed = processed(fail_times=1, failure="permanent")
+    record = failure_record(failed)
+    target = record.group if url == GROUPS else record
+
+    offered = failures_only.get(url).content.decode()
+    response = act(failures_only, url, action, [target])
+
+    assert f'value="{action}"' not in offered
+    assert 'value="rerun_tasks"' in offered
+    assert "No action selected" in messages_of(response)
+    failed.refresh_from_db()
+    assert failed.status == Order.Status.FAILED
 
 
 def test_rerunning_a_groups_tasks_from_the_list(

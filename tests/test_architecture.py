@@ -32,8 +32,9 @@ LAYERS = [
     ("orders.services", "orders.selectors"),
     # The one place that moves an order's status, and the steps' gateways.
     ("orders.state", "orders.gateways"),
-    # The models and what everything may raise or mask.
-    ("orders.models", "orders.exceptions", "orders.credentials"),
+    # The models, what everything may raise or mask, and which permission each
+    # operator action needs.
+    ("orders.models", "orders.exceptions", "orders.credentials", "orders.permissions"),
 ]
 
 # (importer, imported, why): arrows forbidden even inside the layers above.

@@ -351,3 +351,78 @@ def test_every_command_explains_itself():
     ]:
         module = __import__(f"orders.management.commands.{name}", fromlist=["Command"])
         assert len(module.Command.help) > 30, name
+
+
+# roles -----------------------------------------------------------------------------
+VIEWS = {
+    "view_order",
+    "view_orderline",
+    "view_orderevent",
+    "view_delivery",
+    "view_failuregroup",
+    "view_failurerecord",
+}
+CHANGES = {
+    "change_order",
+    "change_delivery",
+    "change_failuregroup",
+    "change_failurerecord",
+}
+
+
+def group_permissions(name: str) -> set[str]:
+    from django.contrib.auth.models import Group
+
+    permissions = Group.objects.get(name=name).permissions.select_related(
+        "content_type"
+    )
+    assert {p.content_type.app_label for p in permissions} <= {"orders"}
+    return {p.codename for p in permissions}
+
+
+def test_roles_makes_support_read_only_and_operators_read_and_change():
+    output = run("roles")
+
+    assert group_permissions("Support") == VIEWS
+    assert group_permissions("Operators") == VIEWS | CHANGES
+    assert "Support: created with 6 permissions." in output
+    assert "Operators: created with 10 permissions." in output
+
+
+def test_roles_run_again_changes_nothing_and_says_so():
+    run("roles")
+
+    output = run("roles")
+
+    assert output.splitlines() == [
+        "Support: as it should be.",
+        "Operators: as it should be.",
+    ]
+    assert group_permissions("Operators") == VIEWS | CHANGES
+
+
+def test_roles_sets_a_group_changed_by_hand_back_to_its_permissions():
+    from django.contrib.auth.models import Group, Permission
+
+    run("roles")
+    support = Group.objects.get(name="Support")
+    support.permissions.add(Permission.objects.get(codename="delete_order"))
+    support.permissions.remove(Permission.objects.get(codename="view_delivery"))
+
+    output = run("roles")
+
+    assert group_permissions("Support") == VIEWS
+    assert "Support: added orders.view_delivery; removed orders.delete_order." in output
+
+
+def test_roles_keeps_the_groups_members():
+    from django.contrib.auth.models import Group, User
+
+    run("roles")
+    user = User.objects.create_user("ops", is_staff=True)
+    user.groups.add(Group.objects.get(name="Operators"))
+
+    run("roles")
+
+    assert user.has_perm("orders.change_order")
+    assert not user.has_perm("orders.delete_order")

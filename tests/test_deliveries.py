@@ -202,12 +202,8 @@ def test_only_the_projects_own_tasks_can_be_rerun():
 # POST /api/deliveries/<code>/complete ---------------------------------------------
 
 
-@pytest.fixture
-def staff_client(db):
-    user = User.objects.create_user("staff", password="pw", is_staff=True)
-    client = Client()
-    client.force_login(user)
-    return client
+# staff_client (tests/conftest.py): staff holding the orders permissions, as
+# completing a delivery needs orders.change_delivery (tests/test_permissions.py).
 
 
 def complete_url(code: str) -> str:

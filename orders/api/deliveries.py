@@ -4,12 +4,14 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 from orders import exceptions, selectors
+from orders.api.access import operator_required
 from orders.api.errors import error_response
-from orders.api.views import json_errors, staff_required
+from orders.api.views import json_errors
+from orders.permissions import CHANGE_DELIVERY
 from orders.services import deliveries as deliveries_services
 
 
-@staff_required
+@operator_required(CHANGE_DELIVERY)
 @json_errors
 @require_http_methods(["POST"])
 def delivery_complete(request: HttpRequest, code: str) -> JsonResponse:

@@ -1,6 +1,6 @@
-"""GET /metrics: the Prometheus scrape (orders/operations/metrics.py), for staff
-sessions and
-for Prometheus itself with `Authorization: Bearer <METRICS_TOKEN>`."""
+"""GET /metrics: the Prometheus scrape (orders/operations/metrics.py), for the
+sessions of staff who may view orders and for Prometheus itself with
+`Authorization: Bearer <METRICS_TOKEN>`."""
 
 import hmac
 
@@ -9,9 +9,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 from prometheus_client.exposition import choose_encoder
 
+from orders.api.access import operator_refusal
 from orders.api.errors import error_response
 from orders.api.views import json_errors
 from orders.operations import metrics
+from orders.permissions import VIEW_OPERATIONS
 
 # The 401's challenge: a bearer token answers it.
 CHALLENGE = 'Bearer realm="metrics"'
@@ -34,9 +36,10 @@ def metrics_refusal(request: HttpRequest) -> JsonResponse | None:
 
     A request with an Authorization header is judged by it alone: the right
     bearer token passes, anything else is a 401 (a session does not rescue a
-    wrong token, so a misconfigured scraper is told so). Without one, a staff
-    session passes, another session is a 403, no session a 401 that asks for
-    the token. No CSRF check: GET changes nothing.
+    wrong token, so a misconfigured scraper is told so). Without one, the
+    session of staff holding VIEW_OPERATIONS passes, another session is a 403
+    (access.operator_refusal), no session a 401 that asks for the token. No
+    CSRF check: GET changes nothing.
     """
     authorization = request.headers.get("Authorization")
     if authorization is not None:
@@ -54,10 +57,9 @@ def metrics_refusal(request: HttpRequest) -> JsonResponse | None:
             "Send Authorization: Bearer <METRICS_TOKEN>, or log in as staff.",
             CHALLENGE,
         )
-    if not request.user.is_staff:
-        return error_response(
-            403, "forbidden", "The metrics are for staff accounts only."
-        )
+    refusal = operator_refusal(request.user, VIEW_OPERATIONS)
+    if refusal is not None:
+        return error_response(403, *refusal)
     return None
 
 

@@ -66,7 +66,8 @@ def _path(name: str, placeholder: str | None = None) -> str:
 ID = {"type": "string", "minLength": 1, "maxLength": 40}
 NOT_STAFF = _error(
     "`not_authenticated` (no session: log in at /admin/login/), `forbidden` "
-    "(not a staff account) or `csrf_failed`."
+    "(not a staff account, or one without the operation's permission) or "
+    "`csrf_failed`."
 )
 
 
@@ -153,7 +154,8 @@ def _operations() -> dict:
             "post": {
                 "operationId": "retryOrder",
                 "summary": "Retry a FAILED order (staff)",
-                "description": "FAILED → PENDING with its attempts reset.",
+                "description": "FAILED → PENDING with its attempts reset. Needs "
+                "`orders.change_order` (the Operators group).",
                 "security": STAFF,
                 "parameters": [order_id],
                 "responses": {
@@ -168,7 +170,8 @@ def _operations() -> dict:
             "post": {
                 "operationId": "completeDelivery",
                 "summary": "Complete a delivery (staff)",
-                "description": "Completing it again changes nothing.",
+                "description": "Completing it again changes nothing. Needs "
+                "`orders.change_delivery` (the Operators group).",
                 "security": STAFF,
                 "parameters": [
                     {"name": "code", "in": "path", "required": True, "schema": ID}
@@ -184,6 +187,8 @@ def _operations() -> dict:
             "get": {
                 "operationId": "dashboardStats",
                 "summary": "The dashboard's numbers (staff)",
+                "description": "Needs `orders.view_order` (the Support or "
+                "Operators group).",
                 "security": STAFF_READ,
                 "responses": {
                     "200": _json(DashboardStats, "Counts, per-minute series, rates."),
@@ -230,7 +235,8 @@ def _operations() -> dict:
                 "summary": "Prometheus metrics (staff, or the metrics token)",
                 "description": "The Prometheus text format (OpenMetrics when "
                 "`Accept` asks for it), read from the database at each scrape. "
-                "A staff session, or `Authorization: Bearer <METRICS_TOKEN>`. "
+                "The session of staff holding `orders.view_order`, or "
+                "`Authorization: Bearer <METRICS_TOKEN>`. "
                 "See docs/operators/metrics.md.",
                 "security": [{"session": []}, {"metricsToken": []}],
                 "responses": {
@@ -249,7 +255,10 @@ def _operations() -> dict:
                         "right bearer token).",
                         headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
                     ),
-                    "403": _error("`forbidden`: a session, not a staff account's."),
+                    "403": _error(
+                        "`forbidden`: a session, not that of a staff account "
+                        "holding `orders.view_order`."
+                    ),
                 },
             }
         },
@@ -293,7 +302,8 @@ def openapi_document() -> dict:
                     "in": "cookie",
                     "name": "sessionid",
                     "description": "A staff account's session (log in at "
-                    "/admin/login/).",
+                    "/admin/login/), holding the permission the operation "
+                    "names (docs/operators/roles.md).",
                 },
                 "metricsToken": {
                     "type": "http",

@@ -7,12 +7,12 @@ from functools import wraps
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.cache import patch_cache_control
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import condition, require_http_methods
 
 from orders import selectors
+from orders.api.access import operator_required
 from orders.api.errors import error_response
 from orders.api.validation import (
     MAX_BODY_BYTES,
@@ -22,6 +22,7 @@ from orders.api.validation import (
     validate_idempotency_key,
 )
 from orders.exceptions import InvalidTransition, OrderInputError
+from orders.permissions import CHANGE_ORDER
 from orders.services import orders as services
 
 health_logger = logging.getLogger("orders.health")
@@ -57,38 +58,6 @@ def _method_not_allowed(request, allowed: str) -> JsonResponse:
     )
     response["Allow"] = allowed
     return response
-
-
-def staff_required(view):
-    """Staff endpoints use the session: 403 without one (error "not_authenticated":
-    a session cannot answer a 401's WWW-Authenticate challenge) or for non-staff
-    ("forbidden"), then
-    the CSRF check (after authentication, so an anonymous caller learns that it
-    must log in rather than that a token is missing)."""
-
-    @csrf_exempt
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return error_response(
-                403, "not_authenticated", "Log in as staff to use this endpoint."
-            )
-        if not request.user.is_staff:
-            return error_response(
-                403, "forbidden", "This endpoint is for staff accounts only."
-            )
-        refusal = _csrf_refusal(request)
-        if refusal is not None:
-            return refusal
-        return view(request, *args, **kwargs)
-
-    return wrapper
-
-
-def _csrf_refusal(request):
-    check = CsrfViewMiddleware(lambda _request: None)
-    check.process_request(request)
-    return check.process_view(request, None, (), {})
 
 
 @csrf_exempt
@@ -136,7 +105,7 @@ def order_detail(request: HttpRequest, order_id: str) -> JsonResponse:
     return response
 
 
-@staff_required
+@operator_required(CHANGE_ORDER)
 @json_errors
 @require_http_methods(["POST"])
 def order_retry(request: HttpRequest, order_id: str) -> JsonResponse:

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from orders import selectors
 from orders.models import Order
+from orders.permissions import VIEW_OPERATIONS
 
 
 class OperationsAdminSite(admin.AdminSite):
@@ -15,6 +16,9 @@ class OperationsAdminSite(admin.AdminSite):
     index_template = "admin/operations_index.html"
 
     def index(self, request, extra_context=None):
+        # The figures are the dashboard's: shown to whom the dashboard is.
+        if not request.user.has_perm(VIEW_OPERATIONS):
+            return super().index(request, extra_context)
         # The dashboard's own count (one grouped query), so the two never differ.
         counts = selectors.dashboard_status_counts()
         orders = reverse("admin:orders_order_changelist", current_app=self.name)

@@ -2,7 +2,6 @@
 JavaScript) and a small module in static/orders/ keeps it live over SSE."""
 
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from django.utils.cache import patch_cache_control
@@ -10,8 +9,10 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
 from orders import selectors
-from orders.api.views import json_errors, staff_required
+from orders.api.access import operator_page, operator_required
+from orders.api.views import json_errors
 from orders.models import Order, OrderEvent
+from orders.permissions import VIEW_OPERATIONS
 
 
 def ui_labels(request) -> dict:
@@ -73,7 +74,7 @@ def order_page(request, order_id: str):
 
 
 @ensure_csrf_cookie
-@staff_member_required
+@operator_page(VIEW_OPERATIONS)
 @require_http_methods(["GET", "HEAD"])
 def dashboard(request):
     """Operators' live view: counts, throughput, failures to retry."""
@@ -93,11 +94,12 @@ def dashboard(request):
     )
 
 
-@staff_required
+@operator_required(VIEW_OPERATIONS)
 @json_errors
 @require_http_methods(["GET"])
 def dashboard_stats(request):
-    """The dashboard's numbers as JSON (staff), refetched when events arrive."""
+    """The dashboard's numbers as JSON (staff who may view orders), refetched
+    when events arrive."""
     response = JsonResponse(selectors.dashboard_stats())
     patch_cache_control(response, no_cache=True)
     return response

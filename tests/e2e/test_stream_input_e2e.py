@@ -223,14 +223,17 @@ def test_the_server_still_streams_after_all_of_that(stack, order):
 
 # --- the staff session ----------------------------------------------------------
 def new_staff_account(stack) -> tuple[str, str]:
-    """A staff account of this test's own (tests change it)."""
+    """A staff account of this test's own (tests change it), holding the orders
+    permissions as an operator does (docs/operators/roles.md)."""
     username, password = f"staff-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
     stack.manage(
         "shell",
         "-c",
-        "from django.contrib.auth.models import User; "
-        f"User.objects.create_user({username!r}, password={password!r}, "
-        "is_staff=True)",
+        "from django.contrib.auth.models import Permission, User; "
+        f"user = User.objects.create_user({username!r}, password={password!r}, "
+        "is_staff=True); "
+        "user.user_permissions.set("
+        "Permission.objects.filter(content_type__app_label='orders'))",
     )
     return username, password
 

@@ -3,6 +3,8 @@ or deleted by hand, and the actions report what they did in the same words."""
 
 from django.contrib import admin, messages
 
+from orders.permissions import CHANGE_ORDER
+
 
 class ViewOnlyRecordAdmin(admin.ModelAdmin):
     """A record's page shows it and offers no form: every field is read-only and
@@ -30,6 +32,18 @@ class ViewOnlyRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class RetriesOrders:
+    """For a list with an action that retries orders
+    (`permissions=["retry_orders"]`): a retry changes orders, so it needs the
+    orders' change permission as well as the list's own. One name for both,
+    as the admin offers an action when *any* of its permissions is held."""
+
+    def has_retry_orders_permission(self, request):
+        return self.has_change_permission(request) and request.user.has_perm(
+            CHANGE_ORDER
+        )
 
 
 class ViewOnlyInline:

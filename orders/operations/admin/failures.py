@@ -10,6 +10,7 @@ from orders import exceptions, selectors
 from orders.exceptions import InvalidTransition
 from orders.models import FailureGroup, FailureRecord
 from orders.operations.admin.base import (
+    RetriesOrders,
     ViewOnlyRecordAdmin,
     count,
     report_reruns,
@@ -55,7 +56,7 @@ class FailureColumns:
 
 
 @admin.register(FailureGroup)
-class FailureGroupAdmin(FailureColumns, ViewOnlyRecordAdmin):
+class FailureGroupAdmin(FailureColumns, RetriesOrders, ViewOnlyRecordAdmin):
     """Failures of one kind together (orders/services/fingerprints.py), most recently
     seen first. Resolving a group resolves its open records; it reopens, and
     mails, if it fails again."""
@@ -165,7 +166,7 @@ class FailureGroupAdmin(FailureColumns, ViewOnlyRecordAdmin):
 
     @admin.action(
         description="Retry every FAILED order of the selected groups",
-        permissions=["change"],
+        permissions=["retry_orders"],
     )
     def retry_failed_orders(self, request, queryset):
         retried, skipped = 0, []
@@ -199,7 +200,7 @@ class FailureGroupAdmin(FailureColumns, ViewOnlyRecordAdmin):
 
 
 @admin.register(FailureRecord)
-class FailureRecordAdmin(FailureColumns, ViewOnlyRecordAdmin):
+class FailureRecordAdmin(FailureColumns, RetriesOrders, ViewOnlyRecordAdmin):
     # Short columns, the whole text in tooltips: the list fits a 1280 px screen
     # beside the admin's menu and filters without hiding exception or message.
     list_display = [
@@ -270,7 +271,7 @@ class FailureRecordAdmin(FailureColumns, ViewOnlyRecordAdmin):
             "open record this was is resolved with it).",
         )
 
-    @admin.action(description="Retry the related orders", permissions=["change"])
+    @admin.action(description="Retry the related orders", permissions=["retry_orders"])
     def retry_related_orders(self, request, queryset):
         retried, skipped = set(), []
         for failure in queryset.select_related("order"):

@@ -23,6 +23,7 @@ from orders.operations.admin.inlines import (
     OrderEventInline,
     OrderLineInline,
 )
+from orders.permissions import CHANGE_DELIVERY, CHANGE_FAILURE_RECORD, CHANGE_ORDER
 from orders.services import orders as services
 from orders.services.deliveries import delivery_complete
 from orders.services.failure_actions import failure_rerun, failure_rerun_refusal
@@ -162,9 +163,10 @@ class OrderAdmin(ViewOnlyRecordAdmin):
         return super().render_change_form(request, context, *args, obj=obj, **kwargs)
 
     def order_actions(self, request, order: Order) -> list[dict]:
-        """The buttons that apply to this order now, for a user who may use them."""
-        if not self.has_change_permission(request):
-            return []
+        """The buttons that apply to this order now, each for a user holding the
+        permission that the same change asks for elsewhere (a retry the order's,
+        completing the delivery the delivery's, a re-run the failure's)."""
+        may = request.user.has_perm
 
         def url(name, *args):
             return reverse(
@@ -174,7 +176,7 @@ class OrderAdmin(ViewOnlyRecordAdmin):
             )
 
         actions = []
-        if order.status == Order.Status.FAILED:
+        if order.status == Order.Status.FAILED and may(CHANGE_ORDER):
             actions.append(
                 {
                     "name": "retry",
@@ -184,7 +186,7 @@ class OrderAdmin(ViewOnlyRecordAdmin):
                 }
             )
         delivery = getattr(order, "delivery", None)
-        if delivery is not None and not delivery.is_completed:
+        if delivery is not None and not delivery.is_completed and may(CHANGE_DELIVERY):
             actions.append(
                 {
                     "name": "complete-delivery",
@@ -194,7 +196,10 @@ class OrderAdmin(ViewOnlyRecordAdmin):
                     "url": url("complete_delivery"),
                 }
             )
-        for failure in order.failures.filter(resolved=False).order_by("id"):
+        open_failures = order.failures.filter(resolved=False).order_by("id")
+        if not may(CHANGE_FAILURE_RECORD):
+            open_failures = open_failures.none()
+        for failure in open_failures:
             if failure_rerun_refusal(failure) is None:
                 actions.append(
                     {
@@ -218,7 +223,7 @@ class OrderAdmin(ViewOnlyRecordAdmin):
                 ) from refused
             return f"Retried {order.order_id}: back to PENDING, attempts reset."
 
-        return self.run_order_action(request, object_id, retry)
+        return self.run_order_action(request, object_id, retry, CHANGE_ORDER)
 
     def complete_delivery_view(self, request, object_id):
         def complete(order):
@@ -239,7 +244,7 @@ class OrderAdmin(ViewOnlyRecordAdmin):
                 "marks the order delivered."
             )
 
-        return self.run_order_action(request, object_id, complete)
+        return self.run_order_action(request, object_id, complete, CHANGE_DELIVERY)
 
     def rerun_failure_view(self, request, object_id, failure_id):
         def rerun(order):
@@ -261,13 +266,14 @@ class OrderAdmin(ViewOnlyRecordAdmin):
                 "stays until marked resolved."
             )
 
-        return self.run_order_action(request, object_id, rerun)
+        return self.run_order_action(request, object_id, rerun, CHANGE_FAILURE_RECORD)
 
-    def run_order_action(self, request, object_id, act):
-        """One button's POST: the change permission, the order as it is now, the
-        service (through `act`, which returns what to tell the operator), a
-        LogEntry, and back to the order's page; or the reason nothing was done."""
-        if not self.has_change_permission(request):
+    def run_order_action(self, request, object_id, act, permission: str):
+        """One button's POST: the change permission of what it changes, the order
+        as it is now, the service (through `act`, which returns what to tell
+        the operator), a LogEntry, and back to the order's page; or the reason
+        nothing was done."""
+        if not request.user.has_perm(permission):
             raise PermissionDenied
         order = self.get_object(request, unquote(object_id))
         try:
