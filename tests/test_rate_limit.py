@@ -32,8 +32,15 @@ def rate_limited(settings, tmp_path):
     }
 
 
-def place(client, address: str = "192.0.2.10", key: str | None = None):
+def place(
+    client,
+    address: str = "192.0.2.10",
+    key: str | None = None,
+    forwarded_for: str | None = None,
+):
     headers = {"Idempotency-Key": key} if key else {}
+    if forwarded_for is not None:
+        headers["X-Forwarded-For"] = forwarded_for
     return client.post(
         "/api/orders",
         json.dumps(ORDER_BODY),
@@ -65,6 +72,51 @@ def test_each_client_address_has_a_limit_of_its_own(client, rate_limited):
 
     assert place(client, address="192.0.2.10").status_code == 429
     assert place(client, address="192.0.2.11").status_code == 202
+
+
+@pytest.mark.django_db
+def test_behind_one_proxy_a_client_is_counted_as_the_proxy_saw_it(
+    client, rate_limited, settings
+):
+    """The leftmost entries are the client's own words: each placement claims
+    another address, and all are counted under the one the proxy appended."""
+    settings.TRUSTED_PROXY_HOPS = 1
+    answers = [
+        place(client, address="10.0.0.2", forwarded_for=f"203.0.113.{n}, 198.51.100.7")
+        for n in range(5)
+    ]
+
+    assert [answer.status_code for answer in answers] == [202] * 3 + [429] * 2
+    assert place(client, forwarded_for="198.51.100.8").status_code == 202
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("forwarded_for", ["unknown", "1.2.3.4:5678", ",", "x" * 300])
+def test_a_malformed_forwarded_for_is_counted_as_the_connection(
+    client, rate_limited, settings, forwarded_for
+):
+    settings.TRUSTED_PROXY_HOPS = 1
+    statuses = [
+        place(client, address="10.0.0.3", forwarded_for=forwarded_for).status_code
+        for _ in range(4)
+    ]
+
+    assert statuses == [202] * 3 + [429]
+
+
+@pytest.mark.django_db
+def test_an_ipv6_client_is_counted_by_its_network_and_ipv4_over_ipv6_by_itself(
+    client, rate_limited
+):
+    for n in range(3):
+        assert place(client, address=f"2001:db8:0:1::{n + 1}").status_code == 202
+    assert place(client, address="2001:db8:0:1:ffff::9").status_code == 429
+    assert place(client, address="2001:db8:0:2::1").status_code == 202
+
+    for _ in range(3):
+        assert place(client, address="::ffff:192.0.2.20").status_code == 202
+    assert place(client, address="192.0.2.20").status_code == 429
+    assert place(client, address="::ffff:192.0.2.21").status_code == 202
 
 
 @pytest.mark.django_db

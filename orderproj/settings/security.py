@@ -4,8 +4,8 @@ token and the order placement rate limit.
 
 Each HTTPS protection is on when DEBUG is off, and each can be set either way: a
 TLS proxy in front tells Django the request was HTTPS with SECURE_PROXY_SSL_HEADER
-(or daphne's --proxy-headers), and CSRF_TRUSTED_ORIGINS lists the origins that
-may POST when the proxy's host differs from the one Django sees.
+(daphne runs without --proxy-headers: Procfile), and CSRF_TRUSTED_ORIGINS lists
+the origins that may POST when the proxy's host differs from the one Django sees.
 """
 
 import re

@@ -1,6 +1,11 @@
 """The rate limit on placing orders: ORDER_PLACE_RATE_LIMIT per client address,
 counted by django-ratelimit in the "ratelimit" cache (orderproj/settings/security.py).
 
+The address is the service's own idea of the client (orders/api/client_address.py,
+TRUSTED_PROXY_HOPS), never django-ratelimit's "ip" key: that reads REMOTE_ADDR,
+which daphne's --proxy-headers would set to the leftmost X-Forwarded-For entry,
+the one the client writes, and which raises for a value that is not an address.
+
 Every web process must count in the same place, or n processes allow n times
 the limit. With REDIS_URL that is Redis (Django's RedisCache: INCR is atomic and
 keeps the key's expiry). Without it, the embedded default, it is a directory of
@@ -13,6 +18,7 @@ reading and then writing, so concurrent requests would be lost from the count.
 
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import os
 import pickle
@@ -24,6 +30,8 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.filebased import FileBasedCache
 from django_ratelimit.core import get_usage
 from redis.exceptions import RedisError
+
+from orders.api.client_address import request_client_address
 
 logger = logging.getLogger("orders.ratelimit")
 
@@ -44,7 +52,7 @@ def place_retry_after(request) -> int | None:
         return None
     try:
         usage = get_usage(
-            request, group=PLACE_GROUP, key="ip", rate=rate, increment=True
+            request, group=PLACE_GROUP, key=client_key, rate=rate, increment=True
         )
     except CACHE_UNAVAILABLE:
         logger.warning(
@@ -54,7 +62,24 @@ def place_retry_after(request) -> int | None:
         return None
     if usage is None or not usage["should_limit"]:
         return None
+    logger.info(
+        "order placement from %s refused: over ORDER_PLACE_RATE_LIMIT %s",
+        request_client_address(request),
+        rate,
+    )
     return max(1, int(usage["time_left"]))
+
+
+def client_key(group: str, request) -> str:
+    """What a client is counted under: its address, an IPv6 client by its /64
+    (one subscriber's network, as django-ratelimit's "ip" key does it: a host
+    picks any address in it) and an IPv4 client seen over IPv6 as itself."""
+    address = ipaddress.ip_address(request_client_address(request))
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False).network_address)
+    return str(address)
 
 
 class LockedFileBasedCache(FileBasedCache):
