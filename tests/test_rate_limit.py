@@ -2,6 +2,7 @@
 cache every web process shares."""
 
 import json
+import logging
 import os
 import secrets
 import subprocess
@@ -16,6 +17,7 @@ from orders.api.ratelimit_store import (
     SQLiteCounterCache,
 )
 from orders.models import Order
+from orders.workers.processes import free_port
 from tests.conftest import ORDER_BODY
 
 # A day's window: a test never straddles the window's end (it would reset the
@@ -180,6 +182,43 @@ def test_while_the_store_is_full_new_clients_share_one_count(client, small_store
     assert newcomers == [202] * 3 + [429] * 2
     # A client with a counter of its own keeps its own limit.
     assert place(client, address="10.2.0.0").status_code == 202
+
+
+def store_down(settings, tmp_path, kind: str) -> None:
+    """The "ratelimit" cache, unreachable: Redis on a port nobody listens on, or
+    a counter file that cannot be opened (a directory stands in its place)."""
+    if kind == "redis":
+        cache = {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    else:
+        (tmp_path / "ratelimit" / "counters.sqlite3").mkdir(parents=True)
+        cache = {
+            "BACKEND": "orders.api.ratelimit_store.SQLiteCounterCache",
+            "LOCATION": str(tmp_path / "ratelimit"),
+        }
+    settings.CACHES = {**settings.CACHES, "ratelimit": cache}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
+def test_orders_are_taken_while_the_rate_limit_store_is_down(
+    client, settings, tmp_path, caplog, kind
+):
+    settings.ORDER_PLACE_RATE_LIMIT = "1/d"
+    store_down(settings, tmp_path, kind)
+    caplog.set_level(logging.WARNING, logger="orders.ratelimit")
+
+    answers = [place(client).status_code for _ in range(3)]
+
+    assert answers == [202] * 3
+    assert Order.objects.count() == 3
+    warnings = [r for r in caplog.records if r.name == "orders.ratelimit"]
+    assert len(warnings) == 3
+    assert all("cannot count" in r.getMessage() for r in warnings)
+    assert all(r.levelno == logging.WARNING and r.exc_info for r in warnings)
 
 
 def counters_in(store: SQLiteCounterCache) -> int:
