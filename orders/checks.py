@@ -22,3 +22,28 @@ def sqlite_has_returning(app_configs, **kwargs):
             id="orders.E001",
         )
     ]
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def proxy_says_the_scheme(app_configs, **kwargs):
+    """Behind a proxy (TRUSTED_PROXY_HOPS) daphne sees plain HTTP: without
+    SECURE_PROXY_SSL_HEADER every request looks insecure, and with
+    SECURE_SSL_REDIRECT on each is redirected to itself, for ever. daphne's
+    --proxy-headers used to say the scheme; the Procfile no longer passes it
+    (docs/deployers/proxy.md)."""
+    if (
+        settings.TRUSTED_PROXY_HOPS
+        and settings.SECURE_SSL_REDIRECT
+        and not settings.SECURE_PROXY_SSL_HEADER
+    ):
+        return [
+            checks.Warning(
+                "TRUSTED_PROXY_HOPS says a proxy is in front, SECURE_SSL_REDIRECT "
+                "is on and SECURE_PROXY_SSL_HEADER is unset: every request would "
+                "be redirected to HTTPS, again and again.",
+                hint="Set SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https and "
+                "have the proxy set X-Forwarded-Proto.",
+                id="orders.W001",
+            )
+        ]
+    return []

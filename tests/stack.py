@@ -12,10 +12,12 @@ import contextlib
 import functools
 import json
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from orders.workers.processes import (
     spawn,
     stop,
     wait_until,
+    web_env,
 )
 from tests.sse import read_sse
 
@@ -88,6 +91,25 @@ class Stack(LocalService):
             copy_sqlite(migrated_template(), database)
         else:
             migrate_with_staff_account(self)
+
+    def start_web_from_the_procfile(self) -> None:
+        """daphne with the Procfile's web line (its flags and its environment),
+        not orders/workers/processes.py's web_command: what a deployment runs."""
+        command, env = procfile_web_command(self.port)
+        self.web = spawn(command, env={**web_env(self.env), **env}, log=self.web_log)
+        self.wait_for_web()
+
+    def wait_for_web(self) -> None:
+        def healthy():
+            if self.web.poll() is not None:
+                raise RuntimeError(f"daphne exited:\n{self.web_log.read_text()}")
+            try:
+                response = httpx.get(f"{self.base_url}/healthz", timeout=2)
+            except httpx.TransportError:
+                return False
+            return response.status_code == 200
+
+        wait_until(healthy, timeout=30, what="daphne to answer /healthz")
 
     def gateway_ledger(self, prefix: str) -> dict[str, str]:
         """What the simulated gateways of this stack did, by idempotency key."""
@@ -279,6 +301,27 @@ class Stack(LocalService):
 
     def wait_for_terminal(self, order_id: str, *, timeout: float = 30) -> dict:
         return self.wait_for_status(order_id, {"COMPLETED", "FAILED"}, timeout=timeout)
+
+
+def procfile_lines() -> dict[str, str]:
+    """The Procfile's services: name -> command line."""
+    lines = (PROJECT_DIR / "Procfile").read_text().splitlines()
+    return dict(
+        line.split(": ", 1) for line in lines if line and not line.startswith("#")
+    )
+
+
+def procfile_web_command(port: int) -> tuple[list[str], dict[str, str]]:
+    """The Procfile's web line for `port`, as an argument list (`daphne` run by
+    this interpreter, as the venv's `daphne` script runs it) and the variables
+    the line sets before it."""
+    words = shlex.split(procfile_lines()["web"].replace("$PORT", str(port)))
+    env = {}
+    while "=" in words[0]:
+        name, value = words.pop(0).split("=", 1)
+        env[name] = value
+    assert words[0] == "daphne", words
+    return [sys.executable, "-m", "daphne", *words[1:]], env
 
 
 def process_title(pid: int) -> list[str]:

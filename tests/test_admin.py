@@ -106,9 +106,8 @@ def test_anonymous_users_are_sent_to_the_login_page(client, url):
 
 @pytest.mark.parametrize("url", [ORDERS, FAILURES, DELIVERIES])
 def test_users_who_are_not_staff_are_refused(url):
-    User.objects.create_user("customer", password="pw")
     client = Client()
-    client.login(username="customer", password="pw")
+    client.force_login(User.objects.create_user("customer", password="pw"))
 
     response = client.get(url)
 
@@ -118,9 +117,8 @@ def test_users_who_are_not_staff_are_refused(url):
 
 def test_staff_without_permissions_cannot_run_order_actions():
     order = failed_order()
-    User.objects.create_user("intern", password="pw", is_staff=True)
     client = Client()
-    client.login(username="intern", password="pw")
+    client.force_login(User.objects.create_user("intern", password="pw", is_staff=True))
 
     response = client.post(
         ORDERS,

@@ -268,9 +268,8 @@ def test_an_unknown_delivery_code_answers_404_in_json(staff_client):
 
 def test_anonymous_and_non_staff_callers_cannot_complete_deliveries(client):
     order = completed_order()
-    User.objects.create_user("customer", password="pw")
     member = Client()
-    member.login(username="customer", password="pw")
+    member.force_login(User.objects.create_user("customer", password="pw"))
 
     anonymous = client.post(complete_url(order.delivery.code))
     non_staff = member.post(complete_url(order.delivery.code))

@@ -66,6 +66,20 @@ def test_every_500_is_logged_with_its_traceback_and_recorded(failing_requests, c
     assert first.exception_type == "RuntimeError"
 
 
+def test_a_500_s_record_names_the_client_the_proxy_saw_not_the_one_it_claims(
+    failing_requests, client, settings
+):
+    settings.TRUSTED_PROXY_HOPS = 1
+
+    client.get(
+        "/test/crash/ord_1",
+        REMOTE_ADDR="10.0.0.5",
+        headers={"X-Forwarded-For": "6.6.6.6, 203.0.113.7"},
+    )
+
+    assert FailureRecord.objects.get().kwargs == {"client": "203.0.113.7"}
+
+
 def test_a_500_on_another_view_is_a_group_of_its_own(failing_requests, mailoutbox):
     failing_requests(5)
     failing_requests(5, prefix="/test/crash-too/ord_")

@@ -8,6 +8,7 @@ docs/deployers/configuration.md lists every variable.
 
 from orderproj.settings.base import *  # noqa: F403
 from orderproj.settings.database import *  # noqa: F403
+from orderproj.settings.login import *  # noqa: F403
 from orderproj.settings.mail import *  # noqa: F403
 from orderproj.settings.orders import *  # noqa: F403
 from orderproj.settings.queue import *  # noqa: F403

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "django_q",
     "csp",
     "django_ratelimit",
+    # Login throttling on /admin/login/ (orderproj/settings/login.py).
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -57,6 +59,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "orders.api.middleware.OrderPlaceRateLimit",
+    # Turns a locked-out login into the lockout page (orderproj/settings/login.py).
+    "axes.middleware.AxesMiddleware",
     # Last on purpose: see its docstring.
     "orders.api.middleware.SyncChainBoundary",
 ]
@@ -127,5 +131,8 @@ LOGGING = {
         # Until a web process that died leaves the events group (group_expiry),
         # channels_redis logs every message sent to it at INFO.
         "channels_redis": {"level": "WARNING"},
+        # django-axes names its configuration at INFO in every process's start,
+        # every manage.py command's included (its failures log elsewhere).
+        "axes.apps": {"level": "WARNING"},
     },
 }

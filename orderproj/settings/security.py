@@ -4,8 +4,8 @@ token and the order placement rate limit.
 
 Each HTTPS protection is on when DEBUG is off, and each can be set either way: a
 TLS proxy in front tells Django the request was HTTPS with SECURE_PROXY_SSL_HEADER
-(or daphne's --proxy-headers), and CSRF_TRUSTED_ORIGINS lists the origins that
-may POST when the proxy's host differs from the one Django sees.
+(daphne runs without --proxy-headers: Procfile), and CSRF_TRUSTED_ORIGINS lists
+the origins that may POST when the proxy's host differs from the one Django sees.
 """
 
 import re
@@ -103,8 +103,9 @@ def rate_limit(raw: str) -> str:
 # POST /api/orders per client address (orders/api/middleware.py): "<count>/<period>"
 # with a period of s, m, h or d (optionally a multiple: "100/5m"); "0" turns it
 # off. Counted in the "ratelimit" cache, which every web process shares: Redis
-# when REDIS_URL is set, else files in ORDER_RATE_LIMIT_DIR (every process on
-# the machine; see orders/api/ratelimit.py for why not the database).
+# when REDIS_URL is set, else a SQLite file of its own in ORDER_RATE_LIMIT_DIR
+# (every process on the machine; orders/api/ratelimit_store.py), holding at
+# most MAX_ENTRIES live counters and never deleting one.
 ORDER_PLACE_RATE_LIMIT = rate_limit(
     env.str("ORDER_PLACE_RATE_LIMIT", default="120/m").strip()
 )
@@ -123,7 +124,7 @@ CACHES = {
         }
         if REDIS_URL
         else {
-            "BACKEND": "orders.api.ratelimit.LockedFileBasedCache",
+            "BACKEND": "orders.api.ratelimit_store.SQLiteCounterCache",
             "LOCATION": str(ORDER_RATE_LIMIT_DIR),
             "OPTIONS": {"MAX_ENTRIES": 10000},
         }
@@ -134,5 +135,5 @@ RATELIMIT_USE_CACHE = "ratelimit"
 RATELIMIT_FAIL_OPEN = True
 # django_ratelimit.W001 says a backend is "not officially supported" when it is
 # not memcached or django-redis by name. Both used here count atomically: Django's
-# RedisCache increments with INCR, LockedFileBasedCache under a file lock.
+# RedisCache increments with INCR, SQLiteCounterCache in one UPDATE.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]

@@ -16,6 +16,7 @@ import logging
 import sys
 import traceback
 
+from orders.api.client_address import request_client_address
 from orders.models import Order
 from orders.services.failures import (
     RECORDED_IN_TASK_KEY,
@@ -40,7 +41,8 @@ def on_request_failed(sender, request=None, **kwargs) -> None:
     Django has logged it already (logger django.request, with the traceback);
     this stores it and leaves the mail to the failure mailer. The "task" is the
     view's URL name, so requests to one view failing the same way are one group
-    whatever path or id they carried.
+    whatever path or id they carried. The record names the client as the
+    service works it out (orders/api/client_address.py), not as it claims.
     """
     try:
         error = sys.exc_info()[1]
@@ -51,7 +53,7 @@ def on_request_failed(sender, request=None, **kwargs) -> None:
         failure_record_text(
             task=f"request {view}",
             args=[request.method, request.path[:REQUEST_PATH_CHARS]],
-            kwargs={},
+            kwargs={"client": request_client_address(request)},
             exception_type=exception_type_name(type(error)),
             message=str(error),
             traceback_text="".join(traceback.format_exception(error)),

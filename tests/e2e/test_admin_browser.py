@@ -1,11 +1,11 @@
 """The operations console in Chromium against a real stack: the admin's index and
 an order's page on a phone and on a desktop, under the Content-Security-Policy,
-and the retry button of a FAILED order's page."""
+the retry button of a FAILED order's page, and the page of a locked-out login."""
 
 import pytest
 
 from tests.e2e.test_browser import browser, page  # noqa: F401 - fixtures
-from tests.e2e.test_csp_browser import log_in, violations
+from tests.e2e.test_csp_browser import RECORD_VIOLATIONS, log_in, violations
 from tests.stack import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -84,4 +84,25 @@ def test_the_retry_button_on_a_failed_orders_page_retries_it(
         timeout=30,
         what="the retried order's first attempt",
     )
+    assert violations(page) == []
+
+
+def test_a_locked_out_login_says_why_in_the_console_s_look(
+    stack,
+    page,  # noqa: F811
+):
+    """Five wrong passwords for one username: the form that answered each of them
+    gives way to the lockout page, under the policy."""
+    page.problems.expect(r"status of 429")
+    page.add_init_script(RECORD_VIOLATIONS)
+    page.goto(stack.base_url + "/admin/login/?next=/admin/")
+    for n in range(5):
+        page.fill("#id_username", "someone-else")
+        page.fill("#id_password", f"wrong-{n}")
+        page.click("input[type=submit]")
+        page.wait_for_load_state("load")
+
+    locked = page.locator("[data-role=locked-out]")
+    assert "Too many failed logins" in locked.inner_text()
+    assert page.locator("#site-name").inner_text() == "orderproj operations"
     assert violations(page) == []

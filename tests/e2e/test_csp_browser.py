@@ -31,6 +31,7 @@ ADMIN_PAGES = [
     "/admin/auth/group/add/",
     "/admin/django_q/schedule/add/",
     "/admin/django_q/failure/",
+    "/admin/axes/accessattempt/",
     "/admin/password_change/",
 ]
 

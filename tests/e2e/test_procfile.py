@@ -14,16 +14,15 @@ import httpx
 import pytest
 
 from orders.workers.processes import descendants_of, kill_session, local_env
-from tests.stack import DEFAULT_ENV, PROJECT_DIR, make_stack, wait_until
+from tests.stack import (
+    DEFAULT_ENV,
+    PROJECT_DIR,
+    make_stack,
+    procfile_lines,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def procfile_lines() -> dict[str, str]:
-    lines = (PROJECT_DIR / "Procfile").read_text().splitlines()
-    return dict(
-        line.split(": ", 1) for line in lines if line and not line.startswith("#")
-    )
 
 
 def alive(pid: int) -> bool:
