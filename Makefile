@@ -39,12 +39,17 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
+# Development mode, asked for: with neither DEBUG nor SECRET_KEY set the
+# settings refuse to start (a server must not fall back to a debug one), and
+# the README's first request uses the failure simulation, off unless turned on.
+DEVELOPMENT := DEBUG=1 ORDER_SIMULATION_ENABLED=1
+
 migrate: install
-	$(BIN)/python manage.py migrate --noinput
+	$(DEVELOPMENT) $(BIN)/python manage.py migrate --noinput
 
 run: migrate
-	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/python manage.py serve
+	$(DEVELOPMENT) $(BIN)/python manage.py collectstatic --noinput -v0
+	$(DEVELOPMENT) $(BIN)/python manage.py serve
 
 lint: install-dev $(NODE_STAMP)
 	$(BIN)/ruff check orderproj orders tests
