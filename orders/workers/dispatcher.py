@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Value
-from django.db.models.functions import Greatest
+from django.db.models.functions import Greatest, Now
 from django.utils import timezone
 
 from orders.models import Delivery, FailureRecord, Order
@@ -244,8 +244,12 @@ def dispatch_due_listeners(*, now=None) -> list[str]:
 
 
 def expire_leases(*, now=None) -> list[str]:
-    """Count the attempt of every PROCESSING order past its lease as failed."""
-    now = now or timezone.now()
+    """Count the attempt of every PROCESSING order past its lease as failed.
+
+    Past it by the database's clock (Now()), which wrote the lease
+    (transitions.claim): a dispatcher whose own clock runs ahead would take a
+    running attempt's lease for expired and start a second one beside it."""
+    now = Now() if now is None else now
     stuck = Order.objects.filter(
         status=Status.PROCESSING, lease_expires_at__lte=now
     ).order_by("lease_expires_at")[:BATCH]
