@@ -31,7 +31,7 @@ from orders.selectors import OPEN, QUEUE_UNAVAILABLE, oldest_queued_at
 from orders.services.attempts import order_expire_lease
 from orders.services.deliveries import delivery_listener_enqueue
 from orders.services.events import events_trim
-from orders.services.failures import record_failure
+from orders.services.failures import failures_trim, record_failure
 from orders.services.orders import order_enqueue
 
 logger = logging.getLogger(__name__)
@@ -360,14 +360,20 @@ def run_dispatcher(stop: threading.Event, *, interval: float | None = None) -> N
             close_old_connections()
         if time.monotonic() >= next_trim:
             # Old events go at most once an hour: streams answer a resume from a
-            # trimmed id with stream.reset.
+            # trimmed id with stream.reset. Old resolved failure records with them.
             next_trim = time.monotonic() + TRIM_EVERY_SECONDS
-            try:
-                trimmed = events_trim()
-                if trimmed:
-                    logger.info("trimmed %d old order event(s)", trimmed)
-            except Exception:
-                logger.exception("trimming old events failed; next try in an hour")
-                close_old_connections()
+            _trim(events_trim, "old order event(s)")
+            _trim(failures_trim, "resolved failure record(s)")
         stop.wait(interval)
     logger.info("dispatcher stopped")
+
+
+def _trim(trim: Callable[[], int], what: str) -> None:
+    """One retention pass; a failure is logged and tried again in an hour."""
+    try:
+        trimmed = trim()
+        if trimmed:
+            logger.info("trimmed %d %s", trimmed, what)
+    except Exception:
+        logger.exception("trimming %s failed; next try in an hour", what)
+        close_old_connections()
