@@ -175,6 +175,19 @@ def test_a_simulated_delay_over_half_an_attempts_time_is_a_400_that_writes_nothi
 
 
 @pytest.mark.django_db
+def test_a_simulated_delay_over_the_limit_is_named_beside_the_other_problems(
+    client, settings
+):
+    settings.ORDER_LEASE_SECONDS = 10
+    body = {**with_item(quantity=0), "simulate": {"delay_ms": 60_000}}
+
+    response = post_order(client, body)
+
+    assert_refused(response, 400, "validation_failed", "items[0].quantity")
+    assert "2500" in response.json()["fields"]["simulate.delay_ms"]
+
+
+@pytest.mark.django_db
 def test_a_simulated_delay_of_half_an_attempts_time_is_accepted(client, settings):
     settings.ORDER_LEASE_SECONDS = 10
     body = {**VALID, "simulate": {"delay_ms": 2500}}

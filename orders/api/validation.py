@@ -284,13 +284,9 @@ def parse_order_request(body: bytes, *, simulation_enabled: bool) -> OrderInput:
         problems = {}
     except ValidationError as exc:
         order, problems = None, problems_of(exc)
-    if order is not None and order.simulate is not None:
-        limit = delay_limit_ms()
-        if order.simulate.delay_ms > limit:
-            problems["simulate.delay_ms"] = (
-                f"Input should be less than or equal to {limit} on this server "
-                "(half of the time an attempt may run)."
-            )
+    delay_problem = _delay_problem(payload)
+    if delay_problem:
+        problems["simulate.delay_ms"] = delay_problem
     if payload.get("simulate") is not None and not simulation_enabled:
         problems = {k: v for k, v in problems.items() if not k.startswith("simulate")}
         problems["simulate"] = SIMULATION_DISABLED
@@ -316,6 +312,20 @@ def parse_order_request(body: bytes, *, simulation_enabled: bool) -> OrderInput:
         simulate=_simulation_plan(order.simulate),
         fingerprint=fingerprint(payload),
     )
+
+
+def _delay_problem(payload: dict) -> str | None:
+    """A whole-number delay past this server's limit, named with the limit
+    (with the other problems, whether or not the rest of the body is valid)."""
+    simulate = payload.get("simulate")
+    delay = simulate.get("delay_ms") if isinstance(simulate, dict) else None
+    limit = delay_limit_ms()
+    if type(delay) is int and delay > limit:
+        return (
+            f"Input should be less than or equal to {limit} on this server (half "
+            "of the time an attempt may run)."
+        )
+    return None
 
 
 def _simulation_plan(simulate: SimulateIn | None) -> dict:
