@@ -39,13 +39,18 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
+# Development mode, asked for: with neither DEBUG nor SECRET_KEY set the
+# settings refuse to start (a server must not fall back to a debug one), and
+# the README's first request uses the failure simulation, off unless turned on.
+DEVELOPMENT := DEBUG=1 ORDER_SIMULATION_ENABLED=1
+
 migrate: install
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py roles
+	$(DEVELOPMENT) $(BIN)/python manage.py migrate --noinput
+	$(DEVELOPMENT) $(BIN)/python manage.py roles
 
 run: migrate
-	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/python manage.py serve
+	$(DEVELOPMENT) $(BIN)/python manage.py collectstatic --noinput -v0
+	$(DEVELOPMENT) $(BIN)/python manage.py serve
 
 lint: install-dev $(NODE_STAMP)
 	$(BIN)/ruff check orderproj orders tests
@@ -58,7 +63,8 @@ POSTGRES_TESTS := tests/test_transitions.py tests/test_properties.py \
 	tests/test_steps.py tests/test_services_orders.py tests/test_dispatcher.py \
 	tests/test_deliveries.py tests/test_batches.py tests/test_taken_along.py \
 	tests/test_stream_reads.py tests/test_services_events.py tests/test_metrics.py \
-	tests/test_failure_groups.py tests/test_transitions_sql.py
+	tests/test_failure_groups.py tests/test_transitions_sql.py \
+	tests/test_failure_retention.py
 
 # Test processes (pytest-xdist): one per core unless told otherwise.
 TEST_WORKERS ?= auto

@@ -196,7 +196,9 @@ class FailureGroup(Resolvable):
     The admins are mailed per group, not per record (orders/operations/
     mailer.py): a new group at once, a group that keeps failing in a digest at
     most once per FAILURE_DIGEST_WINDOW_SECONDS, a resolved group that fails
-    again (a regression) at once. Groups are never deleted, like their records.
+    again (a regression) at once. Groups are never deleted: `count` counts
+    every failure of the group, also those whose records were trimmed
+    (failures_trim), and a group whose records are gone still reopens.
     """
 
     fingerprint = models.CharField(max_length=64, unique=True)
@@ -240,8 +242,10 @@ class FailureGroup(Resolvable):
 class FailureRecord(Resolvable):
     """An exception that escaped async work, kept for operators until resolved.
 
-    Rows are never deleted by the application: retrying or re-running from a
-    record leaves it in place, so the history of what failed stays readable.
+    Retrying or re-running from a record leaves it in place, so the history of
+    what failed stays readable; a resolved record goes after
+    FAILURE_RETENTION_DAYS or beyond the newest FAILURE_RETENTION_COUNT
+    (failures_trim), an unresolved one never.
     """
 
     task = models.CharField(max_length=255, db_index=True)

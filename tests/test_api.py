@@ -161,6 +161,44 @@ def test_simulate_is_refused_when_simulation_is_disabled(client, settings):
 
 
 @pytest.mark.django_db
+def test_a_simulated_delay_over_half_an_attempts_time_is_a_400_that_writes_nothing(
+    client, settings
+):
+    # A lease of 10 s lets an attempt run 5 s (orders/workers/timeouts.py).
+    settings.ORDER_LEASE_SECONDS = 10
+    body = {**VALID, "simulate": {"delay_ms": 2501}}
+
+    response = post_order(client, body)
+
+    assert_refused(response, 400, "validation_failed", "simulate.delay_ms")
+    assert "2500" in response.json()["fields"]["simulate.delay_ms"]
+
+
+@pytest.mark.django_db
+def test_a_simulated_delay_over_the_limit_is_named_beside_the_other_problems(
+    client, settings
+):
+    settings.ORDER_LEASE_SECONDS = 10
+    body = {**with_item(quantity=0), "simulate": {"delay_ms": 60_000}}
+
+    response = post_order(client, body)
+
+    assert_refused(response, 400, "validation_failed", "items[0].quantity")
+    assert "2500" in response.json()["fields"]["simulate.delay_ms"]
+
+
+@pytest.mark.django_db
+def test_a_simulated_delay_of_half_an_attempts_time_is_accepted(client, settings):
+    settings.ORDER_LEASE_SECONDS = 10
+    body = {**VALID, "simulate": {"delay_ms": 2500}}
+
+    response = post_order(client, body)
+
+    assert response.status_code == 202, response.content
+    assert Order.objects.get().simulate["delay_ms"] == 2500
+
+
+@pytest.mark.django_db
 def test_wrong_method_is_a_json_405(client):
     response = client.get("/api/orders")
     assert response.status_code == 405

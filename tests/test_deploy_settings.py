@@ -4,6 +4,8 @@ deploy check, and each protection can be set for a TLS proxy in front."""
 import json
 import os
 import secrets
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -157,40 +159,120 @@ def test_the_proxy_ssl_header_names_the_header_and_the_value_meaning_https():
     assert proxy_ssl_header([]) is None
 
 
-def debug_in(**environment: str) -> subprocess.CompletedProcess:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DEBUG", "SECRET_KEY"}
-    }
+# What decides development mode, left out of the environment these tests start
+# a process with (the tests themselves run with DEBUG=1, pyproject.toml).
+MODE_VARIABLES = {"DEBUG", "SECRET_KEY", "ORDER_SIMULATION_ENABLED"}
+
+
+def environment_without_a_mode(**environment: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in MODE_VARIABLES}
     env.update(DJANGO_SETTINGS_MODULE="orderproj.settings", **environment)
+    return env
+
+
+def debug_in(**environment: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             sys.executable,
             "-c",
             "import django; django.setup(); from django.conf import settings; "
-            "print(settings.DEBUG, settings.SESSION_COOKIE_SECURE)",
+            "print(settings.DEBUG, settings.SESSION_COOKIE_SECURE, "
+            "settings.ORDER_SIMULATION_ENABLED)",
         ],
         cwd=settings.BASE_DIR,
-        env=env,
+        env=environment_without_a_mode(**environment),
         capture_output=True,
         text=True,
         timeout=60,
     )
 
 
-def test_a_machine_without_a_secret_key_gets_the_development_settings():
-    result = debug_in()
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["-c", "import django; django.setup()"], id="django-setup"),
+        pytest.param(["manage.py", "check"], id="manage-check"),
+    ],
+)
+@pytest.mark.parametrize("debug", [None, ""], ids=["unset", "empty"])
+def test_a_machine_with_neither_debug_nor_a_secret_key_refuses_to_start(command, debug):
+    environment = {} if debug is None else {"DEBUG": debug}
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=settings.BASE_DIR,
+        env=environment_without_a_mode(**environment),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: SECRET_KEY is not set" in result.stderr
+    assert "set DEBUG=1" in result.stderr
+
+
+def test_debug_on_without_a_secret_key_gets_the_development_settings():
+    result = debug_in(DEBUG="1")
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["True", "False"]
+    # DEBUG on, cookies over plain HTTP, and no failure simulation: that is
+    # turned on by itself (`make run` and the tests do).
+    assert result.stdout.split() == ["True", "False", "False"]
+
+
+def test_a_secret_key_alone_gets_the_production_settings():
+    result = debug_in(SECRET_KEY=secrets.token_urlsafe(50))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "False"]
 
 
 def test_debug_off_without_a_secret_key_refuses_to_start():
     result = debug_in(DEBUG="0")
 
     assert result.returncode != 0
-    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+# Set, but empty: as unset.
+UNSET_MODE = {"DEBUG": "", "SECRET_KEY": ""}
+
+
+def test_make_run_starts_on_a_machine_with_neither_variable_set():
+    """The README's `make run`, on a machine without DEBUG or SECRET_KEY (or
+    with them empty): the environment its serve line gives manage.py passes
+    Django's checks in development mode."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry_run = subprocess.run(
+        ["make", "-n", "run"],
+        cwd=settings.BASE_DIR,
+        env=environment_without_a_mode(**UNSET_MODE),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dry_run.returncode == 0, dry_run.stderr
+    (serve,) = [
+        shlex.split(line)
+        for line in dry_run.stdout.splitlines()
+        if line.endswith("manage.py serve")
+    ]
+    *assignments, python, _manage, _serve = serve
+    environment = dict(assignment.split("=", 1) for assignment in assignments)
+    assert environment["DEBUG"] == "1"
+
+    result = subprocess.run(
+        [python, "manage.py", "check"],
+        cwd=settings.BASE_DIR,
+        env=environment_without_a_mode(**{**UNSET_MODE, **environment}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
 
 
 @pytest.mark.parametrize("raw", ["120", "120/minute", "-1/m", "0/m", "ten/m"])

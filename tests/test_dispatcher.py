@@ -2,6 +2,7 @@
 the test database): a waiting task is not taken for a lost one, a lost one is
 enqueued again, and one bad row costs only itself."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.db.models.functions import Now
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.models import OrmQ
@@ -215,6 +217,55 @@ def test_racing_dispatchers_enqueue_an_order_once_for_one_due_time():
         thread.join()
     assert sorted(results) == [[], [], [], [order.order_id]]
     assert queued_order_ids() == [order.order_id]
+
+
+# Leases by the database's clock -----------------------------------------------------
+@contextlib.contextmanager
+def clock_off_by(monkeypatch, seconds: float):
+    """This process's clock (timezone.now) `seconds` off, as another machine's
+    may be; the database's clock stays right."""
+    right = timezone.now
+    with monkeypatch.context() as patch:
+        patch.setattr(timezone, "now", lambda: right() + timedelta(seconds=seconds))
+        yield
+
+
+@pytest.mark.django_db
+def test_a_lease_claimed_by_a_worker_whose_clock_is_behind_is_not_expired_early(
+    monkeypatch, settings
+):
+    settings.ORDER_LEASE_SECONDS = 10
+    order = place()
+    with clock_off_by(monkeypatch, -12):
+        order = claim(order)
+
+    assert expire_leases() == []
+    assert reread(order).status == Status.PROCESSING
+
+
+@pytest.mark.django_db
+def test_a_dispatcher_whose_clock_is_ahead_leaves_a_running_attempt_alone(
+    monkeypatch, settings
+):
+    settings.ORDER_LEASE_SECONDS = 10
+    order = claim(place())
+    with clock_off_by(monkeypatch, 12):
+        assert expire_leases() == []
+    assert reread(order).status == Status.PROCESSING
+
+
+@pytest.mark.django_db
+def test_a_dispatcher_whose_clock_is_behind_expires_a_lease_that_ended(
+    monkeypatch, settings
+):
+    settings.ORDER_RETRY_BASE_SECONDS = 0
+    order = claim(place())
+    # Ended a second ago by the database's clock.
+    Order.objects.filter(pk=order.pk).update(lease_expires_at=Now() - SECOND)
+
+    with clock_off_by(monkeypatch, -12):
+        assert expire_leases() == [order.order_id]
+    assert reread(order).status == Status.RETRYING
 
 
 # One bad row costs only itself ------------------------------------------------------

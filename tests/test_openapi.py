@@ -64,6 +64,19 @@ def test_the_request_schema_states_the_input_limits():
     assert "pattern" in line["unit_price"]
 
 
+def test_the_request_schema_states_this_servers_longest_simulated_delay(settings):
+    """Half of what an attempt may run: 22.5 s of the 45 s a 60 s lease gives,
+    2.5 s of the 5 s a 10 s lease gives."""
+
+    def delay_ms() -> dict:
+        schemas = openapi.openapi_document()["components"]["schemas"]
+        return schemas["SimulateIn"]["properties"]["delay_ms"]
+
+    assert delay_ms()["maximum"] == 22_500
+    settings.ORDER_LEASE_SECONDS = 10
+    assert delay_ms()["maximum"] == 2_500
+
+
 @pytest.mark.django_db
 def test_real_responses_match_their_documented_models(
     client, staff_client, immediate_retries, django_capture_on_commit_callbacks

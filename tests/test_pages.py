@@ -113,6 +113,8 @@ def test_storefront_offers_failure_injection_when_simulation_is_enabled(
     assert 'data-role="simulate"' in html
     for name in ("fail_times", "failure", "step", "delay_ms", "listener_fails"):
         assert f'name="{name}"' in html
+    # The longest delay the API takes here (half of a 45 s attempt).
+    assert 'name="delay_ms" type="number" min="0" max="22500"' in html
     assert "orders/storefront.js" in html
 
 

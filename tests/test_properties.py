@@ -2,10 +2,8 @@
 the backoff policy's bounds."""
 
 import math
-from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -110,7 +108,7 @@ class OrderLifecycle(RuleBasedStateMachine):
     def claim_it(self):
         claimed = claim(
             self.order.order_id,
-            lease_expires_at=timezone.now() + timedelta(seconds=60),
+            lease_seconds=60,
             describe=lambda order: "claimed by a property test",
         )
         if is_allowed(self.status, Status.PROCESSING):

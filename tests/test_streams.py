@@ -664,6 +664,7 @@ def test_the_dispatcher_trims_at_most_once_an_hour(monkeypatch):
     calls, sweeps = [], []
     monkeypatch.setattr(dispatcher, "sweep", lambda: sweeps.append(1))
     monkeypatch.setattr(dispatcher, "events_trim", lambda: calls.append(1) or 0)
+    monkeypatch.setattr(dispatcher, "failures_trim", lambda: 0)
     stop = threading.Event()
     thread = threading.Thread(
         target=dispatcher.run_dispatcher, args=(stop,), kwargs={"interval": 0.01}

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from orders.models import Delivery, Order, OrderEvent
@@ -26,7 +27,8 @@ Status = Order.Status
 EventType = OrderEvent.Type
 
 NOW = timezone.now().replace(microsecond=0)
-LEASE = NOW + timedelta(minutes=5)
+LEASE_SECONDS = 300
+LATER = NOW + timedelta(minutes=5)
 FIRST_ATTEMPT = {"attempts": 0, "max_attempts": 3, "steps": {}}
 
 
@@ -57,9 +59,13 @@ def describe(order: Order) -> str:
 def rows() -> dict:
     """Every row the moves write, without what differs between runs by design
     (an event's and a delivery's id, which a rolled-back sequence on PostgreSQL
-    does not give back, and a delivery's random code)."""
+    does not give back, a delivery's random code, and when a lease ends, which
+    the database's clock decides: test_a_claim_leases_by_the_databases_clock)."""
     return {
-        "orders": list(Order.objects.order_by("pk").values()),
+        "orders": [
+            {**order, "lease_expires_at": order["lease_expires_at"] is not None}
+            for order in Order.objects.order_by("pk").values()
+        ],
         "events": list(
             OrderEvent.objects.order_by("pk").values(
                 *[f.attname for f in OrderEvent._meta.concrete_fields if f.name != "id"]
@@ -107,7 +113,7 @@ def test_a_batch_claimed_checkpointed_and_completed_leaves_the_same_rows(
             like=FIRST_ATTEMPT,
             companions=5,
             companions_like={"simulate": {}},
-            lease_expires_at=LEASE,
+            lease_seconds=LEASE_SECONDS,
             describe=describe,
             now=NOW,
         )
@@ -155,7 +161,7 @@ def test_an_order_retried_failed_and_retried_by_hand_leaves_the_same_rows(
 
     def sequence():
         answers = []
-        claimed = claim(order.order_id, lease_expires_at=LEASE, describe=describe)
+        claimed = claim(order.order_id, lease_seconds=LEASE_SECONDS, describe=describe)
         stale = Order.objects.get(pk=claimed.pk)
         answers.append(
             transition(
@@ -176,12 +182,12 @@ def test_an_order_retried_failed_and_retried_by_hand_leaves_the_same_rows(
         answers.append(
             claim(
                 order.order_id,
-                lease_expires_at=LEASE,
+                lease_seconds=LEASE_SECONDS,
                 describe=describe,
                 now=NOW - timedelta(seconds=1),
             )
         )
-        again = claim(order.order_id, lease_expires_at=LEASE, describe=describe)
+        again = claim(order.order_id, lease_seconds=LEASE_SECONDS, describe=describe)
         answers.append((again.attempts, again.version, again.status))
         answers.append(
             transition(
@@ -233,7 +239,7 @@ def test_a_batch_whose_asked_for_order_is_a_retry_reads_it_and_leaves_the_same_r
             like=FIRST_ATTEMPT,
             companions=5,
             companions_like={"simulate": {}},
-            lease_expires_at=LEASE,
+            lease_seconds=LEASE_SECONDS,
             describe=describe,
             now=NOW,
         )
@@ -263,7 +269,7 @@ def test_moves_that_write_different_fields_in_one_apply_leave_the_same_rows(
                     orders[0], Status.FAILED, changes={"failure_reason": "x"}
                 ),
                 plan_transition(
-                    orders[1], Status.RETRYING, changes={"next_attempt_at": LEASE}
+                    orders[1], Status.RETRYING, changes={"next_attempt_at": LATER}
                 ),
                 # Read before the event above bumped its version: not written.
                 plan_transition(
@@ -291,3 +297,35 @@ def test_the_moves_bench_times_every_phase_with_each_writer():
         assert figures["sql_us"] > 0 and figures["orm_us"] > 0
         assert len(figures["ratios"]) == 2
     assert len(format_moves(report)) == 2 + len(PHASES)
+
+
+def database_now(order: Order):
+    """What the database's clock says now (Django's Now()), read with a row."""
+    rows = Order.objects.filter(pk=order.pk).annotate(now=Now())
+    return rows.values_list("now", flat=True).get()
+
+
+@pytest.mark.parametrize("skew", [-12, 12])
+@pytest.mark.parametrize("writer", ["sql", "orm"])
+@pytest.mark.django_db
+def test_a_claim_leases_by_the_databases_clock_whatever_the_workers(
+    monkeypatch, writer, skew
+):
+    """The lease ends LEASE_SECONDS after the database's now, the clock the
+    dispatcher expires leases by, with the worker's own clock 12 s off."""
+    (order,) = place(1)
+    right = timezone.now
+    lease = timedelta(seconds=LEASE_SECONDS)
+    # SQLite's clock reads to the millisecond.
+    slack = timedelta(milliseconds=2)
+
+    with transitions.written_by(writer):
+        before = database_now(order)
+        monkeypatch.setattr(timezone, "now", lambda: right() + timedelta(seconds=skew))
+        claimed = claim(order.order_id, lease_seconds=LEASE_SECONDS, describe=describe)
+        monkeypatch.setattr(timezone, "now", right)
+        after = database_now(order)
+
+    assert claimed.status == Status.PROCESSING
+    assert before + lease - slack <= claimed.lease_expires_at <= after + lease + slack
+    assert Order.objects.get(pk=order.pk).lease_expires_at == claimed.lease_expires_at

@@ -9,16 +9,21 @@ from orderproj.settings.environment import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-# DEBUG is on by default only where SECRET_KEY is unset: a deployment must set a
-# key of its own (DEBUG off refuses to start without one), so setting it is what
-# makes a machine a server, and a server that forgets DEBUG=0 still runs with it
-# off. `make run`, `manage.py` by hand and the tests set neither and get the
-# development settings (docs/deployers/configuration.md).
+# Development mode is asked for, never assumed: a server that forgot its key
+# must not start as a debug server (DEBUG on, a public key, the failure
+# simulation on, cookies over plain HTTP). With neither variable set the
+# process refuses to start; `make run` and the tests set DEBUG=1, a deployment
+# sets SECRET_KEY, and DEBUG is then off unless said otherwise
+# (docs/deployers/configuration.md).
 SECRET_KEY = env.str("SECRET_KEY", default="")
-DEBUG = env.bool("DEBUG", default=not SECRET_KEY)
+DEBUG = env.bool("DEBUG", default=False)
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set: a server needs a key of its own (50 or more "
+            "random characters). For development on this machine, set DEBUG=1 "
+            "instead, as `make run` does."
+        )
     SECRET_KEY = "django-insecure-development-key-only-for-local-runs"
 ALLOWED_HOSTS = env.words("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 PORT = env.int("PORT", default=8000, minimum=1)

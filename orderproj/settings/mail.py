@@ -1,4 +1,4 @@
-"""Who is mailed about failures, and how.
+"""Who is mailed about failures, and how; how long their records are kept.
 
 Exceptions escaping async work are stored as FailureRecords and mailed to
 ADMINS (orders/operations/mailer.py) per failure group: a new group at once,
@@ -86,3 +86,9 @@ EMAIL_SUBJECT_PREFIX = env.str("EMAIL_SUBJECT_PREFIX", default="[orderproj] ")
 FAILURE_DIGEST_WINDOW_SECONDS = env.float(
     "FAILURE_DIGEST_WINDOW_SECONDS", default=900.0, minimum=1
 )
+# Resolved failure records go once resolved longer than this many days ago, or
+# beyond the newest FAILURE_RETENTION_COUNT resolved ones (hourly, by the
+# dispatcher; orders/services/failures.py, failures_trim); 0 turns either off.
+# Unresolved records are kept whatever their age or number.
+FAILURE_RETENTION_DAYS = env.float("FAILURE_RETENTION_DAYS", default=30.0, minimum=0)
+FAILURE_RETENTION_COUNT = env.int("FAILURE_RETENTION_COUNT", default=10_000, minimum=0)

@@ -3,7 +3,7 @@ simulated gateways."""
 
 from pathlib import Path
 
-from orderproj.settings.base import BASE_DIR, DEBUG
+from orderproj.settings.base import BASE_DIR
 from orderproj.settings.environment import env
 
 ORDER_MAX_ATTEMPTS = env.int("ORDER_MAX_ATTEMPTS", default=3, minimum=1)
@@ -33,7 +33,9 @@ ORDER_DISPATCH_INTERVAL_SECONDS = env.float(
     "ORDER_DISPATCH_INTERVAL_SECONDS", default=0.2, minimum=0.01
 )
 ORDER_FAILURE_RATE = env.float("ORDER_FAILURE_RATE", default=0.0, minimum=0, maximum=1)
-ORDER_SIMULATION_ENABLED = env.bool("ORDER_SIMULATION_ENABLED", default=DEBUG)
+# The `simulate` field lets any client make its order fail or hold a worker:
+# off unless turned on, whatever DEBUG says (`make run` and the tests turn it on).
+ORDER_SIMULATION_ENABLED = env.bool("ORDER_SIMULATION_ENABLED", default=False)
 ORDER_CURRENCY = env.str("ORDER_CURRENCY", default="USD")
 # Where the simulated payment and stock gateways keep what they did, by
 # idempotency key (orders/gateways.py). Workers on several machines share it only

@@ -275,15 +275,24 @@ def _operations() -> dict:
     }
 
 
-@cache
 def openapi_document() -> dict:
-    """Built once per process: it depends on code, not on settings or data."""
+    """The document as this server enforces it: the longest `simulate.delay_ms`
+    follows its ORDER_LEASE_SECONDS (validation.delay_limit_ms)."""
+    return _document(validation.delay_limit_ms())
+
+
+@cache
+def _document(delay_limit_ms: int) -> dict:
+    """Built once per process and limit: the rest depends on code, not on
+    settings or data."""
     models = [(model, "validation") for model in REQUEST_MODELS] + [
         (model, "serialization") for model in RESPONSE_MODELS
     ]
     _, definitions = models_json_schema(
         models, ref_template="#/components/schemas/{model}"
     )
+    delay = definitions["$defs"]["SimulateIn"]["properties"]["delay_ms"]
+    delay["maximum"] = delay_limit_ms
     return {
         "openapi": "3.1.0",
         "info": {

@@ -34,6 +34,7 @@ from pydantic_core import PydanticCustomError
 from orders.exceptions import OrderInputError
 from orders.gateways import STEPS
 from orders.services.inputs import LineInput, OrderInput
+from orders.workers.timeouts import simulated_delay_limit
 
 # The input limits (README "Input limits"): each is checked before the step that
 # could be hurt by a bigger input.
@@ -47,6 +48,8 @@ MAX_EMAIL_LENGTH = 254
 MAX_UNIT_PRICE = Decimal("1000000")
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_FAIL_TIMES = 100
+# The most any server accepts; each accepts at most half of what an attempt may
+# run there (delay_limit_ms).
 MAX_DELAY_MS = 60_000
 
 # No C0/C1 control characters (NUL among them, which PostgreSQL refuses in text).
@@ -224,7 +227,11 @@ class SimulateIn(StrictInput):
     failure: Literal["transient", "permanent"] = "transient"
     step: Step = Field("payment", description="The step that fails.")
     delay_ms: int = Field(
-        0, ge=0, le=MAX_DELAY_MS, description="Every attempt takes this long."
+        0,
+        ge=0,
+        le=MAX_DELAY_MS,
+        description="Every attempt takes this long; at most half of the time an "
+        "attempt may run on this server.",
     )
     delay_step: Step = Field("payment", description="The step that is slow.")
     delay_when: Literal["before", "after"] = Field(
@@ -259,6 +266,15 @@ SIMULATION_DISABLED = (
 )
 
 
+def delay_limit_ms() -> int:
+    """The longest `simulate.delay_ms` this server accepts (the OpenAPI
+    document states it): orders/workers/timeouts.py, simulated_delay_limit."""
+    from django.conf import settings
+
+    limit = simulated_delay_limit(settings.ORDER_LEASE_SECONDS)
+    return min(MAX_DELAY_MS, int(limit * 1000))
+
+
 def parse_order_request(body: bytes, *, simulation_enabled: bool) -> OrderInput:
     payload = parse_json_body(body)
     if not isinstance(payload, dict):
@@ -268,6 +284,9 @@ def parse_order_request(body: bytes, *, simulation_enabled: bool) -> OrderInput:
         problems = {}
     except ValidationError as exc:
         order, problems = None, problems_of(exc)
+    delay_problem = _delay_problem(payload)
+    if delay_problem:
+        problems["simulate.delay_ms"] = delay_problem
     if payload.get("simulate") is not None and not simulation_enabled:
         problems = {k: v for k, v in problems.items() if not k.startswith("simulate")}
         problems["simulate"] = SIMULATION_DISABLED
@@ -293,6 +312,20 @@ def parse_order_request(body: bytes, *, simulation_enabled: bool) -> OrderInput:
         simulate=_simulation_plan(order.simulate),
         fingerprint=fingerprint(payload),
     )
+
+
+def _delay_problem(payload: dict) -> str | None:
+    """A whole-number delay past this server's limit, named with the limit
+    (with the other problems, whether or not the rest of the body is valid)."""
+    simulate = payload.get("simulate")
+    delay = simulate.get("delay_ms") if isinstance(simulate, dict) else None
+    limit = delay_limit_ms()
+    if type(delay) is int and delay > limit:
+        return (
+            f"Input should be less than or equal to {limit} on this server (half "
+            "of the time an attempt may run)."
+        )
+    return None
 
 
 def _simulation_plan(simulate: SimulateIn | None) -> dict:

@@ -143,9 +143,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
         health_logger.warning("healthz: the database is unavailable", exc_info=True)
         checks["database"] = "unavailable"
     try:
-        from django_q.brokers import get_broker
-
-        if not get_broker().ping():
+        # The process's one broker: a broker of its own would open a Redis
+        # connection per request (a load balancer asks every few seconds).
+        if not selectors.queue_broker().ping():
             raise ConnectionError("the broker did not answer a ping")
     except Exception:  # any failure means unhealthy
         health_logger.warning("healthz: the queue is unavailable", exc_info=True)

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_http_methods
 
 from orders import selectors
 from orders.api.access import operator_page, operator_required
+from orders.api.validation import delay_limit_ms
 from orders.api.views import json_errors
 from orders.models import Order, OrderEvent
 from orders.permissions import VIEW_OPERATIONS
@@ -47,6 +48,7 @@ def storefront(request):
         "orders/storefront.html",
         {
             "simulation_enabled": settings.ORDER_SIMULATION_ENABLED,
+            "delay_limit_ms": delay_limit_ms(),
             "max_attempts": settings.ORDER_MAX_ATTEMPTS,
         },
     )

@@ -71,14 +71,14 @@ def order_claim_batch(
     the asked order stays unclaimed for a duplicate delivery, a racing worker or
     a retry not due yet."""
     now = timezone.now()
-    lease_expires_at = now + timedelta(seconds=settings.ORDER_LEASE_SECONDS)
+    lease_seconds = settings.ORDER_LEASE_SECONDS
     claimed = claim_batch(
         order_id,
         # A first attempt, as order_place left it: one statement on PostgreSQL.
         like={"attempts": 0, "max_attempts": settings.ORDER_MAX_ATTEMPTS, "steps": {}},
         companions=companions,
         companions_like={"simulate": {}},
-        lease_expires_at=lease_expires_at,
+        lease_seconds=lease_seconds,
         describe=_attempt_detail,
         now=now,
     )
@@ -87,7 +87,7 @@ def order_claim_batch(
         # general way, its event describing where it starts.
         order = claim(
             order_id,
-            lease_expires_at=lease_expires_at,
+            lease_seconds=lease_seconds,
             describe=_attempt_detail,
             now=now,
         )

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import traceback
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import mail_admins
@@ -209,6 +209,53 @@ def failure_store(
             )
         FailureGroup.objects.filter(pk=group.pk).update(**changes)
         return record
+
+
+# Retention ----------------------------------------------------------------------
+
+TRIM_BATCH = 1000
+
+
+def failures_trim(
+    *, now=None, retention_days: float | None = None, keep: int | None = None
+) -> int:
+    """Delete the resolved failure records resolved more than
+    FAILURE_RETENTION_DAYS ago, and those beyond the newest
+    FAILURE_RETENTION_COUNT resolved ones (0 turns either off); returns how
+    many. In batches, so SQLite's write lock is held only briefly.
+
+    An unresolved record is kept whatever its age or number: an operator still
+    has to look at it, and it keeps its order's timeline (events_trim). Groups
+    are never deleted: a group keeps its count of every failure it had and its
+    fingerprint, so a failure that comes back after its records are gone
+    reopens it and is mailed as a regression; its latest_record is emptied when
+    that record goes (docs/operators/retention.md).
+    """
+    days = settings.FAILURE_RETENTION_DAYS if retention_days is None else retention_days
+    keep = settings.FAILURE_RETENTION_COUNT if keep is None else keep
+    resolved = FailureRecord.objects.filter(resolved=True)
+    deleted = 0
+    if days > 0:
+        cutoff = (now or timezone.now()) - timedelta(days=days)
+        old = resolved.filter(resolved_at__lt=cutoff).order_by("pk")
+        deleted += _delete_in_batches(old)
+    if keep > 0:
+        newest_first = resolved.order_by("-occurred_at", "-pk")
+        deleted += _delete_in_batches(newest_first, after=keep)
+    return deleted
+
+
+def _delete_in_batches(records, *, after: int = 0) -> int:
+    """Delete `records` but the first `after` of them, TRIM_BATCH at a time."""
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            ids = list(records.values_list("pk", flat=True)[after : after + TRIM_BATCH])
+            if not ids:
+                return deleted
+            # resolved=True again: never an open record, whatever the query.
+            batch = FailureRecord.objects.filter(pk__in=ids, resolved=True)
+            deleted += batch.delete()[1].get(FailureRecord._meta.label, 0)
 
 
 # The failure mailer -------------------------------------------------------------

@@ -173,7 +173,7 @@ def plan_step(
 def claim(
     order_id: str,
     *,
-    lease_expires_at: datetime,
+    lease_seconds: float,
     describe: Callable[[Order], str],
     now: datetime | None = None,
 ) -> Order | None:
@@ -181,6 +181,11 @@ def claim(
     status the table lets move there, and no retry due later), counting one
     attempt, and write its order.processing event (`describe(order)` is the
     detail) in the same transaction.
+
+    The lease ends `lease_seconds` after the database's clock says now, the
+    clock the dispatcher expires leases by (Django's Now()): a worker whose own
+    clock is off cannot write a lease that another machine takes for expired
+    while the attempt still runs.
 
     The claim is the order's read too, conditional on the status in the row,
     so a duplicate delivery or a racing worker gets None and the database is
@@ -194,7 +199,7 @@ def claim(
             connection,
             order_id,
             sources=CLAIM_SOURCES,
-            lease_expires_at=lease_expires_at,
+            lease_seconds=lease_seconds,
             now=now,
         )
         if order is None:
@@ -221,7 +226,7 @@ def claim_batch(
     like: dict,
     companions: int,
     companions_like: dict,
-    lease_expires_at: datetime,
+    lease_seconds: float,
     describe: Callable[[Order], str],
     now: datetime | None = None,
 ) -> Claimed:
@@ -250,7 +255,7 @@ def claim_batch(
         companions=companions,
         companions_like=companions_like,
         sources=CLAIM_SOURCES,
-        lease_expires_at=lease_expires_at,
+        lease_seconds=lease_seconds,
         event=event,
         now=now,
     )

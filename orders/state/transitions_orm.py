@@ -7,8 +7,11 @@ Each function takes the same arguments and returns the same values as its
 namesake in the SQL modules.
 """
 
+from datetime import timedelta
+
 from django.db import transaction
 from django.db.models import F, Q, Subquery
+from django.db.models.functions import Now
 
 from orders.models import Order, OrderEvent
 
@@ -56,7 +59,7 @@ def insert(connection, objs: list) -> None:
     type(objs[0]).objects.using(connection.alias).bulk_create(objs)
 
 
-def claim(connection, order_id: str, *, sources, lease_expires_at, now) -> Order | None:
+def claim(connection, order_id: str, *, sources, lease_seconds, now) -> Order | None:
     """The claim of the order with this id, if its status is one of `sources`
     and no retry is due after `now`. Returns the claimed order, fresh from the
     row."""
@@ -65,7 +68,7 @@ def claim(connection, order_id: str, *, sources, lease_expires_at, now) -> Order
         updated = (
             orders.filter(order_id=order_id, status__in=sources)
             .filter(_due(now))
-            .update(**_claim_values(lease_expires_at, now))
+            .update(**_claim_values(lease_seconds, now))
         )
         if not updated:
             return None
@@ -80,7 +83,7 @@ def claim_batch(
     companions: int,
     companions_like: dict,
     sources,
-    lease_expires_at,
+    lease_seconds,
     event: OrderEvent,
     now,
 ) -> tuple[list[Order], Order | None]:
@@ -113,7 +116,7 @@ def claim_batch(
             # the read is no longer a candidate.
             ids = candidates()
             if ids:
-                orders.filter(pk__in=ids).update(**_claim_values(lease_expires_at, now))
+                orders.filter(pk__in=ids).update(**_claim_values(lease_seconds, now))
                 claimed = sorted(
                     orders.filter(pk__in=ids),
                     key=lambda order: (order.order_id != order_id, order.pk),
@@ -134,16 +137,22 @@ def rows_by_model(moves) -> dict:
     return by_model
 
 
-def _claim_values(lease_expires_at, now) -> dict:
+def _claim_values(lease_seconds, now) -> dict:
     return {
         "version": F("version") + 1,
         "attempts": F("attempts") + 1,
         "status": Status.PROCESSING,
         "updated_at": now,
-        "lease_expires_at": lease_expires_at,
+        "lease_expires_at": lease_end(lease_seconds),
         "next_attempt_at": None,
         "dispatch_due_at": None,
     }
+
+
+def lease_end(lease_seconds: float):
+    """The end of a lease that starts now by the database's clock, the clock
+    the dispatcher expires leases by (transitions.claim)."""
+    return Now() + timedelta(seconds=lease_seconds)
 
 
 def _due(now) -> Q:

@@ -3,6 +3,7 @@ for an order, and for a batch on PostgreSQL one statement that claims, writes
 the events and reads the asked-for order."""
 
 import functools
+from datetime import timedelta
 
 from django.db import connections
 
@@ -22,7 +23,7 @@ from orders.state.transitions_sql import (
 Status = Order.Status
 
 
-def claim(connection, order_id: str, *, sources, lease_expires_at, now) -> Order | None:
+def claim(connection, order_id: str, *, sources, lease_seconds, now) -> Order | None:
     """The claim's UPDATE … RETURNING of the order with this id, if its status
     is one of `sources` and no retry is due after `now`: the claim is the
     order's read too. Returns the claimed order, fresh from the row."""
@@ -31,7 +32,7 @@ def claim(connection, order_id: str, *, sources, lease_expires_at, now) -> Order
         connection,
         f"{quote(Order._meta.get_field('order_id').column)} = %s",
         [order_id],
-        lease_expires_at,
+        lease_seconds,
         now,
         sources=sources,
     )
@@ -42,7 +43,7 @@ def claim(connection, order_id: str, *, sources, lease_expires_at, now) -> Order
 
 
 def claim_sql(
-    connection, selection, selection_params, lease_expires_at, now, *, sources=()
+    connection, selection, selection_params, lease_seconds, now, *, sources=()
 ):
     """The claim's UPDATE … RETURNING every column of the order, of the rows
     `selection` (SQL) picks among those whose status is one of `sources` and
@@ -58,6 +59,7 @@ def claim_sql(
         return meta.get_field(name).get_db_prep_save(value, connection)
 
     due, due_params = due_sql(connection, now)
+    lease, lease_params = lease_end_sql(connection, lease_seconds)
     condition, condition_params = "", []
     if sources:
         condition = (
@@ -69,7 +71,7 @@ def claim_sql(
         f"{column('version')} = {column('version')} + 1, "
         f"{column('attempts')} = {column('attempts')} + 1, "
         f"{column('status')} = %s, {column('updated_at')} = %s, "
-        f"{column('lease_expires_at')} = %s, {column('next_attempt_at')} = NULL, "
+        f"{column('lease_expires_at')} = {lease}, {column('next_attempt_at')} = NULL, "
         f"{column('dispatch_due_at')} = NULL "
         f"WHERE {selection}{condition} "
         f"RETURNING {', '.join(quote(field.column) for field in meta.concrete_fields)}"
@@ -77,11 +79,24 @@ def claim_sql(
     params = [
         Status.PROCESSING,
         prepared("updated_at", now),
-        prepared("lease_expires_at", lease_expires_at),
+        *lease_params,
         *selection_params,
         *condition_params,
     ]
     return sql, params
+
+
+def lease_end_sql(connection, lease_seconds):
+    """transitions_orm.lease_end() as SQL: `lease_seconds` after the database's
+    clock says now, read as Django's Now() reads it (SQLite's text to the
+    millisecond, which sorts with Django's own; PostgreSQL's statement time)."""
+    if connection.vendor == "postgresql":
+        return "STATEMENT_TIMESTAMP() + %s", [
+            None if lease_seconds is None else timedelta(seconds=lease_seconds)
+        ]
+    return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)", [
+        None if lease_seconds is None else f"{lease_seconds:+f} seconds"
+    ]
 
 
 def due_sql(connection, now):
@@ -116,7 +131,7 @@ def claim_batch(
     companions: int,
     companions_like: dict,
     sources,
-    lease_expires_at,
+    lease_seconds,
     event: OrderEvent,
     now,
 ) -> tuple[list[Order], Order | None]:
@@ -135,7 +150,7 @@ def claim_batch(
             like,
             companions,
             companions_like,
-            lease_expires_at,
+            lease_seconds,
             event,
             now,
         )
@@ -144,7 +159,7 @@ def claim_batch(
         connection, order_id, like, companions, companions_like, now
     )
     return _claim_batch_in_a_transaction(
-        connection, order_id, candidates, sources, lease_expires_at, event, now
+        connection, order_id, candidates, sources, lease_seconds, event, now
     )
 
 
@@ -231,7 +246,7 @@ def _claim_batch_params(
     like,
     companions,
     companions_like,
-    lease_expires_at,
+    lease_seconds,
     event,
     now,
 ) -> list:
@@ -244,6 +259,7 @@ def _claim_batch_params(
         return meta.get_field(name).get_db_prep_save(value, connection)
 
     due = prepared("next_attempt_at", now)
+    _lease, lease_params = lease_end_sql(connection, lease_seconds)
     holds = [prepared(name, value) for name, value in like.items()]
     alone = [prepared(name, value) for name, value in companions_like.items()]
     others = [
@@ -258,7 +274,7 @@ def _claim_batch_params(
         *[order_id, due, *holds, order_id, *alone, due, *others, companions],
         Status.PROCESSING,
         prepared("updated_at", now),
-        prepared("lease_expires_at", lease_expires_at),
+        *lease_params,
         *event_values,
         order_id,
     ]
@@ -281,7 +297,7 @@ def _claim_batch_in_one_statement(connection, order_id, sql, params, event):
 
 
 def _claim_batch_in_a_transaction(
-    connection, order_id, candidates, sources, lease_expires_at, event, now
+    connection, order_id, candidates, sources, lease_seconds, event, now
 ):
     """SQLite: a read first, and the write transaction only if it found orders
     to claim. SQLite has one write lock for every process (the workers, and the
@@ -302,7 +318,7 @@ def _claim_batch_in_a_transaction(
             connection,
             f"{pk} IN ({candidates_sql})",
             candidates_params,
-            lease_expires_at,
+            lease_seconds,
             now,
             sources=sources,
         )

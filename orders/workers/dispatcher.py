@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Value
-from django.db.models.functions import Greatest
+from django.db.models.functions import Greatest, Now
 from django.utils import timezone
 
 from orders.models import Delivery, FailureRecord, Order
@@ -31,7 +31,7 @@ from orders.selectors import OPEN, QUEUE_UNAVAILABLE, oldest_queued_at
 from orders.services.attempts import order_expire_lease
 from orders.services.deliveries import delivery_listener_enqueue
 from orders.services.events import events_trim
-from orders.services.failures import record_failure
+from orders.services.failures import failures_trim, record_failure
 from orders.services.orders import order_enqueue
 
 logger = logging.getLogger(__name__)
@@ -244,8 +244,12 @@ def dispatch_due_listeners(*, now=None) -> list[str]:
 
 
 def expire_leases(*, now=None) -> list[str]:
-    """Count the attempt of every PROCESSING order past its lease as failed."""
-    now = now or timezone.now()
+    """Count the attempt of every PROCESSING order past its lease as failed.
+
+    Past it by the database's clock (Now()), which wrote the lease
+    (transitions.claim): a dispatcher whose own clock runs ahead would take a
+    running attempt's lease for expired and start a second one beside it."""
+    now = Now() if now is None else now
     stuck = Order.objects.filter(
         status=Status.PROCESSING, lease_expires_at__lte=now
     ).order_by("lease_expires_at")[:BATCH]
@@ -356,14 +360,20 @@ def run_dispatcher(stop: threading.Event, *, interval: float | None = None) -> N
             close_old_connections()
         if time.monotonic() >= next_trim:
             # Old events go at most once an hour: streams answer a resume from a
-            # trimmed id with stream.reset.
+            # trimmed id with stream.reset. Old resolved failure records with them.
             next_trim = time.monotonic() + TRIM_EVERY_SECONDS
-            try:
-                trimmed = events_trim()
-                if trimmed:
-                    logger.info("trimmed %d old order event(s)", trimmed)
-            except Exception:
-                logger.exception("trimming old events failed; next try in an hour")
-                close_old_connections()
+            _trim(events_trim, "old order event(s)")
+            _trim(failures_trim, "resolved failure record(s)")
         stop.wait(interval)
     logger.info("dispatcher stopped")
+
+
+def _trim(trim: Callable[[], int], what: str) -> None:
+    """One retention pass; a failure is logged and tried again in an hour."""
+    try:
+        trimmed = trim()
+        if trimmed:
+            logger.info("trimmed %d %s", trimmed, what)
+    except Exception:
+        logger.exception("trimming %s failed; next try in an hour", what)
+        close_old_connections()

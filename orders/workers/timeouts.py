@@ -33,3 +33,12 @@ def attempt_timeout(lease: float) -> int:
             "at least 5 (an attempt may run 80 % of its lease less 3 s)"
         )
     return timeout
+
+
+def simulated_delay_limit(lease: float) -> float:
+    """The longest a simulated slow step may take (the API's `simulate.delay_ms`,
+    in seconds): half of what an attempt may run, so a slow step shows
+    PROCESSING (or waits to be killed) and still ends well inside the attempt's
+    time limit, whose end would count as a lost attempt; and a client of a
+    server with the simulation on holds a worker for no longer."""
+    return attempt_timeout(lease) / 2

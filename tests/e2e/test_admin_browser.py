@@ -59,8 +59,9 @@ def test_the_retry_button_on_a_failed_orders_page_retries_it(
     stack,
     page,  # noqa: F811
 ):
-    # Every attempt takes 3 s, so the retried order is seen on its way.
-    placed = stack.place(failure="permanent", delay_ms=3000)
+    # Every attempt takes 2.5 s (the most a stack's 5 s attempt allows), so the
+    # retried order is seen on its way.
+    placed = stack.place(failure="permanent", delay_ms=2500)
     stack.wait_for_terminal(placed["order_id"], timeout=30)
     log_in(stack, page)
     open_in_the_admin(stack, page, placed["order_id"])

@@ -79,7 +79,7 @@ def test_staff_see_the_groups_list_and_a_groups_page(stack, page, group, viewpor
     content = page.locator("#content").inner_text()
     assert "orders/services/deliveries.py in order_delivery_completed" in content
     assert LISTENER in content
-    assert "all 3 records of this group" in content
+    assert "its records (3 failures in all)" in content
     assert group["order_id"] in content
     assert page.locator("pre.failure-traceback").is_visible()
     # The traceback wraps inside the screen (the stylesheet, not a style

@@ -67,8 +67,16 @@ def test_an_attempt_slower_than_its_lease_is_stopped_before_a_retry_can_start(
         ORDER_MAX_ATTEMPTS="2",
         ORDER_RETRY_BASE_SECONDS="0",
     )
-    # Every attempt would take longer than the lease.
-    order_id = stack.place(delay_ms=(LEASE_SECONDS + 4) * 1000)["order_id"]
+    # Every attempt would take longer than the lease. Placed through the
+    # service: the API refuses a delay past half of an attempt's time.
+    delay_ms = (LEASE_SECONDS + 4) * 1000
+    placed = stack.manage(
+        "shell",
+        "-c",
+        "from tests.factories import place\n"
+        f"print(place(delay_ms={delay_ms}).order_id)",
+    )
+    order_id = placed.stdout.split()[-1]
 
     document = stack.wait_for_terminal(order_id, timeout=60)
 

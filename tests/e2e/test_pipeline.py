@@ -303,7 +303,7 @@ def test_a_worker_killed_right_after_the_payment_checkpoint_resumes_at_stock(
     fresh_stack,
 ):
     stack = fresh_stack()
-    placed = stack.place(delay_step="stock", delay_ms=3000)
+    placed = stack.place(delay_step="stock", delay_ms=2500)
     order_id = placed["order_id"]
     wait_until(
         lambda: step_events(stack.status(order_id), "payment"),
@@ -326,7 +326,7 @@ def test_a_worker_killed_inside_the_payment_call_is_not_charged_twice(fresh_stac
     attempt calls payment with the same idempotency key and the gateway answers
     with the first charge."""
     stack = fresh_stack()
-    placed = stack.place(delay_when="after", delay_ms=3000)
+    placed = stack.place(delay_when="after", delay_ms=2500)
     order_id = placed["order_id"]
     key = f"{order_id}:payment"
     charged = wait_until(

@@ -2,12 +2,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from orders.models import FailureGroup, FailureRecord
 from orders.services.failure_actions import failure_group_resolve, failure_resolve
+from orders.services.failures import failures_trim
 
 
 class Command(BaseCommand):
     help = (
         "List the failures recorded by the global failure handler, most recent "
-        "first, or their groups (--groups), or mark one resolved."
+        "first, or their groups (--groups), or mark one resolved, or delete the "
+        "old resolved ones now (--trim)."
     )
 
     def add_arguments(self, parser):
@@ -31,8 +33,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--limit", type=int, default=50, help="Show at most this many (50)."
         )
+        parser.add_argument(
+            "--trim",
+            action="store_true",
+            help="Delete the resolved records past FAILURE_RETENTION_DAYS and "
+            "FAILURE_RETENTION_COUNT now, as each qcluster does once an hour.",
+        )
 
     def handle(self, *args, **options):
+        if options["trim"]:
+            deleted = failures_trim()
+            self.stdout.write(f"Deleted {deleted} resolved failure record(s).")
+            return
         if options["resolve"] is not None:
             self._resolve(options["resolve"])
             return

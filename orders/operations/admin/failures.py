@@ -1,6 +1,7 @@
 """Failures in the console: the groups (failures of one kind together) and the
-records in them. Both are kept for good; resolving closes them, and the list
-actions retry the orders or re-run the tasks through services."""
+records in them. Resolving closes them (a resolved record is deleted after the
+retention, failures_trim; a group is kept for good), and the list actions retry
+the orders or re-run the tasks through services."""
 
 from django.contrib import admin
 from django.urls import reverse
@@ -126,7 +127,7 @@ class FailureGroupAdmin(FailureColumns, RetriesOrders, ViewOnlyRecordAdmin):
     def all_records(self, obj):
         url = reverse("admin:orders_failurerecord_changelist")
         return format_html(
-            '<a href="{}?group__id__exact={}">all {} records of this group</a>',
+            '<a href="{}?group__id__exact={}">its records</a> ({} failures in all)',
             url,
             obj.pk,
             obj.count,
