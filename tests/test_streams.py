@@ -791,8 +791,37 @@ def test_a_programming_error_while_opening_is_a_json_500_and_a_failure_record(
     status, body = run(scenario())
     assert (status, body["error"]) == (500, "internal_error")
     record = FailureRecord.objects.get()
-    assert record.task == f"stream /api/orders/{order.order_id}/events"
+    assert record.task == "stream order_events"
+    assert record.args == ["GET", f"/api/orders/{order.order_id}/events"]
     assert record.exception_type == "KeyError"
+
+
+def test_one_bug_in_the_streams_of_many_orders_is_one_failure_group(
+    place_order, monkeypatch
+):
+    """The task of a stream's failure names the endpoint, never the order: with
+    the path in it, every order made a failure group (and a mail) of its own."""
+    from orders.models import FailureGroup, FailureRecord
+
+    orders = [place_order() for _ in range(3)]
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(stream_asgi, "open_stream", broken)
+
+    async def scenario():
+        for order in orders:
+            client = await StreamClient(f"/api/orders/{order.order_id}/events").start()
+            assert client.status == 500
+            await asyncio.wait_for(client.task, 5)
+
+    run(scenario())
+    tasks = set(FailureRecord.objects.values_list("task", flat=True))
+    assert tasks == {"stream order_events"}
+    assert not any(order.order_id in task for order in orders for task in tasks)
+    assert FailureRecord.objects.count() == 3
+    assert FailureGroup.objects.count() == 1
 
 
 def test_a_staff_stream_that_cannot_check_its_session_ends_its_response(

@@ -33,6 +33,8 @@ PUMP_WAIT_SECONDS = 5.0
 BODY_BYTES = 64 * 1024
 # What a 503 asks the client to wait before trying again.
 RETRY_AFTER_SECONDS = 2
+# How much of a path a failure record keeps (the path is the client's choice).
+REQUEST_PATH_CHARS = 200
 
 
 def frame(event: StreamEvent) -> bytes:
@@ -76,10 +78,16 @@ class EventStream:
     start, too many openings are waiting) or 500 (a programming error, also
     recorded as a failure); after them, the end of the body. The disconnect
     watcher runs from the start, so a client that leaves while its opening
-    waits is forgotten at once.
+    waits is forgotten at once, and one that leaves at any other moment is an
+    ordinary end, never a failure.
+
+    `name` is the endpoint's, for a failure record's task: one bug in a
+    stream is one failure group whatever order it was for (the path goes
+    into the record's arguments).
     """
 
-    def __init__(self, *, per_order: bool):
+    def __init__(self, name: str, *, per_order: bool):
+        self.name = name
         self.per_order = per_order
 
     async def __call__(self, scope, receive, send):
@@ -131,6 +139,10 @@ class EventStream:
                 pump.stats.open_streams -= 1
         except Refusal as refusal:
             await response.refuse(refusal.status, refusal.error, refusal.detail)
+        except flow.ConnectionGone:
+            # The client hung up as its stream started; its watcher has the
+            # http.disconnect on the way. No one to answer, nothing to record.
+            logger.debug("event stream: the client left as it opened")
         except Saturated as error:
             pump.stats.refused_openings += not response.started
             logger.warning("event stream refused: %s", error)
@@ -148,7 +160,8 @@ class EventStream:
             await asyncio.to_thread(
                 with_connection,
                 record_failure,
-                task=f"stream {scope['path'][:200]}",
+                task=f"stream {self.name}",
+                args=[scope["method"], scope["path"][:REQUEST_PATH_CHARS]],
                 error=error,
             )
             await response.fail()
@@ -328,8 +341,8 @@ async def _cancel_on_disconnect(receive, stream: asyncio.Task) -> None:
             return
 
 
-order_events = EventStream(per_order=True)
-staff_events = EventStream(per_order=False)
+order_events = EventStream("order_events", per_order=True)
+staff_events = EventStream("staff_events", per_order=False)
 
 
 async def stream_stats(scope, receive, send):
