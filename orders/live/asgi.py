@@ -20,6 +20,7 @@ from orders.live.opening import (
     parse_last_event_id,
 )
 from orders.live.pump import PumpUnavailable, get_pump
+from orders.live.recheck import SessionRecheck
 from orders.live.threads import Saturated, with_connection
 from orders.services.failures import record_failure
 
@@ -171,12 +172,19 @@ class EventStream:
             response.release()
 
     async def _open(self, scope, pump, order_id, last_id):
-        """Subscribe, then authorize and plan the replay in one trip to the
-        database; returns the subscriber and the Opening."""
+        """Authorize, subscribe, then plan the replay; returns the subscriber
+        and the Opening. An order stream is authorized (the order exists) in
+        the same trip to the database as its replay. The staff stream's
+        session is checked before it subscribes: a caller who may not read
+        every order's events is never subscribed to them, nor starts the
+        pump."""
+        openings = threads.for_loop().openings
+        if order_id is None:
+            await openings.run(check_staff, scope)
         subscriber, through = await pump.subscribe(order_id, timeout=PUMP_WAIT_SECONDS)
         try:
-            opening = await threads.for_loop()[1].run(
-                open_stream, scope, order_id=order_id, last_id=last_id, through=through
+            opening = await openings.run(
+                open_stream, order_id=order_id, last_id=last_id, through=through
             )
         except BaseException:
             pump.unsubscribe(subscriber)
@@ -188,30 +196,22 @@ class EventStream:
         keepalive = float(settings.ORDER_STREAM_KEEPALIVE_SECONDS)
         loop = asyncio.get_running_loop()
         subscriber.unsent_limit = settings.ORDER_STREAM_MAX_UNSENT_BYTES
+        # The staff stream looks at its session again twice per keep-alive
+        # interval, so one that ended (logout, account deactivated, password
+        # changed, staff status or permission taken away) is closed within
+        # that interval.
+        recheck = None if self.per_order else SessionRecheck(scope, keepalive / 2)
         await response.start(subscriber)
         # From this first line on, the client misses nothing that is written.
         await response.body(f": stream open\nretry: {retry_ms}\n\n".encode())
-        sent = await self._replay(response, opening, subscriber)
-        # The staff stream looks at its session again twice per keep-alive
-        # interval, so one that ended (logout, account deactivated, password
-        # changed, staff status taken away) is closed within that interval.
-        recheck = None if self.per_order else keepalive / 2
+        sent = await self._replay(response, opening, subscriber, recheck)
         quiet_since = loop.time()
-        next_check = quiet_since + recheck if recheck else None
         while not subscriber.overflowed:
-            if next_check is not None and loop.time() >= next_check:
-                try:
-                    await threads.for_loop()[1].run(check_staff, scope)
-                except Refusal as refusal:
-                    await response.body(closed_frame(refusal))
-                    break
-                except Saturated as error:
-                    # A burst of openings: look again at the next check.
-                    logger.info("staff stream: session check put off: %s", error)
-                next_check = loop.time() + recheck
+            if recheck is not None and not await recheck.holds():
+                break
             wake = quiet_since + keepalive
-            if next_check is not None:
-                wake = min(wake, next_check)
+            if recheck is not None:
+                wake = min(wake, recheck.due)
             batch = [
                 event
                 # the client had those up to `sent` already (it resumed from a
@@ -226,7 +226,10 @@ class EventStream:
             elif loop.time() >= quiet_since + keepalive and not subscriber.stalled:
                 await response.body(b": keep-alive\n\n")
                 quiet_since = loop.time()
-        if subscriber.overflowed:
+        if recheck is not None and recheck.ended is not None:
+            await response.body(closed_frame(recheck.ended))
+            await response.end()
+        elif subscriber.overflowed:
             # The client resumes from the last id it read. What waited in its
             # connection is dropped with it.
             pump.stats.cut_off += 1
@@ -234,8 +237,9 @@ class EventStream:
         else:
             await response.end()
 
-    async def _replay(self, response, opening, subscriber) -> int:
-        """Send what the client missed up to the pump's cursor at subscription;
+    async def _replay(self, response, opening, subscriber, recheck) -> int:
+        """Send what the client missed up to the pump's cursor at subscription
+        (the staff stream's session checked between pages, as between frames);
         returns the id after which live events are new to the client."""
         through = opening.through
         if opening.reset:
@@ -248,7 +252,9 @@ class EventStream:
             await subscriber.writable()
             if subscriber.overflowed:
                 break
-            batch = await threads.for_loop()[1].run(
+            if recheck is not None and not await recheck.holds():
+                break
+            batch = await threads.for_loop().openings.run(
                 read_replay,
                 after=batch[-1].id,
                 through=through,
@@ -355,7 +361,7 @@ async def stream_stats(scope, receive, send):
         )
         return
     try:
-        await threads.for_loop()[1].run(check_staff, scope)
+        await threads.for_loop().openings.run(check_staff, scope)
     except Refusal as refusal:
         await send_error(send, refusal.status, refusal.error, refusal.detail)
         return
@@ -369,7 +375,7 @@ async def stream_stats(scope, receive, send):
         )
         return
     pump = get_pump()
-    pump_thread, opening_threads = threads.for_loop()
+    opening_threads = threads.for_loop().openings
     body = json.dumps(
         {
             "open_streams": pump.stats.open_streams,
