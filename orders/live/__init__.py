@@ -31,7 +31,8 @@ One module per job:
   stream sends comes from the pump.
 - `recheck`: the staff stream's session, looked at again while it is open.
 - `asgi`: the transport. The endpoints orderproj/asgi.py routes, the SSE frames
-  and each stream's disconnect watcher.
+  and each stream's disconnect watcher; `response`: one stream's response, from
+  its start to each way it ends.
 - `gc_freeze`: short full garbage collections in the web process, by freezing
   what survives them.
 

@@ -21,6 +21,7 @@ from orders.live.opening import (
 )
 from orders.live.pump import PumpUnavailable, get_pump
 from orders.live.recheck import SessionRecheck
+from orders.live.response import RETRY_AFTER_SECONDS, StreamResponse
 from orders.live.threads import Saturated, with_connection
 from orders.services.failures import record_failure
 
@@ -32,8 +33,6 @@ PUMP_WAIT_SECONDS = 5.0
 # A stream writes at most about this much at once: what the connection's send
 # buffer (64 KiB in daphne) holds before it says it is full.
 BODY_BYTES = 64 * 1024
-# What a 503 asks the client to wait before trying again.
-RETRY_AFTER_SECONDS = 2
 # How much of a path a failure record keeps (the path is the client's choice).
 REQUEST_PATH_CHARS = 200
 
@@ -60,13 +59,6 @@ def closed_frame(refusal: Refusal) -> bytes:
         {"type": "stream.closed", **error_document(refusal.error, refusal.detail)}
     )
     return f"event: stream.closed\ndata: {data}\n\n".encode()
-
-
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 
 
 class EventStream:
@@ -113,7 +105,7 @@ class EventStream:
         except Refusal as refusal:
             await send_error(send, refusal.status, refusal.error, refusal.detail)
             return
-        response = _Response(send)
+        response = StreamResponse(send)
         # The stream runs in this task; the watcher cancels it when the client
         # leaves, whatever it is waiting for (the pump, a thread, an event).
         watcher = asyncio.ensure_future(
@@ -266,77 +258,6 @@ class EventStream:
         # id (it came from another process whose pump was ahead) has those up to
         # its id already.
         return max(through, opening.resume_from)
-
-
-class _Response:
-    """One stream's response: whether it has started, how to end it in each
-    case, and (under daphne) its connection's send window."""
-
-    def __init__(self, send):
-        self.send = send
-        self.started = False
-        self.ended = False
-        self.window = None
-
-    async def start(self, subscriber) -> None:
-        self.window = flow.watch(self.send, subscriber.stall)
-        self.started = True
-        await self.send(
-            {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
-        )
-
-    async def body(self, body: bytes) -> None:
-        await self.send({"type": "http.response.body", "body": body, "more_body": True})
-
-    async def end(self) -> None:
-        if self.ended:
-            return
-        self.ended = True
-        self.release()
-        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def abort(self) -> None:
-        """Drop the connection and what waits in it (a client that stopped
-        reading); without daphne's window, end the response instead."""
-        if self.window is None:
-            await self.end()
-            return
-        self.ended = True
-        self.release()
-        self.window.abort()
-
-    async def refuse(self, status: int, error: str, detail: str) -> None:
-        if self.started:
-            await self.end()
-        else:
-            self.ended = True
-            await send_error(self.send, status, error, detail)
-
-    async def unavailable(self, detail: str) -> None:
-        if self.started:
-            await self.end()
-            return
-        self.ended = True
-        await send_error(
-            self.send,
-            503,
-            "stream_unavailable",
-            detail,
-            [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
-        )
-
-    async def fail(self) -> None:
-        if self.started:
-            await self.end()
-        else:
-            self.ended = True
-            await send_error(
-                self.send, 500, "internal_error", "The stream failed; it was logged."
-            )
-
-    def release(self) -> None:
-        if self.window is not None:
-            self.window.release()
 
 
 async def _cancel_on_disconnect(receive, stream: asyncio.Task) -> None:
