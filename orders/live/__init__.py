@@ -30,6 +30,8 @@ One module per job:
   stream checks its session before it subscribes. After that every event a
   stream sends comes from the pump.
 - `recheck`: the staff stream's session, looked at again while it is open.
+- `caps`: how many streams a client address and the process may hold open,
+  and the process's file-descriptor limit, raised at start-up.
 - `asgi`: the transport. The endpoints orderproj/asgi.py routes, the SSE frames
   and each stream's disconnect watcher; `response`: one stream's response, from
   its start to each way it ends.

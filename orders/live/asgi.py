@@ -10,6 +10,7 @@ from django.db import DatabaseError
 
 from orders.api.errors import error_document, send_error
 from orders.live import flow, threads
+from orders.live.caps import CapReached, stream_slots
 from orders.live.events import READ_BATCH, StreamEvent, read_replay
 from orders.live.gc_freeze import frozen_survivors
 from orders.live.opening import (
@@ -105,6 +106,15 @@ class EventStream:
         except Refusal as refusal:
             await send_error(send, refusal.status, refusal.error, refusal.detail)
             return
+        # Counted before any database work, so a client that opens streams
+        # without end is refused before it costs a query (orders/live/caps.py).
+        try:
+            slot = stream_slots.take(scope)
+        except CapReached as refusal:
+            await send_error(
+                send, refusal.status, refusal.error, refusal.detail, refusal.headers
+            )
+            return
         response = StreamResponse(send)
         # The stream runs in this task; the watcher cancels it when the client
         # leaves, whatever it is waiting for (the pump, a thread, an event).
@@ -118,6 +128,7 @@ class EventStream:
                 raise  # cancelled by the server, not by the client leaving
         finally:
             watcher.cancel()
+            slot.release()
 
     async def _stream(self, scope, response, order_id, last_id) -> None:
         pump = get_pump()
@@ -311,6 +322,7 @@ async def stream_stats(scope, receive, send):
             "openings_waiting": opening_threads.pending,
             "cursor": pump.cursor,
             "tasks": len(asyncio.all_tasks()),
+            "caps": stream_slots.as_dict(),
             "collector": frozen_survivors.as_dict(),
         }
     ).encode()
