@@ -22,7 +22,12 @@ from django.db import connections  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
 from orders.live.asgi import order_events, staff_events, stream_stats  # noqa: E402
+from orders.live.caps import raise_file_limit  # noqa: E402
 from orders.live.gc_freeze import frozen_survivors  # noqa: E402
+
+# Each open stream holds a file descriptor: the process takes all the hard
+# limit allows, and says how many streams that makes (orders/live/caps.py).
+raise_file_limit()
 
 
 def close_request_connections(**kwargs) -> None:

@@ -69,6 +69,9 @@ DEFAULT_ENV = {
     # Tests place orders from 127.0.0.1 faster than any customer; the limit's
     # own tests turn it on (tests/e2e/test_rate_limit_e2e.py).
     "ORDER_PLACE_RATE_LIMIT": "0",
+    # Tests hold more streams from 127.0.0.1 than one client may; the caps' own
+    # tests turn it on (tests/e2e/test_stream_caps_e2e.py).
+    "ORDER_STREAMS_PER_CLIENT": "0",
 }
 
 

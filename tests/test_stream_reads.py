@@ -48,5 +48,5 @@ def test_an_order_with_nothing_to_replay_opens_and_an_unknown_one_is_a_404(
     assert read_order_opening(order.order_id, through=0) == (order.pk, [])
     assert read_order_opening("ord_nope", through=10**9) == (None, [])
     with pytest.raises(Refusal) as refused:
-        open_stream({}, order_id="ord_nope", last_id=None, through=10**9)
+        open_stream(order_id="ord_nope", last_id=None, through=10**9)
     assert refused.value.status == 404

@@ -11,12 +11,15 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth.models import Permission
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from orderproj.asgi import application
 from orders.live import asgi as stream_asgi
 from orders.live import pump as pump_module
+from orders.live import recheck as stream_recheck
+from orders.live import threads as stream_threads
 from orders.live.events import StreamEvent, read_after
 from orders.live.opening import (
     Refusal,
@@ -26,8 +29,10 @@ from orders.live.opening import (
     session_key,
 )
 from orders.live.pump import EventPump, Subscriber, get_pump
+from orders.live.threads import Saturated
 from orders.live.wakers import PollWaker
 from orders.models import OrderEvent
+from orders.permissions import VIEW_OPERATIONS
 from orders.services.events import events_trim
 from orders.state.transitions import append_event
 from orders.workers import dispatcher
@@ -595,35 +600,141 @@ def test_a_client_that_goes_away_is_forgotten_at_once(place_order):
 
 
 # The staff stream ---------------------------------------------------------------
-def staff_session_header(*, is_staff: bool = True):
+def staff_session(*, is_staff: bool = True, permitted: bool = True):
+    """A new account's session cookie header, and the account: staff (or not),
+    with the permission the staff stream asks (or without)."""
     from django.conf import settings
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
     from django.test import Client
 
     user = get_user_model().objects.create_user(
         f"user{time.monotonic_ns()}", "", "pw", is_staff=is_staff
     )
+    if permitted:
+        app_label, codename = VIEW_OPERATIONS.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
     client = Client()
     client.force_login(user)
     session = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}".encode())]
+    return user, [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}".encode())]
+
+
+def staff_session_header(**kwargs):
+    return staff_session(**kwargs)[1]
 
 
 @pytest.mark.parametrize(
     ("who", "status", "error"),
-    [("anonymous", 403, "not_authenticated"), ("customer", 403, "forbidden")],
+    [
+        ("anonymous", 403, "not_authenticated"),
+        ("customer", 403, "forbidden"),
+        ("staff without the permission", 403, "forbidden"),
+    ],
 )
-def test_staff_stream_refuses_anyone_but_staff_with_json(who, status, error):
-    headers = [] if who == "anonymous" else staff_session_header(is_staff=False)
+def test_staff_stream_refuses_anyone_but_permitted_staff_and_never_subscribes(
+    who, status, error
+):
+    """Refused before it subscribes: the caller is never handed an event, and
+    does not even start the pump."""
+    headers = {
+        "anonymous": [],
+        "customer": staff_session_header(is_staff=False),
+        "staff without the permission": staff_session_header(permitted=False),
+    }[who]
 
     async def scenario():
         client = await StreamClient("/api/events", headers=headers).start()
-        return client.status, json.loads(await client.body())
+        body = json.loads(await client.body())
+        await asyncio.wait_for(client.task, 5)
+        pump = get_pump()
+        return client.status, client.headers, body, pump._task, pump.stats.polls
 
-    answered, body = run(scenario())
+    answered, headers, body, pump_task, polls = run(scenario())
     assert answered == status
+    assert headers["content-type"] == "application/json"
     assert body["error"] == error
     assert body["detail"]
+    assert (pump_task, polls) == (None, 0)
+
+
+async def frames_until_the_end(client, within: float) -> list[dict]:
+    """Every frame the stream sends until its response ends, within `within`
+    seconds."""
+    deadline = time.monotonic() + within
+    while not client.finished:
+        try:
+            message = await asyncio.wait_for(
+                client.messages.get(), deadline - time.monotonic()
+            )
+        except TimeoutError:
+            raise AssertionError(
+                f"the stream stayed open {within} s after {client.buffer!r}"
+            ) from None
+        client.buffer += message.get("body", b"").decode()
+        client.finished = not message.get("more_body", False)
+    return [parse_block(block) for block in client.buffer.split("\n\n") if block]
+
+
+def remove_view_permission(user) -> None:
+    app_label, codename = VIEW_OPERATIONS.split(".")
+    user.user_permissions.remove(
+        Permission.objects.get(content_type__app_label=app_label, codename=codename)
+    )
+
+
+def test_a_staff_stream_whose_permission_is_taken_away_is_closed(settings):
+    settings.ORDER_STREAM_KEEPALIVE_SECONDS = 0.4  # a check every 0.2 s
+    user, headers = staff_session()
+
+    async def scenario():
+        client = await StreamClient("/api/events", headers=headers).start()
+        await client.frames(1)
+        await sync_to_async(remove_view_permission, thread_sensitive=False)(user)
+        removed_at = time.monotonic()
+        frames = await frames_until_the_end(client, within=5)
+        return frames, time.monotonic() - removed_at
+
+    frames, closed_after = run(scenario())
+    closed = [frame for frame in frames if frame.get("event") == "stream.closed"]
+    assert len(closed) == 1
+    assert closed[0]["data"]["error"] == "forbidden"
+    assert closed_after < 0.2 + 1  # one check period, and slack for a busy machine
+
+
+def test_a_burst_of_openings_does_not_put_off_the_staff_session_check(settings):
+    """While every opening thread is taken and the backlog is full (so every
+    new opening is refused), the staff streams still check their sessions:
+    put off, the check let a stream outlive its session for as long as the
+    burst lasted."""
+    settings.ORDER_STREAM_KEEPALIVE_SECONDS = 0.4
+    settings.ORDER_STREAM_OPEN_THREADS = 1
+    settings.ORDER_STREAM_OPEN_BACKLOG = 2
+    user, headers = staff_session()
+    release = threading.Event()
+
+    async def scenario():
+        client = await StreamClient("/api/events", headers=headers).start()
+        await client.frames(1)
+        openings = stream_threads.for_loop().openings
+        burst = [
+            asyncio.ensure_future(openings.run(release.wait, 10)) for _ in range(2)
+        ]
+        await asyncio.sleep(0.05)
+        try:
+            with pytest.raises(Saturated):
+                await openings.run(lambda: None)
+            await sync_to_async(remove_view_permission, thread_sensitive=False)(user)
+            frames = await frames_until_the_end(client, within=5)
+        finally:
+            release.set()
+            await asyncio.gather(*burst)
+        return frames
+
+    closed = [f for f in run(scenario()) if f.get("event") == "stream.closed"]
+    assert [frame["data"]["error"] for frame in closed] == ["forbidden"]
 
 
 def test_staff_stream_without_an_id_starts_live_and_sees_every_order(place_order):
@@ -792,8 +903,37 @@ def test_a_programming_error_while_opening_is_a_json_500_and_a_failure_record(
     status, body = run(scenario())
     assert (status, body["error"]) == (500, "internal_error")
     record = FailureRecord.objects.get()
-    assert record.task == f"stream /api/orders/{order.order_id}/events"
+    assert record.task == "stream order_events"
+    assert record.args == ["GET", f"/api/orders/{order.order_id}/events"]
     assert record.exception_type == "KeyError"
+
+
+def test_one_bug_in_the_streams_of_many_orders_is_one_failure_group(
+    place_order, monkeypatch
+):
+    """The task of a stream's failure names the endpoint, never the order: with
+    the path in it, every order made a failure group (and a mail) of its own."""
+    from orders.models import FailureGroup, FailureRecord
+
+    orders = [place_order() for _ in range(3)]
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(stream_asgi, "open_stream", broken)
+
+    async def scenario():
+        for order in orders:
+            client = await StreamClient(f"/api/orders/{order.order_id}/events").start()
+            assert client.status == 500
+            await asyncio.wait_for(client.task, 5)
+
+    run(scenario())
+    tasks = set(FailureRecord.objects.values_list("task", flat=True))
+    assert tasks == {"stream order_events"}
+    assert not any(order.order_id in task for order in orders for task in tasks)
+    assert FailureRecord.objects.count() == 3
+    assert FailureGroup.objects.count() == 1
 
 
 def test_a_staff_stream_that_cannot_check_its_session_ends_its_response(
@@ -807,7 +947,7 @@ def test_a_staff_stream_that_cannot_check_its_session_ends_its_response(
 
     async def scenario():
         client = await StreamClient("/api/events", headers=headers).start()
-        monkeypatch.setattr(stream_asgi, "check_staff", database_down)
+        monkeypatch.setattr(stream_recheck, "check_staff", database_down)
         ended = False
         while not ended:  # keep-alives, until the last body message
             message = await asyncio.wait_for(client.messages.get(), 3)

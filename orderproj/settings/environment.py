@@ -95,7 +95,8 @@ def _is_boolean(raw: str) -> bool:
 
 
 def _at_least(var: str, value, minimum):
-    if minimum is not None and value < minimum:
+    # None: unset, with a default of None (the setting is worked out at run time).
+    if minimum is not None and value is not None and value < minimum:
         raise ImproperlyConfigured(f"{var}={value!r} must be at least {minimum}")
     return value
 

@@ -51,6 +51,14 @@ ORDER_STREAM_OPEN_BACKLOG = env.int(
 ORDER_STREAM_MAX_UNSENT_BYTES = env.int(
     "ORDER_STREAM_MAX_UNSENT_BYTES", default=1024 * 1024, minimum=1024
 )
+# How many streams one client address (worked out with TRUSTED_PROXY_HOPS) may
+# hold open in a web process; more are answered 429. 0: no cap.
+ORDER_STREAMS_PER_CLIENT = env.int("ORDER_STREAMS_PER_CLIENT", default=20, minimum=0)
+# How many streams a web process holds open; more are answered 503. Unset: what
+# its file-descriptor limit leaves after a reserve (orders/live/caps.py). 0: no cap.
+ORDER_STREAMS_PER_PROCESS = env.int(
+    "ORDER_STREAMS_PER_PROCESS", default=None, minimum=0
+)
 # Events older than this are deleted (hourly, by the dispatcher); 0 keeps them all.
 ORDER_EVENT_RETENTION_DAYS = env.float(
     "ORDER_EVENT_RETENTION_DAYS", default=7.0, minimum=0

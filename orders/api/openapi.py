@@ -64,6 +64,15 @@ def _path(name: str, placeholder: str | None = None) -> str:
 
 
 ID = {"type": "string", "minLength": 1, "maxLength": 40}
+# What a stream's opening may be refused with besides its own errors, each with
+# Retry-After (orders/live/caps.py, orders/live/threads.py).
+STREAM_REFUSALS = {
+    "429": _error("`too_many_streams`: this client holds as many streams as it may."),
+    "503": _error(
+        "`stream_unavailable`: the web process holds as many streams as it can, "
+        "the database fails or too many openings wait."
+    ),
+}
 NOT_STAFF = _error(
     "`not_authenticated` (no session: log in at /admin/login/), `forbidden` "
     "(not a staff account, or one without the operation's permission) or "
@@ -211,6 +220,7 @@ def _operations() -> dict:
                     },
                     "400": _error("`invalid_last_event_id`."),
                     "404": _error("`order_not_found`."),
+                    **STREAM_REFUSALS,
                 },
             }
         },
@@ -226,6 +236,7 @@ def _operations() -> dict:
                     },
                     "400": _error("`invalid_last_event_id`."),
                     "403": NOT_STAFF,
+                    **STREAM_REFUSALS,
                 },
             }
         },

@@ -26,9 +26,15 @@ def bench_environment(workdir: Path, **overrides: str) -> Iterator[dict]:
     database_url = os.environ.get("DATABASE_URL", "")
     redis_url = os.environ.get("REDIS_URL", "")
     name = f"orderproj_bench_{secrets.token_hex(4)}"
-    # The benchmark places orders from one address far faster than a customer
-    # would: ORDER_PLACE_RATE_LIMIT would measure itself.
-    env = local_env(workdir, **{"ORDER_PLACE_RATE_LIMIT": "0", **overrides})
+    # The benchmark places orders and opens streams from one address far faster
+    # and far more than a customer would: the rate limit and the stream caps
+    # would measure themselves.
+    limits_off = {
+        "ORDER_PLACE_RATE_LIMIT": "0",
+        "ORDER_STREAMS_PER_CLIENT": "0",
+        "ORDER_STREAMS_PER_PROCESS": "0",
+    }
+    env = local_env(workdir, **{**limits_off, **overrides})
     postgres = urlsplit(database_url).scheme in POSTGRES_SCHEMES
     if postgres:
         _create_database(database_url, name)

@@ -14,9 +14,9 @@ One module per job:
 - `wakers`: when the pump reads. On SQLite (the embedded default) the -wal file
   tells of any process's commit; with Redis, a message through the channels
   layer; a timer besides, and alone on PostgreSQL without Redis.
-- `threads`: where the database work runs: a thread for the pump, a few for the
-  openings, with a bounded wait (beyond it a fast 503), never asgiref's one
-  process-wide thread.
+- `threads`: where the database work runs: a thread for the pump, one for the
+  staff streams' session checks, a few for the openings, with a bounded wait
+  (beyond it a fast 503), never asgiref's one process-wide thread.
 - `flow`: backpressure under daphne: a stream whose client does not read stops
   writing, and is cut off past ORDER_STREAM_MAX_UNSENT_BYTES.
 - `pump`: `EventPump`, one per process (per event loop). It waits for a wake-up,
@@ -24,11 +24,17 @@ One module per job:
   the subscribers of its order and the staff subscribers. The cost of a poll
   does not depend on how many browsers are connected.
 - `opening`: what a stream checks and sends before it goes live: the
-  Last-Event-ID, who may read it (the order exists; a staff session), and the
-  replay. A stream authorizes and reads its replay in one trip to the database
-  when it opens; after that every event it sends comes from the pump.
+  Last-Event-ID, who may read it (the order exists; a staff session with the
+  permission to view operations), and the replay. An order stream authorizes
+  and reads its replay in one trip to the database when it opens; the staff
+  stream checks its session before it subscribes. After that every event a
+  stream sends comes from the pump.
+- `recheck`: the staff stream's session, looked at again while it is open.
+- `caps`: how many streams a client address and the process may hold open,
+  and the process's file-descriptor limit, raised at start-up.
 - `asgi`: the transport. The endpoints orderproj/asgi.py routes, the SSE frames
-  and each stream's disconnect watcher.
+  and each stream's disconnect watcher; `response`: one stream's response, from
+  its start to each way it ends.
 - `gc_freeze`: short full garbage collections in the web process, by freezing
   what survives them.
 

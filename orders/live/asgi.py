@@ -10,6 +10,7 @@ from django.db import DatabaseError
 
 from orders.api.errors import error_document, send_error
 from orders.live import flow, threads
+from orders.live.caps import CapReached, stream_slots
 from orders.live.events import READ_BATCH, StreamEvent, read_replay
 from orders.live.gc_freeze import frozen_survivors
 from orders.live.opening import (
@@ -20,6 +21,8 @@ from orders.live.opening import (
     parse_last_event_id,
 )
 from orders.live.pump import PumpUnavailable, get_pump
+from orders.live.recheck import SessionRecheck
+from orders.live.response import RETRY_AFTER_SECONDS, StreamResponse
 from orders.live.threads import Saturated, with_connection
 from orders.services.failures import record_failure
 
@@ -31,8 +34,8 @@ PUMP_WAIT_SECONDS = 5.0
 # A stream writes at most about this much at once: what the connection's send
 # buffer (64 KiB in daphne) holds before it says it is full.
 BODY_BYTES = 64 * 1024
-# What a 503 asks the client to wait before trying again.
-RETRY_AFTER_SECONDS = 2
+# How much of a path a failure record keeps (the path is the client's choice).
+REQUEST_PATH_CHARS = 200
 
 
 def frame(event: StreamEvent) -> bytes:
@@ -59,13 +62,6 @@ def closed_frame(refusal: Refusal) -> bytes:
     return f"event: stream.closed\ndata: {data}\n\n".encode()
 
 
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-
-
 class EventStream:
     """ASGI app: `per_order=True` serves /api/orders/<order_id>/events, else the
     staff stream /api/events.
@@ -76,10 +72,16 @@ class EventStream:
     start, too many openings are waiting) or 500 (a programming error, also
     recorded as a failure); after them, the end of the body. The disconnect
     watcher runs from the start, so a client that leaves while its opening
-    waits is forgotten at once.
+    waits is forgotten at once, and one that leaves at any other moment is an
+    ordinary end, never a failure.
+
+    `name` is the endpoint's, for a failure record's task: one bug in a
+    stream is one failure group whatever order it was for (the path goes
+    into the record's arguments).
     """
 
-    def __init__(self, *, per_order: bool):
+    def __init__(self, name: str, *, per_order: bool):
+        self.name = name
         self.per_order = per_order
 
     async def __call__(self, scope, receive, send):
@@ -104,7 +106,16 @@ class EventStream:
         except Refusal as refusal:
             await send_error(send, refusal.status, refusal.error, refusal.detail)
             return
-        response = _Response(send)
+        # Counted before any database work, so a client that opens streams
+        # without end is refused before it costs a query (orders/live/caps.py).
+        try:
+            slot = stream_slots.take(scope)
+        except CapReached as refusal:
+            await send_error(
+                send, refusal.status, refusal.error, refusal.detail, refusal.headers
+            )
+            return
+        response = StreamResponse(send)
         # The stream runs in this task; the watcher cancels it when the client
         # leaves, whatever it is waiting for (the pump, a thread, an event).
         watcher = asyncio.ensure_future(
@@ -117,6 +128,7 @@ class EventStream:
                 raise  # cancelled by the server, not by the client leaving
         finally:
             watcher.cancel()
+            slot.release()
 
     async def _stream(self, scope, response, order_id, last_id) -> None:
         pump = get_pump()
@@ -131,6 +143,10 @@ class EventStream:
                 pump.stats.open_streams -= 1
         except Refusal as refusal:
             await response.refuse(refusal.status, refusal.error, refusal.detail)
+        except flow.ConnectionGone:
+            # The client hung up as its stream started; its watcher has the
+            # http.disconnect on the way. No one to answer, nothing to record.
+            logger.debug("event stream: the client left as it opened")
         except Saturated as error:
             pump.stats.refused_openings += not response.started
             logger.warning("event stream refused: %s", error)
@@ -148,7 +164,8 @@ class EventStream:
             await asyncio.to_thread(
                 with_connection,
                 record_failure,
-                task=f"stream {scope['path'][:200]}",
+                task=f"stream {self.name}",
+                args=[scope["method"], scope["path"][:REQUEST_PATH_CHARS]],
                 error=error,
             )
             await response.fail()
@@ -158,12 +175,19 @@ class EventStream:
             response.release()
 
     async def _open(self, scope, pump, order_id, last_id):
-        """Subscribe, then authorize and plan the replay in one trip to the
-        database; returns the subscriber and the Opening."""
+        """Authorize, subscribe, then plan the replay; returns the subscriber
+        and the Opening. An order stream is authorized (the order exists) in
+        the same trip to the database as its replay. The staff stream's
+        session is checked before it subscribes: a caller who may not read
+        every order's events is never subscribed to them, nor starts the
+        pump."""
+        openings = threads.for_loop().openings
+        if order_id is None:
+            await openings.run(check_staff, scope)
         subscriber, through = await pump.subscribe(order_id, timeout=PUMP_WAIT_SECONDS)
         try:
-            opening = await threads.for_loop()[1].run(
-                open_stream, scope, order_id=order_id, last_id=last_id, through=through
+            opening = await openings.run(
+                open_stream, order_id=order_id, last_id=last_id, through=through
             )
         except BaseException:
             pump.unsubscribe(subscriber)
@@ -175,30 +199,22 @@ class EventStream:
         keepalive = float(settings.ORDER_STREAM_KEEPALIVE_SECONDS)
         loop = asyncio.get_running_loop()
         subscriber.unsent_limit = settings.ORDER_STREAM_MAX_UNSENT_BYTES
+        # The staff stream looks at its session again twice per keep-alive
+        # interval, so one that ended (logout, account deactivated, password
+        # changed, staff status or permission taken away) is closed within
+        # that interval.
+        recheck = None if self.per_order else SessionRecheck(scope, keepalive / 2)
         await response.start(subscriber)
         # From this first line on, the client misses nothing that is written.
         await response.body(f": stream open\nretry: {retry_ms}\n\n".encode())
-        sent = await self._replay(response, opening, subscriber)
-        # The staff stream looks at its session again twice per keep-alive
-        # interval, so one that ended (logout, account deactivated, password
-        # changed, staff status taken away) is closed within that interval.
-        recheck = None if self.per_order else keepalive / 2
+        sent = await self._replay(response, opening, subscriber, recheck)
         quiet_since = loop.time()
-        next_check = quiet_since + recheck if recheck else None
         while not subscriber.overflowed:
-            if next_check is not None and loop.time() >= next_check:
-                try:
-                    await threads.for_loop()[1].run(check_staff, scope)
-                except Refusal as refusal:
-                    await response.body(closed_frame(refusal))
-                    break
-                except Saturated as error:
-                    # A burst of openings: look again at the next check.
-                    logger.info("staff stream: session check put off: %s", error)
-                next_check = loop.time() + recheck
+            if recheck is not None and not await recheck.holds():
+                break
             wake = quiet_since + keepalive
-            if next_check is not None:
-                wake = min(wake, next_check)
+            if recheck is not None:
+                wake = min(wake, recheck.due)
             batch = [
                 event
                 # the client had those up to `sent` already (it resumed from a
@@ -213,7 +229,10 @@ class EventStream:
             elif loop.time() >= quiet_since + keepalive and not subscriber.stalled:
                 await response.body(b": keep-alive\n\n")
                 quiet_since = loop.time()
-        if subscriber.overflowed:
+        if recheck is not None and recheck.ended is not None:
+            await response.body(closed_frame(recheck.ended))
+            await response.end()
+        elif subscriber.overflowed:
             # The client resumes from the last id it read. What waited in its
             # connection is dropped with it.
             pump.stats.cut_off += 1
@@ -221,8 +240,9 @@ class EventStream:
         else:
             await response.end()
 
-    async def _replay(self, response, opening, subscriber) -> int:
-        """Send what the client missed up to the pump's cursor at subscription;
+    async def _replay(self, response, opening, subscriber, recheck) -> int:
+        """Send what the client missed up to the pump's cursor at subscription
+        (the staff stream's session checked between pages, as between frames);
         returns the id after which live events are new to the client."""
         through = opening.through
         if opening.reset:
@@ -235,7 +255,9 @@ class EventStream:
             await subscriber.writable()
             if subscriber.overflowed:
                 break
-            batch = await threads.for_loop()[1].run(
+            if recheck is not None and not await recheck.holds():
+                break
+            batch = await threads.for_loop().openings.run(
                 read_replay,
                 after=batch[-1].id,
                 through=through,
@@ -249,77 +271,6 @@ class EventStream:
         return max(through, opening.resume_from)
 
 
-class _Response:
-    """One stream's response: whether it has started, how to end it in each
-    case, and (under daphne) its connection's send window."""
-
-    def __init__(self, send):
-        self.send = send
-        self.started = False
-        self.ended = False
-        self.window = None
-
-    async def start(self, subscriber) -> None:
-        self.window = flow.watch(self.send, subscriber.stall)
-        self.started = True
-        await self.send(
-            {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
-        )
-
-    async def body(self, body: bytes) -> None:
-        await self.send({"type": "http.response.body", "body": body, "more_body": True})
-
-    async def end(self) -> None:
-        if self.ended:
-            return
-        self.ended = True
-        self.release()
-        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def abort(self) -> None:
-        """Drop the connection and what waits in it (a client that stopped
-        reading); without daphne's window, end the response instead."""
-        if self.window is None:
-            await self.end()
-            return
-        self.ended = True
-        self.release()
-        self.window.abort()
-
-    async def refuse(self, status: int, error: str, detail: str) -> None:
-        if self.started:
-            await self.end()
-        else:
-            self.ended = True
-            await send_error(self.send, status, error, detail)
-
-    async def unavailable(self, detail: str) -> None:
-        if self.started:
-            await self.end()
-            return
-        self.ended = True
-        await send_error(
-            self.send,
-            503,
-            "stream_unavailable",
-            detail,
-            [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
-        )
-
-    async def fail(self) -> None:
-        if self.started:
-            await self.end()
-        else:
-            self.ended = True
-            await send_error(
-                self.send, 500, "internal_error", "The stream failed; it was logged."
-            )
-
-    def release(self) -> None:
-        if self.window is not None:
-            self.window.release()
-
-
 async def _cancel_on_disconnect(receive, stream: asyncio.Task) -> None:
     while True:
         message = await receive()
@@ -328,8 +279,8 @@ async def _cancel_on_disconnect(receive, stream: asyncio.Task) -> None:
             return
 
 
-order_events = EventStream(per_order=True)
-staff_events = EventStream(per_order=False)
+order_events = EventStream("order_events", per_order=True)
+staff_events = EventStream("staff_events", per_order=False)
 
 
 async def stream_stats(scope, receive, send):
@@ -342,7 +293,7 @@ async def stream_stats(scope, receive, send):
         )
         return
     try:
-        await threads.for_loop()[1].run(check_staff, scope)
+        await threads.for_loop().openings.run(check_staff, scope)
     except Refusal as refusal:
         await send_error(send, refusal.status, refusal.error, refusal.detail)
         return
@@ -356,7 +307,7 @@ async def stream_stats(scope, receive, send):
         )
         return
     pump = get_pump()
-    pump_thread, opening_threads = threads.for_loop()
+    opening_threads = threads.for_loop().openings
     body = json.dumps(
         {
             "open_streams": pump.stats.open_streams,
@@ -371,6 +322,7 @@ async def stream_stats(scope, receive, send):
             "openings_waiting": opening_threads.pending,
             "cursor": pump.cursor,
             "tasks": len(asyncio.all_tasks()),
+            "caps": stream_slots.as_dict(),
             "collector": frozen_survivors.as_dict(),
         }
     ).encode()

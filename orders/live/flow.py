@@ -20,6 +20,11 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 
+class ConnectionGone(Exception):
+    """The client's connection closed before its stream could start: a client
+    that hung up as it opened, an ordinary end and no failure."""
+
+
 @implementer(IPushProducer)
 class SendWindow:
     """Tells `on_change` when the connection's send buffer fills up (True) and
@@ -57,10 +62,17 @@ class SendWindow:
 def watch(send, on_change: Callable[[bool], None]) -> SendWindow | None:
     """A SendWindow on the connection behind `send`, or None where the server
     gives no way to see its buffer (not daphne, or the in-process tests): there
-    only the subscriber's QUEUE_LIMIT bounds a stream."""
+    only the subscriber's QUEUE_LIMIT bounds a stream.
+
+    Raises ConnectionGone when the connection has closed already: Twisted
+    drops a request's channel when its connection is lost, and the client's
+    http.disconnect may still be on its way to the stream's watcher.
+    """
     request = _daphne_request(send)
     if request is None:
         return None
+    if request.channel is None:
+        raise ConnectionGone("the client closed its connection as the stream opened")
     window = SendWindow(request, on_change)
     request.registerProducer(window, True)
     return window

@@ -17,6 +17,7 @@ from orders.live.events import (
     read_replay,
 )
 from orders.models import Order
+from orders.permissions import VIEW_OPERATIONS
 
 # A resume id is a positive integer; anything longer than this is not an id of ours.
 MAX_ID_DIGITS = 18
@@ -89,10 +90,12 @@ def session_key(scope: dict) -> str | None:
 
 
 def check_staff(scope: dict) -> None:
-    """The staff stream needs a staff session: 403 without a login or for
-    other accounts (the same answers as the staff JSON endpoints). Django's
-    get_user() also ends a session whose user was deactivated or changed
-    password since logging in."""
+    """The staff stream (and GET /api/streams) needs a staff session whose
+    account holds VIEW_OPERATIONS, the permission the operations views ask:
+    403 without a login, for other accounts, and for staff without it (the
+    same answers as the staff JSON endpoints). Django's get_user() also ends
+    a session whose user was deactivated or changed password since logging
+    in."""
     from django.contrib.auth import get_user
 
     engine = import_module(settings.SESSION_ENGINE)
@@ -102,6 +105,13 @@ def check_staff(scope: dict) -> None:
         raise Refusal(403, "not_authenticated", "Log in as staff to use this stream.")
     if not user.is_staff:
         raise Refusal(403, "forbidden", "This stream is for staff accounts only.")
+    if not user.has_perm(VIEW_OPERATIONS):
+        raise Refusal(
+            403,
+            "forbidden",
+            f"This stream needs the {VIEW_OPERATIONS} permission; "
+            "ask an administrator for it.",
+        )
 
 
 @dataclass
@@ -114,14 +124,13 @@ class Opening:
     order_pk: int | None  # the order whose events to replay; None: all
 
 
-def open_stream(
-    scope: dict, *, order_id: str | None, last_id: int | None, through: int
-) -> Opening:
-    """Who may read the stream, and what it replays up to `through`: the one
-    trip to the database an opening makes (on the openings' threads). Raises
-    Refusal for an unknown order or a caller who is not staff."""
+def open_stream(*, order_id: str | None, last_id: int | None, through: int) -> Opening:
+    """Whether the order exists, and what the stream replays up to `through`:
+    the one trip to the database an order stream's opening makes (on the
+    openings' threads). Raises Refusal for an unknown order. The staff stream
+    (`order_id` None) has had its session checked before it subscribed
+    (check_staff): this plans its replay only."""
     if order_id is None:
-        check_staff(scope)
         return plan_opening(last_id=last_id, through=through, order_pk=None)
     if last_id is None:
         # A page that opens: the order and its history in one statement.

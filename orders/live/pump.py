@@ -154,7 +154,7 @@ class EventPump:
         idle_seconds: float = IDLE_SECONDS,
     ):
         self.loop = asyncio.get_running_loop()
-        self.thread = threads.for_loop()[0]
+        self.thread = threads.for_loop().pump
         self.waker = waker or make_waker()
         self._read_after = read_after
         self._read_high_water = read_high_water

@@ -3,7 +3,9 @@
 `sync_to_async` outside a Django request runs every call on asgiref's one
 process-wide thread, so a poll of the pump queued behind every opening in a
 burst, and one slow query froze every live stream. Here the pump reads on a
-thread of its own, and openings share `ORDER_STREAM_OPEN_THREADS` others. An
+thread of its own, the staff streams look at their sessions again on another
+(never refused: a check put off is a stream that outlives its session), and
+openings share `ORDER_STREAM_OPEN_THREADS` others. An
 opening is refused at once (a 503 with Retry-After) instead of waiting behind
 the others when the last one to start had waited more than
 `ORDER_STREAM_OPEN_MAX_WAIT_SECONDS` for a thread (the database is slow, or a
@@ -16,6 +18,7 @@ import functools
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -137,24 +140,31 @@ def with_connection(function, *args, **kwargs):
         close_old_connections()
 
 
-_threads: dict[asyncio.AbstractEventLoop, tuple[DatabaseThreads, DatabaseThreads]] = {}
+class LoopThreads(NamedTuple):
+    pump: DatabaseThreads  # the pump's reads
+    openings: DatabaseThreads  # openings and replays: refused when saturated
+    sessions: DatabaseThreads  # the staff streams' session checks: never refused
 
 
-def for_loop() -> tuple[DatabaseThreads, DatabaseThreads]:
-    """(the pump's thread, the openings' threads) of the running event loop."""
+_threads: dict[asyncio.AbstractEventLoop, LoopThreads] = {}
+
+
+def for_loop() -> LoopThreads:
+    """The database threads of the running event loop."""
     loop = asyncio.get_running_loop()
-    pair = _threads.get(loop)
-    if pair is None:
+    threads = _threads.get(loop)
+    if threads is None:
         for old_loop in [known for known in _threads if known.is_closed()]:
             for old in _threads.pop(old_loop):
                 old.close()
-        pair = _threads[loop] = (
-            DatabaseThreads("stream-pump", 1),
-            DatabaseThreads(
+        threads = _threads[loop] = LoopThreads(
+            pump=DatabaseThreads("stream-pump", 1),
+            openings=DatabaseThreads(
                 "stream-open",
                 settings.ORDER_STREAM_OPEN_THREADS,
                 settings.ORDER_STREAM_OPEN_BACKLOG,
                 settings.ORDER_STREAM_OPEN_MAX_WAIT_SECONDS,
             ),
+            sessions=DatabaseThreads("stream-session", 1),
         )
-    return pair
+    return threads

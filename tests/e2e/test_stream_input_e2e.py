@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from orders.permissions import VIEW_OPERATIONS
 from tests.sse import StreamDeadlinePassed, read_sse
 from tests.stack import make_stack
 
@@ -222,20 +223,34 @@ def test_the_server_still_streams_after_all_of_that(stack, order):
 
 
 # --- the staff session ----------------------------------------------------------
-def new_staff_account(stack) -> tuple[str, str]:
-    """A staff account of this test's own (tests change it), holding the orders
-    permissions as an operator does (docs/operators/roles.md)."""
+def new_staff_account(stack, *, permitted: bool = True) -> tuple[str, str]:
+    """A staff account of this test's own (tests change it), with the
+    permission the staff stream asks (orders.permissions.VIEW_OPERATIONS) or
+    without."""
     username, password = f"staff-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    app_label, codename = VIEW_OPERATIONS.split(".")
+    grant = (
+        "; from django.contrib.auth.models import Permission; "
+        "user.user_permissions.add(Permission.objects.get("
+        f"content_type__app_label={app_label!r}, codename={codename!r}))"
+        if permitted
+        else ""
+    )
     stack.manage(
         "shell",
         "-c",
-        "from django.contrib.auth.models import Permission, User; "
+        "from django.contrib.auth.models import User; "
         f"user = User.objects.create_user({username!r}, password={password!r}, "
-        "is_staff=True); "
-        "user.user_permissions.set("
-        "Permission.objects.filter(content_type__app_label='orders'))",
+        f"is_staff=True){grant}",
     )
     return username, password
+
+
+def test_staff_without_the_permission_to_view_operations_is_refused(stack):
+    client = stack.log_in(*new_staff_account(stack, permitted=False))
+    for path in ("/api/events", "/api/streams"):
+        assert_json_error(client.get(path), 403, "forbidden")
+    client.close()
 
 
 def change_account(stack, username: str, change: str) -> None:
@@ -297,6 +312,7 @@ def read_until_closed(client: httpx.Client, end_session) -> tuple[dict, float]:
         ("deactivated", "not_authenticated"),
         ("password changed", "not_authenticated"),
         ("staff status removed", "forbidden"),
+        ("permission removed", "forbidden"),
     ],
 )
 def test_a_staff_stream_whose_session_ends_is_closed_within_the_keepalive(
@@ -313,6 +329,8 @@ def test_a_staff_stream_whose_session_ends_is_closed_within_the_keepalive(
             change_account(stack, username, "user.is_active = False")
         elif ending == "password changed":
             change_account(stack, username, "user.set_password('another-one')")
+        elif ending == "permission removed":
+            change_account(stack, username, "user.user_permissions.clear()")
         else:
             change_account(stack, username, "user.is_staff = False")
 
