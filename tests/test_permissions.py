@@ -114,6 +114,21 @@ def test_support_cannot_retry_and_is_told_which_group_may(staff_in_role):
     assert_still_failed(order)
 
 
+@pytest.mark.parametrize(("role", "offered"), [("Support", False), ("Operators", True)])
+def test_the_dashboard_offers_retry_only_to_those_who_may_retry(
+    staff_in_role, role, offered
+):
+    """The failed list's Retry button, rendered here and by dashboard.js from
+    data-may-retry: a button the server would refuse is not shown."""
+    order = failed_order()
+
+    page = staff_in_role(role).get("/dashboard/").content.decode()
+
+    assert order.order_id in page
+    assert ('data-role="retry"' in page) is offered
+    assert f'data-may-retry="{str(offered).lower()}"' in page
+
+
 def test_support_cannot_complete_a_delivery(staff_in_role):
     order = completed_order()
 

@@ -13,7 +13,7 @@ from orders.api.access import operator_page, operator_required
 from orders.api.validation import delay_limit_ms
 from orders.api.views import json_errors
 from orders.models import Order, OrderEvent
-from orders.permissions import VIEW_OPERATIONS
+from orders.permissions import CHANGE_ORDER, VIEW_OPERATIONS
 
 
 def ui_labels(request) -> dict:
@@ -92,6 +92,8 @@ def dashboard(request):
             ],
             "chart": chart_geometry(stats["series"]),
             "recent_events": labelled(selectors.dashboard_recent_events()),
+            # Support (view only) sees the failed orders without a Retry button.
+            "may_retry": request.user.has_perm(CHANGE_ORDER),
         },
     )
 

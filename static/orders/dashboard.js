@@ -10,6 +10,8 @@ const feed = root.querySelector('[data-role="feed"]');
 const chart = root.querySelector('[data-role="chart"]');
 const failedRows = root.querySelector('[data-role="failed-rows"]');
 const actionMessage = root.querySelector('[data-role="action-message"]');
+// Support (view only) gets no Retry button: the server would refuse it.
+const mayRetry = root.dataset.mayRetry === "true";
 const statsProblem = root.querySelector('[data-role="stats-problem"]');
 const FEED_LIMIT = 50;
 // Drawn as orders/pages/views.py chart_geometry() draws it.
@@ -72,11 +74,10 @@ function failedRow(order) {
     el(
       "td",
       { class: "actions" },
-      el("button", {
+      ...(mayRetry ? [el("button", {
         type: "button", class: "primary small", "data-role": "retry",
         "data-order-id": order.order_id, "aria-label": `Retry order ${order.order_id}`,
-      }, "Retry"),
-      " ",
+      }, "Retry"), " "] : []),
       el("a", { href: order.admin_url, "data-role": "admin-link" }, "Admin"),
     ),
   );
