@@ -27,11 +27,13 @@ class Receiver:
         delay: float = 0.0,
         port: int = 0,
         reply: bytes = b"ok",
+        headers: dict[str, str] | None = None,
     ):
         self.answers = list(answers or [])
         self.default = default
         self.delay = delay
         self.reply = reply
+        self.headers = headers or {}
         self.requests: list[Received] = []
         self._lock = threading.Lock()
         self._port = port
@@ -66,6 +68,8 @@ class Receiver:
                     time.sleep(receiver.delay)
                 self.send_response(status)
                 self.send_header("content-length", str(len(receiver.reply)))
+                for name, value in receiver.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(receiver.reply)
 
