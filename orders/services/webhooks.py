@@ -35,13 +35,19 @@ def webhook_event_types(event_types) -> list[str]:
     return chosen
 
 
+def webhook_url_check(url: str) -> None:
+    """Raise WebhookTargetRefused for a URL an endpoint may not have (its form,
+    and where its name resolves now)."""
+    outbound.check_target(url, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS)
+
+
 def webhook_endpoint_add(
     *, url: str, event_types=(), description: str = ""
 ) -> tuple[WebhookEndpoint, str]:
     """A new enabled endpoint and its signing secret, the one time it is shown.
     It gets the events written from now on. Raises WebhookTargetRefused for a
     URL that may not be called, WebhookInputError for unknown event types."""
-    outbound.check_target(url, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS)
+    webhook_url_check(url)
     types = webhook_event_types(event_types)
     secret = outbound.new_secret()
     with transaction.atomic():
@@ -70,7 +76,7 @@ def webhook_endpoint_update(
     *, endpoint: WebhookEndpoint, url: str, event_types, description: str
 ) -> WebhookEndpoint:
     """The console's edit: the URL is checked as at add time."""
-    outbound.check_target(url, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS)
+    webhook_url_check(url)
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
         url=url, event_types=webhook_event_types(event_types), description=description
     )

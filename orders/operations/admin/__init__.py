@@ -4,4 +4,9 @@ no record is added or deleted from the console (base.ViewOnlyRecordAdmin).
 
 Imported by OrdersConfig.ready, so its modules register their admins."""
 
-from orders.operations.admin import deliveries, failures, orders  # noqa: F401
+from orders.operations.admin import (  # noqa: F401
+    deliveries,
+    failures,
+    orders,
+    webhooks,
+)
