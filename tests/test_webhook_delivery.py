@@ -300,3 +300,23 @@ def test_a_missing_id_holds_the_relay_back_until_it_settles(settings):
     assert settled_events_after(first.pk - 1, now=now) == [first]
     settled = settled_events_after(first.pk - 1, now=now + timedelta(seconds=3))
     assert [event.pk for event in settled] == [first.pk, later.pk + 1]
+
+
+def test_the_secret_is_in_no_log_line_and_no_claims_repr(receiver, settings, caplog):
+    settings.WEBHOOK_RETRY_SCHEDULE = (0,)
+    receiver.answers = [500]
+    _, secret = webhook_endpoint_add(url=receiver.url, event_types=["order.completed"])
+    processed()
+
+    with caplog.at_level("DEBUG"):
+        webhook_messages_fan_out()
+        [outgoing] = webhook_messages_claim(
+            endpoint_id=webhook_endpoints_due()[0], limit=10
+        )
+        webhook_message_send(outgoing)
+        send_until_quiet()
+
+    assert len(receiver.received()) == 2
+    key = secret.removeprefix("whsec_")
+    assert key not in caplog.text
+    assert key not in repr(outgoing)

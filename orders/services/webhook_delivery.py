@@ -12,7 +12,7 @@ admins are told, once.
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -41,9 +41,10 @@ class Outgoing:
     endpoint_pk: int
     order_pk: int
     url: str
-    secrets: list
-    body: bytes
-    attempt: int
+    # Out of its repr, so no log line or failure record can show them.
+    secrets: list = field(repr=False)
+    body: bytes = field(repr=False)
+    attempt: int = 0
 
 
 def webhook_lease_seconds() -> float:
