@@ -2,6 +2,7 @@
 records every request it gets and answers as the test tells it (a status per
 request, then a default; an optional delay, long enough to hang)."""
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -66,12 +67,14 @@ class Receiver:
                     )
                 if receiver.delay:
                     time.sleep(receiver.delay)
-                self.send_response(status)
-                self.send_header("content-length", str(len(receiver.reply)))
-                for name, value in receiver.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(receiver.reply)
+                # A sender that gave up (its timeout, or killed) has gone.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.send_response(status)
+                    self.send_header("content-length", str(len(receiver.reply)))
+                    for name, value in receiver.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(receiver.reply)
 
             def log_message(self, *args):
                 pass

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 State = WebhookMessage.State
 # A claim outlives the longest request by this much before it is taken for lost.
-LEASE_MARGIN_SECONDS = 30
+LEASE_MARGIN_SECONDS = 10
 
 
 @dataclass(frozen=True)
