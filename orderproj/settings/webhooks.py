@@ -29,10 +29,14 @@ WEBHOOK_RETRY_SCHEDULE = retry_schedule(
     )
 )
 # How long one request may take in all (connect, send, answer).
-WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0, minimum=0.1)
+WEBHOOK_TIMEOUT_SECONDS = env.float(
+    "WEBHOOK_TIMEOUT_SECONDS", default=10.0, minimum=0.1
+)
 # Off: URLs that are or resolve to loopback, private, link-local (and other
 # non-public) addresses are refused, at add time and before every request.
-WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
+)
 # An endpoint whose every attempt has failed for this long is disabled, and the
 # admins are told once.
 WEBHOOK_DISABLE_AFTER_SECONDS = env.float(
@@ -46,7 +50,7 @@ WEBHOOK_SECRET_ROTATION_SECONDS = env.float(
 )
 # Requests in flight at once per qcluster process, and per endpoint: a slow
 # endpoint holds at most its share, never every sender.
-WEBHOOK_SENDER_THREADS = env.int("WEBHOOK_SENDER_THREADS", default=16, minimum=1)
+WEBHOOK_SENDER_THREADS = env.int("WEBHOOK_SENDER_THREADS", default=32, minimum=1)
 WEBHOOK_ENDPOINT_CONCURRENCY = env.int(
-    "WEBHOOK_ENDPOINT_CONCURRENCY", default=4, minimum=1
+    "WEBHOOK_ENDPOINT_CONCURRENCY", default=8, minimum=1
 )

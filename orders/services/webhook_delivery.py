@@ -87,26 +87,35 @@ def webhook_messages_claim(*, endpoint_id: int, limit: int, now=None) -> list[Ou
             .values_list("pk", "msg_id", "order_id", "body", "attempts")[:limit]
         )
         secrets = webhook_signing_secrets(endpoint, now)
-        claimed = []
-        for pk, msg_id, order_pk, body, attempts in candidates:
-            taken = WebhookMessage.objects.filter(pk=pk, state=State.PENDING).update(
-                state=State.SENDING,
-                attempts=F("attempts") + 1,
-                lease_expires_at=lease_until,
+        # One UPDATE for all: the rows are locked (PostgreSQL) or the database
+        # is (SQLite's IMMEDIATE transaction), and the condition on the state
+        # keeps it right on any other database.
+        ids = [pk for pk, *_ in candidates]
+        taken = WebhookMessage.objects.filter(pk__in=ids, state=State.PENDING).update(
+            state=State.SENDING,
+            attempts=F("attempts") + 1,
+            lease_expires_at=lease_until,
+        )
+        if taken != len(ids):
+            ids = set(
+                WebhookMessage.objects.filter(
+                    pk__in=ids, state=State.SENDING, lease_expires_at=lease_until
+                ).values_list("pk", flat=True)
             )
-            if taken:
-                claimed.append(
-                    Outgoing(
-                        message_pk=pk,
-                        msg_id=msg_id,
-                        endpoint_pk=endpoint.pk,
-                        order_pk=order_pk,
-                        url=endpoint.url,
-                        secrets=secrets,
-                        body=body.encode(),
-                        attempt=attempts + 1,
-                    )
-                )
+        claimed = [
+            Outgoing(
+                message_pk=pk,
+                msg_id=msg_id,
+                endpoint_pk=endpoint.pk,
+                order_pk=order_pk,
+                url=endpoint.url,
+                secrets=secrets,
+                body=body.encode(),
+                attempt=attempts + 1,
+            )
+            for pk, msg_id, order_pk, body, attempts in candidates
+            if pk in ids
+        ]
     return claimed
 
 

@@ -47,6 +47,9 @@ class WebhookSender:
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="webhook")
         self._lock = threading.Lock()
         self._in_flight: Counter[int] = Counter()
+        # Set when a request ends: its thread is free for the next message
+        # at once, not at the next relay pass.
+        self.freed = threading.Event()
 
     def in_flight(self) -> int:
         with self._lock:
@@ -84,37 +87,43 @@ class WebhookSender:
                 self._in_flight[outgoing.endpoint_pk] -= 1
                 if self._in_flight[outgoing.endpoint_pk] <= 0:
                     del self._in_flight[outgoing.endpoint_pk]
+            self.freed.set()
 
     def shutdown(self) -> None:
         """Wait for the requests under way (each ends within its timeout)."""
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def relay_once(sender: WebhookSender, *, housekeeping: bool) -> None:
+def relay_once(*, housekeeping: bool) -> None:
     events_relay()
     if housekeeping:
         webhook_messages_expire()
         webhook_messages_wake()
-    sender.send_due()
 
 
 def run_relay(stop: threading.Event, *, interval: float | None = None) -> None:
-    """Relay and send every `interval` seconds until `stop` is set."""
+    """Relay every `interval` seconds until `stop` is set, and send what is due
+    then and whenever a sender thread comes free (a burst is sent at the pace
+    of the receivers, not at a claim per endpoint per pass)."""
     interval = interval or settings.ORDER_DISPATCH_INTERVAL_SECONDS
     sender = WebhookSender()
     logger.info("relay started (every %.2f s, %d senders)", interval, sender.threads)
-    next_housekeeping = time.monotonic()
+    next_pass = next_housekeeping = time.monotonic()
     try:
         while not stop.is_set():
-            housekeeping = time.monotonic() >= next_housekeeping
-            if housekeeping:
-                next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
             try:
-                relay_once(sender, housekeeping=housekeeping)
+                if time.monotonic() >= next_pass:
+                    housekeeping = time.monotonic() >= next_housekeeping
+                    if housekeeping:
+                        next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+                    next_pass = time.monotonic() + interval
+                    relay_once(housekeeping=housekeeping)
+                sender.freed.clear()
+                sender.send_due()
             except Exception:
                 logger.exception("relay pass failed; trying again")
                 close_old_connections()
-            stop.wait(interval)
+            sender.freed.wait(max(0.0, next_pass - time.monotonic()))
     finally:
         sender.shutdown()
         connection.close()
