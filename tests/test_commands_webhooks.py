@@ -6,6 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from orders.models import WebhookEndpoint
+from tests.factories import processed
 
 pytestmark = pytest.mark.django_db
 
@@ -87,3 +88,18 @@ def test_rotate_secret_prints_the_new_secret_on_its_last_line():
 def test_bad_input_is_a_command_error_with_a_sentence(args, says):
     with pytest.raises(CommandError, match=says):
         run(*args)
+
+
+def test_replay_queues_what_the_endpoint_never_got_since_the_time():
+    order = processed()
+    run("add", "http://127.0.0.1:9/a", "--events", "order.completed")
+    endpoint = WebhookEndpoint.objects.get()
+
+    output = run("replay", str(endpoint.pk), "--since", "2000-01-01T00:00")
+
+    assert output.strip() == (
+        f"1 message(s) since 2000-01-01T00:00:00+00:00 will be sent to endpoint "
+        f"{endpoint.pk}."
+    )
+    [message] = endpoint.messages.all()
+    assert (message.order, message.event_type) == (order, "order.completed")
