@@ -30,6 +30,10 @@ def tell_the_warehouse(sender, order, event, **kwargs):
     heard.append((order.order_id, order.status, event["type"], event["event_id"]))
 
 
+async def tell_the_bot(sender, order, event, **kwargs):
+    heard.append(("bot", event["type"]))
+
+
 def broken_erp(sender, order, event, **kwargs):
     # A write the receiver makes before it raises: its transaction drops it.
     EventTally.objects.create(name="erp-half-written", value=1)
@@ -161,6 +165,20 @@ def test_a_worker_that_died_running_a_receiver_is_replaced(
     call.refresh_from_db()
     assert call.state == State.PENDING
     assert receiver_call_run(call_id=call.pk).state == State.DONE
+
+
+def test_an_async_receiver_is_run_to_its_end(django_capture_on_commit_callbacks):
+    heard.clear()
+    signals.order_completed.connect(tell_the_bot, dispatch_uid="tell_the_bot")
+    try:
+        receiver_calls_fan_out()
+        processed()
+        call = fan_out(django_capture_on_commit_callbacks)["tell_the_bot"]
+
+        assert receiver_call_run(call_id=call.pk).state == State.DONE
+    finally:
+        signals.order_completed.disconnect(dispatch_uid="tell_the_bot")
+    assert heard == [("bot", "order.completed")]
 
 
 def test_no_receiver_means_no_call_and_no_cursor():

@@ -6,6 +6,7 @@ so one receiver's failure never touches the order or another receiver."""
 import logging
 from datetime import timedelta
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -123,11 +124,16 @@ class ReceiverGone(LookupError):
 
 
 def _find_receiver(call: ReceiverCall):
+    """The connected receiver of this call, as a plain function (an async
+    receiver is run to its end on this worker's thread)."""
     signal = EVENT_TYPES[call.event["type"]]
     sync_receivers, async_receivers = signal._live_receivers(Order)
-    for receiver in [*sync_receivers, *async_receivers]:
+    for receiver in sync_receivers:
         if receiver_path(receiver) == call.receiver:
             return receiver
+    for receiver in async_receivers:
+        if receiver_path(receiver) == call.receiver:
+            return async_to_sync(receiver)
     raise ReceiverGone(f"{call.receiver} is no longer connected to {call.signal}")
 
 

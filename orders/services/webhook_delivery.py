@@ -52,10 +52,12 @@ def webhook_lease_seconds() -> float:
 
 
 def webhook_endpoints_due(*, now=None) -> list[int]:
-    """Endpoints with a message due now."""
+    """Enabled endpoints with a message due now."""
     now = now or timezone.now()
     return list(
-        WebhookMessage.objects.filter(state=State.PENDING, next_attempt_at__lte=now)
+        WebhookMessage.objects.filter(
+            state=State.PENDING, next_attempt_at__lte=now, endpoint__enabled=True
+        )
         .order_by()
         .values_list("endpoint_id", flat=True)
         .distinct()
