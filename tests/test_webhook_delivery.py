@@ -19,7 +19,11 @@ from orders.models import (
     WebhookEndpoint,
     WebhookMessage,
 )
-from orders.services.relay import settled_events_after, webhook_messages_fan_out
+from orders.services.relay import (
+    settled_events_after,
+    subscribers_trim,
+    webhook_messages_fan_out,
+)
 from orders.services.webhook_delivery import (
     webhook_endpoints_due,
     webhook_message_send,
@@ -320,3 +324,22 @@ def test_the_secret_is_in_no_log_line_and_no_claims_repr(receiver, settings, cap
     key = secret.removeprefix("whsec_")
     assert key not in caplog.text
     assert key not in repr(outgoing)
+
+
+def test_finished_messages_go_with_the_timeline_and_unfinished_ones_stay(
+    receiver, settings
+):
+    settings.WEBHOOK_RETRY_SCHEDULE = (3600,)
+    webhook_endpoint_add(url=receiver.url, event_types=["order.completed"])
+    receiver.answers = [500]
+    waiting, delivered = processed(), processed()
+    send_due()
+    later = timezone.now() + timedelta(days=8)
+
+    assert subscribers_trim(now=later, retention_days=0) == 0
+    assert subscribers_trim(now=timezone.now(), retention_days=7) == 0
+    assert subscribers_trim(now=later, retention_days=7) == 2  # message + attempt
+
+    [kept] = WebhookMessage.objects.all()
+    assert kept.order == waiting and kept.state == State.PENDING
+    assert not WebhookMessage.objects.filter(order=delivered).exists()

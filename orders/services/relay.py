@@ -176,3 +176,36 @@ def _locked_cursor(name: str) -> RelayCursor | None:
             name=name, defaults={"event_number": newest or 0}
         )
     return cursor
+
+
+def subscribers_trim(*, now=None, retention_days: float | None = None) -> int:
+    """Delete finished webhook messages (with their attempts) and receiver calls
+    older than ORDER_EVENT_RETENTION_DAYS, as the timeline they came from is;
+    unfinished ones are kept whatever their age. Returns how many rows went, in
+    batches, so SQLite's write lock is held only briefly."""
+    days = (
+        settings.ORDER_EVENT_RETENTION_DAYS
+        if retention_days is None
+        else retention_days
+    )
+    if days <= 0:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    batches = [
+        WebhookMessage.objects.filter(
+            created_at__lt=cutoff,
+            state__in=[WebhookMessage.State.DELIVERED, WebhookMessage.State.FAILED],
+        ),
+        ReceiverCall.objects.filter(
+            created_at__lt=cutoff,
+            state__in=[ReceiverCall.State.DONE, ReceiverCall.State.FAILED],
+        ),
+    ]
+    deleted = 0
+    for rows in batches:
+        while True:
+            pks = list(rows.order_by("pk").values_list("pk", flat=True)[:BATCH])
+            if not pks:
+                break
+            deleted += rows.model.objects.filter(pk__in=pks).delete()[0]
+    return deleted

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from orders.services.failures import record_failure
-from orders.services.relay import events_relay
+from orders.services.relay import events_relay, subscribers_trim
 from orders.services.webhook_delivery import (
     Outgoing,
     webhook_endpoints_due,
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 # How often the slower look-ups run: expired claims, stranded messages.
 HOUSEKEEPING_SECONDS = 5.0
+# How often finished messages and calls past the retention are deleted.
+TRIM_EVERY_SECONDS = 3600
 
 
 class WebhookSender:
@@ -94,11 +96,15 @@ class WebhookSender:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def relay_once(*, housekeeping: bool) -> None:
+def relay_once(*, housekeeping: bool, trim: bool = False) -> None:
     events_relay()
     if housekeeping:
         webhook_messages_expire()
         webhook_messages_wake()
+    if trim:
+        trimmed = subscribers_trim()
+        if trimmed:
+            logger.info("trimmed %d old webhook message(s) and call(s)", trimmed)
 
 
 def run_relay(stop: threading.Event, *, interval: float | None = None) -> None:
@@ -108,7 +114,7 @@ def run_relay(stop: threading.Event, *, interval: float | None = None) -> None:
     interval = interval or settings.ORDER_DISPATCH_INTERVAL_SECONDS
     sender = WebhookSender()
     logger.info("relay started (every %.2f s, %d senders)", interval, sender.threads)
-    next_pass = next_housekeeping = time.monotonic()
+    next_pass = next_housekeeping = next_trim = time.monotonic()
     try:
         while not stop.is_set():
             try:
@@ -116,8 +122,11 @@ def run_relay(stop: threading.Event, *, interval: float | None = None) -> None:
                     housekeeping = time.monotonic() >= next_housekeeping
                     if housekeeping:
                         next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+                    trim = time.monotonic() >= next_trim
+                    if trim:
+                        next_trim = time.monotonic() + TRIM_EVERY_SECONDS
                     next_pass = time.monotonic() + interval
-                    relay_once(housekeeping=housekeeping)
+                    relay_once(housekeeping=housekeeping, trim=trim)
                 sender.freed.clear()
                 sender.send_due()
             except Exception:
