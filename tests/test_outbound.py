@@ -20,6 +20,12 @@ from tests.factories import processed
 from tests.webhook_receiver import Receiver
 
 
+@pytest.fixture(autouse=True)
+def no_settle_window(settings):
+    # On PostgreSQL the ids of the events other tests rolled back are holes.
+    settings.ORDER_STREAM_SETTLE_SECONDS = 0
+
+
 @pytest.mark.parametrize(
     "address",
     [
