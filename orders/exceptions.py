@@ -73,3 +73,18 @@ class FailureNotRerunnable(Exception):
 
 class FailureHasNoOrder(Exception):
     """An order action on a failure record that is not about an order."""
+
+
+class WebhookTargetRefused(ValueError):
+    """A webhook URL that may not be called: not http(s), or an address in a
+    private, loopback, link-local or other non-public range."""
+
+
+class WebhookEndpointNotFound(LookupError):
+    def __init__(self, endpoint_id):
+        super().__init__(f"there is no webhook endpoint {endpoint_id}")
+
+
+class WebhookInputError(ValueError):
+    """A webhook endpoint's settings that cannot be taken (an unknown event
+    type, an empty list)."""

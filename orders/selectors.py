@@ -14,7 +14,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orders.gateways import STEPS
-from orders.models import FailureGroup, Order, OrderEvent
+from orders.models import (
+    FailureGroup,
+    Order,
+    OrderEvent,
+    WebhookEndpoint,
+    WebhookMessage,
+)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -359,3 +365,22 @@ def event_tallies() -> dict:
             "pk", filter=Q(duration_ms__lte=bound)
         )
     return tallies
+
+
+# Webhooks ------------------------------------------------------------------------
+
+
+def webhook_endpoints_overview() -> list:
+    """Every endpoint with its messages counted by state (pending, delivered,
+    failed), oldest endpoint first."""
+    state = WebhookMessage.State
+    return list(
+        WebhookEndpoint.objects.annotate(
+            pending=Count(
+                "messages",
+                filter=Q(messages__state__in=[state.PENDING, state.SENDING]),
+            ),
+            delivered=Count("messages", filter=Q(messages__state=state.DELIVERED)),
+            failed=Count("messages", filter=Q(messages__state=state.FAILED)),
+        ).order_by("pk")
+    )

@@ -4,6 +4,7 @@ handed to the service from here, so the write side never imports the queue
 plumbing."""
 
 from orders.services import deliveries as deliveries_services
+from orders.services import receivers as receivers_services
 from orders.services.attempts import BatchSizer, order_process_queued
 from orders.workers.djangoq import taken_along
 
@@ -30,3 +31,10 @@ def order_delivery_completed(order_id: str, code: str) -> str:
     handler (the django-q2 hook in orders.operations.hooks) records what escapes."""
     order = deliveries_services.order_delivery_completed(order_id=order_id, code=code)
     return order.delivered_at.isoformat() if order.delivered_at else ""
+
+
+def signal_receiver_run(call_id: int) -> str | None:
+    """One call of a signal receiver (orders/signals.py). A receiver that raises
+    is recorded and retried by the service; the task returns normally."""
+    call = receivers_services.receiver_call_run(call_id=call_id)
+    return call.state if call else None

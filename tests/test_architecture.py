@@ -30,11 +30,19 @@ LAYERS = [
     ),
     # Writes and reads.
     ("orders.services", "orders.selectors"),
-    # The one place that moves an order's status, and the steps' gateways.
-    ("orders.state", "orders.gateways"),
-    # The models, what everything may raise or mask, and which permission each
-    # operator action needs.
-    ("orders.models", "orders.exceptions", "orders.credentials", "orders.permissions"),
+    # The one place that moves an order's status, the steps' gateways and the
+    # webhooks' outbound HTTP.
+    ("orders.state", "orders.gateways", "orders.outbound"),
+    # The models, what everything may raise or mask, which permission each
+    # operator action needs, and the timeline's signals (what other code
+    # connects to).
+    (
+        "orders.models",
+        "orders.exceptions",
+        "orders.credentials",
+        "orders.permissions",
+        "orders.signals",
+    ),
 ]
 
 # (importer, imported, why): arrows forbidden even inside the layers above.
@@ -49,6 +57,7 @@ FORBIDDEN = [
     ("orders.live", "orders.state.transitions", "the streams never write orders"),
     ("orders.workers", "orders.live", "a worker never imports the web transport"),
     ("orders.gateways", "orders.models", "gateways take plain values, not rows"),
+    ("orders.outbound", "orders.models", "outbound HTTP takes plain values, not rows"),
     (
         "orders.operations.metrics",
         "orders.services",

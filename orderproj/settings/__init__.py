@@ -14,3 +14,4 @@ from orderproj.settings.orders import *  # noqa: F403
 from orderproj.settings.queue import *  # noqa: F403
 from orderproj.settings.security import *  # noqa: F403
 from orderproj.settings.streams import *  # noqa: F403
+from orderproj.settings.webhooks import *  # noqa: F403

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -33,6 +33,7 @@ from orders.services.deliveries import delivery_listener_enqueue
 from orders.services.events import events_trim
 from orders.services.failures import failures_trim, record_failure
 from orders.services.orders import order_enqueue
+from orders.services.receivers import receiver_call_redispatch, receiver_calls_due
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +62,10 @@ class SweepResult:
     dispatched: list[str]
     expired: list[str]
     listeners: list[str]
+    receivers: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.dispatched or self.expired or self.listeners)
+        return bool(self.dispatched or self.expired or self.listeners or self.receivers)
 
 
 def task_still_queued(queued_at: datetime, oldest_queued: datetime | None) -> bool:
@@ -243,6 +245,21 @@ def dispatch_due_listeners(*, now=None) -> list[str]:
     return dispatched
 
 
+def dispatch_due_receiver_calls(*, now=None) -> list[int]:
+    """Hand a signal receiver's call to the queue again when its task should
+    have run it by now: lost, or its worker died while running it."""
+    now = now or timezone.now()
+    dispatched = []
+    for pk, due_at in receiver_calls_due(now=now, limit=BATCH):
+        try:
+            if receiver_call_redispatch(call_id=pk, due_at=due_at, now=now):
+                dispatched.append(pk)
+        except QUEUE_UNAVAILABLE as error:
+            _queue_unavailable(f"receiver call {pk}", error)
+            break
+    return dispatched
+
+
 def expire_leases(*, now=None) -> list[str]:
     """Count the attempt of every PROCESSING order past its lease as failed.
 
@@ -331,14 +348,21 @@ def sweep() -> SweepResult:
     expired = expire_leases()
     dispatched = dispatch_due_orders()
     listeners = dispatch_due_listeners()
-    result = SweepResult(dispatched=dispatched, expired=expired, listeners=listeners)
+    receivers = dispatch_due_receiver_calls()
+    result = SweepResult(
+        dispatched=dispatched,
+        expired=expired,
+        listeners=listeners,
+        receivers=receivers,
+    )
     if result:
         logger.info(
             "sweep: dispatched %d order(s), expired %d lease(s), "
-            "re-sent %d delivery listener(s)",
+            "re-sent %d delivery listener(s) and %d receiver call(s)",
             len(dispatched),
             len(expired),
             len(listeners),
+            len(receivers),
         )
     return result
 

@@ -176,3 +176,15 @@ def test_bench_refuses_an_unknown_scenario():
 def test_bench_refuses_an_empty_plan():
     with pytest.raises(CommandError, match="--orders must be at least 1"):
         call_command("bench", "--orders", "0")
+
+
+def test_bench_webhooks_reports_the_fast_endpoints_lateness_alone_and_beside_slow():
+    report = run_bench("webhooks", "--webhook-orders", "10")
+
+    webhooks = report["webhooks"]
+    assert webhooks["plan"]["orders"] == 10
+    for phase in ("baseline", "beside_slow"):
+        figures = webhooks[phase]["fast_lateness_s"]
+        assert figures["count"] == 10
+        assert_ordered(figures)
+    assert 0 <= webhooks["beside_slow"]["slow_received_by_then"] <= 10

@@ -22,12 +22,13 @@ from orders.bench.service import (
 )
 from orders.bench.streams import StreamsPlan, run_streams_bench
 from orders.bench.streams_servers import DEFAULT_SERVERS, SERVERS
+from orders.bench.webhooks import WebhooksPlan, format_webhooks, run_webhooks_bench
 from orders.workers.processes import LocalService
 
-# streams, pipeline and moves start their own processes (no --url).
-SCENARIOS = (*SERVICE_SCENARIOS, "streams", "pipeline", "moves")
+# streams, pipeline, moves and webhooks start their own processes (no --url).
+SCENARIOS = (*SERVICE_SCENARIOS, "streams", "pipeline", "moves", "webhooks")
 GROUPS = {"service": (*SERVICE_SCENARIOS, "streams"), "all": SCENARIOS}
-OWN_PROCESSES = {"streams", "pipeline", "moves"}
+OWN_PROCESSES = {"streams", "pipeline", "moves", "webhooks"}
 
 # (full size, --quick size) of every plan option.
 SIZES = {
@@ -41,6 +42,7 @@ SIZES = {
     "pipeline_orders": (PipelinePlan.orders, 300),
     "pickups": (PipelinePlan.pickups, 15),
     "moves": (MovesPlan.moves, 200),
+    "webhook_orders": (WebhooksPlan.orders, 100),
 }
 
 
@@ -53,7 +55,9 @@ class Command(BaseCommand):
         "queries/s, beside django-eventstream serving the same events), "
         "pipeline (orders/s drained against django-q2 no-op tasks/s on the same "
         "cluster, pickup latency), moves (the state machine's writes, raw SQL "
-        "against the ORM, per order and as a ratio); service = placing retries "
+        "against the ORM, per order and as a ratio), webhooks (how late a fast "
+        "endpoint gets order.completed after commit, alone and beside one that "
+        "answers in 1 s); service = placing retries "
         "streams; all "
         "(the default) = every one. Each run gets a throwaway database and queue: "
         "SQLite and the ORM broker, or a new PostgreSQL database and its own Redis "
@@ -65,8 +69,8 @@ class Command(BaseCommand):
             "scenarios",
             nargs="*",
             metavar="scenario",
-            help="placing, retries, streams, pipeline, moves, service or all "
-            "(default).",
+            help="placing, retries, streams, pipeline, moves, webhooks, service or "
+            "all (default).",
         )
         parser.add_argument(
             "--quick", action="store_true", help="Small sizes: about a minute."
@@ -196,11 +200,28 @@ class Command(BaseCommand):
         if "moves" in scenarios:
             moves_plan = MovesPlan(moves=sizes["moves"], timeout=options["timeout"])
             moves = run_moves_bench(moves_plan, progress, quiet=options["json"])
+        webhooks = None
+        if "webhooks" in scenarios:
+            webhooks = run_webhooks_bench(
+                WebhooksPlan(
+                    orders=sizes["webhook_orders"], timeout=options["timeout"]
+                ),
+                options["workers"],
+                progress,
+            )
         if options["json"]:
-            as_dict = report.as_dict() | ({"moves": moves} if moves else {})
+            as_dict = (
+                report.as_dict()
+                | ({"moves": moves} if moves else {})
+                | ({"webhooks": webhooks} if webhooks else {})
+            )
             self.stdout.write(json.dumps(as_dict, indent=2))
         else:
-            parts = [format_report(report), *format_moves(moves)]
+            parts = [
+                format_report(report),
+                *format_moves(moves),
+                *format_webhooks(webhooks),
+            ]
             self.stdout.write("\n".join(part for part in parts if part))
 
     @staticmethod

@@ -16,6 +16,7 @@ from django_q.management.commands.qcluster import Command as QClusterCommand
 from orders.operations.mailer import run_failure_mailer
 from orders.workers.dispatcher import run_dispatcher
 from orders.workers.djangoq import queues, sentinel
+from orders.workers.relay import run_relay
 
 logger = logging.getLogger(sentinel.__name__)
 SENTINEL_CHECK_SECONDS = 0.5
@@ -27,7 +28,8 @@ class Command(QClusterCommand):
         "any of its processes (orders/workers/djangoq/sentinel.py) and, in the "
         "same process, the "
         "order dispatcher that hands due retries to the queue and takes back "
-        "orders whose worker died, and the failure mailer. Stop it with SIGTERM "
+        "orders whose worker died, the relay that sends webhooks and hands "
+        "signal receivers to the workers, and the failure mailer. Stop it with SIGTERM "
         "or SIGINT to this process only."
     )
 
@@ -59,7 +61,7 @@ class Command(QClusterCommand):
             cluster.stop()
             return
         stop = threading.Event()
-        dispatcher = None
+        dispatcher = relay = None
         if not options["no_dispatcher"]:
             # Started after the fork, so no worker inherits the thread or its locks.
             dispatcher = threading.Thread(
@@ -69,6 +71,12 @@ class Command(QClusterCommand):
                 daemon=True,
             )
             dispatcher.start()
+            # The timeline's subscribers beyond the browser: webhooks sent on
+            # threads of its own, signal receivers handed to the workers.
+            relay = threading.Thread(
+                target=self._relay, args=(stop,), name="order-relay", daemon=True
+            )
+            relay.start()
         # The admins' failure mails, apart from the workers and the dispatcher:
         # a mail server that hangs holds up nothing else
         # (orders/operations/mailer.py).
@@ -85,12 +93,21 @@ class Command(QClusterCommand):
             stop.set()
             if dispatcher is not None:
                 dispatcher.join(timeout=10)
+            if relay is not None:
+                relay.join(timeout=settings.WEBHOOK_TIMEOUT_SECONDS + 5)
             mailer.join(timeout=10)
 
     @staticmethod
     def _dispatch(stop: threading.Event) -> None:
         try:
             run_dispatcher(stop)
+        finally:
+            connections.close_all()
+
+    @staticmethod
+    def _relay(stop: threading.Event) -> None:
+        try:
+            run_relay(stop)
         finally:
             connections.close_all()
 

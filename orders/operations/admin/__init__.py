@@ -10,4 +10,5 @@ from orders.operations.admin import (  # noqa: F401
     failures,
     login_attempts,
     orders,
+    webhooks,
 )

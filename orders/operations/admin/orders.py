@@ -23,6 +23,7 @@ from orders.operations.admin.inlines import (
     OrderEventInline,
     OrderLineInline,
 )
+from orders.operations.admin.webhooks import WebhookAttemptInline
 from orders.permissions import CHANGE_DELIVERY, CHANGE_FAILURE_RECORD, CHANGE_ORDER
 from orders.services import orders as services
 from orders.services.deliveries import delivery_complete
@@ -80,7 +81,13 @@ class OrderAdmin(ViewOnlyRecordAdmin):
     list_filter = ["status", "created_at", FailuresFilter]
     search_fields = ["order_id", "customer_email", "lines__sku"]
     date_hierarchy = "created_at"
-    inlines = [OrderLineInline, OrderEventInline, DeliveryInline, FailureRecordInline]
+    inlines = [
+        OrderLineInline,
+        OrderEventInline,
+        DeliveryInline,
+        FailureRecordInline,
+        WebhookAttemptInline,
+    ]
     actions = ["retry_failed_orders", "reap_stuck_orders"]
     change_form_template = "admin/orders/order/change_form.html"
     # Nothing is edited by hand (see ViewOnlyRecordAdmin): status moves only

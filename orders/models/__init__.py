@@ -292,3 +292,33 @@ class EventTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} = {self.value}"
+
+
+# The timeline's subscribers beyond the browser, in a module of their own.
+from orders.models.subscribers import (  # noqa: E402
+    ReceiverCall,
+    RelayCursor,
+    WebhookAttempt,
+    WebhookEndpoint,
+    WebhookMessage,
+    new_message_id,
+)
+
+__all__ = [
+    "Delivery",
+    "EventTally",
+    "FailureGroup",
+    "FailureRecord",
+    "Order",
+    "OrderEvent",
+    "OrderLine",
+    "ReceiverCall",
+    "RelayCursor",
+    "Resolvable",
+    "WebhookAttempt",
+    "WebhookEndpoint",
+    "WebhookMessage",
+    "new_delivery_code",
+    "new_message_id",
+    "new_order_id",
+]
