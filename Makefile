@@ -69,19 +69,26 @@ POSTGRES_TESTS := tests/test_transitions.py tests/test_properties.py \
 
 # Test processes (pytest-xdist): one per core unless told otherwise.
 TEST_WORKERS ?= auto
+# The full lane's first part: twice as many as cores. Its end-to-end tests
+# mostly wait for the servers and workers they started (a two-worker run used
+# under one core of two: docs/developers/testing.md).
+FULL_LANE_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 
 # The fast lane: lint, then every test that starts no server, cluster or
 # browser (all but tests/e2e/).
 test-fast: lint
 	$(BIN)/python -m pytest -q -m "not e2e" -n $(TEST_WORKERS)
 
-# The full lane, which CI runs: every test, whole files handed out to the
-# workers (a module's stack stays in one), longest first (tests/conftest.py),
-# the 25 slowest listed at the end. A test marked `alone` (a time or memory
-# bound) runs with nothing beside it.
+# The full lane, which CI runs: every test, in two parts. First all but the
+# tests marked `alone` (a time or memory bound), whole files handed out to
+# FULL_LANE_WORKERS workers (a module's stack stays in one), longest first
+# (tests/conftest.py); then the tests marked alone, one at a time, with nothing
+# beside them. The slowest of each part are listed at its end.
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-		--durations=25
+	$(BIN)/python -m pytest -n $(FULL_LANE_WORKERS) --dist loadfile --no-loadscope-reorder \
+		-m "not alone" --durations=25
+	@echo "== the tests marked alone, one at a time"
+	$(BIN)/python -m pytest -m alone --durations=10
 	@if [ -n "$$TEST_POSTGRES_URL" ]; then \
 		echo "== the database tests again, on PostgreSQL ($$TEST_POSTGRES_URL)"; \
 		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \

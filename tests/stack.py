@@ -119,19 +119,28 @@ class Stack(LocalService):
         return SimulatedLedger(simulated_gateway_dir(self.workdir)).references(prefix)
 
     def read_one(self, sql: str, params: tuple = ()) -> tuple:
-        """One row read straight from the stack's database ("?" placeholders),
-        on a connection closed at once. Polls read this way: a `manage.py
-        shell` per poll costs a process start and Django's set-up, CPU that
-        the workers under test are waiting for."""
+        """The first row of read_all(), as a tuple."""
+        return tuple(self.read_all(sql, params)[0].values())
+
+    def read_all(self, sql: str, params: tuple = ()) -> list[dict]:
+        """Rows read straight from the stack's database ("?" placeholders), on
+        a connection closed at once, as dicts by column name. Polls read this
+        way: a `manage.py shell` per poll costs a process start and Django's
+        set-up, CPU that the workers under test are waiting for."""
         url = self.env["DATABASE_URL"]
         if url.startswith("sqlite:///"):
             path = url.removeprefix("sqlite:///")
             with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
-                return db.execute(sql, params).fetchone()
-        import psycopg
+                cursor = db.execute(sql, params)
+                rows = cursor.fetchall()
+        else:
+            import psycopg
 
-        with psycopg.connect(url, autocommit=True) as db:
-            return db.execute(sql.replace("?", "%s"), params).fetchone()
+            with psycopg.connect(url, autocommit=True) as db:
+                cursor = db.execute(sql.replace("?", "%s"), params)
+                rows = cursor.fetchall()
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def queued_tasks(self) -> int:
         """Tasks in the stack's broker, waiting or pulled but not acknowledged:

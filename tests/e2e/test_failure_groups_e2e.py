@@ -67,15 +67,13 @@ def enqueue(stack, calls: list[list[str]]) -> None:
 
 
 def groups(stack, exception_type: str) -> list[dict]:
-    script = (
-        "import json; from orders.models import FailureGroup as G; "
-        "print(json.dumps(list(G.objects.filter("
-        f"exception_type={exception_type!r}).values("
-        "'id', 'count', 'location', 'resolved', 'reopened_times', 'mailed_count')"
-        ")))"
+    rows = stack.read_all(
+        "SELECT id, count, location, resolved, reopened_times, mailed_count "
+        "FROM orders_failuregroup WHERE exception_type = ?",
+        (exception_type,),
     )
-    output = stack.manage("shell", "-c", script).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    # SQLite keeps a boolean as 0 or 1.
+    return [{**row, "resolved": bool(row["resolved"])} for row in rows]
 
 
 def test_a_thousand_identical_failures_are_one_group_one_mail_and_one_digest(
@@ -94,7 +92,9 @@ def test_a_thousand_identical_failures_are_one_group_one_mail_and_one_digest(
         "orders/services/deliveries.py in order_delivery_completed"
     )
     first = wait_until(
-        lambda: mails(mail_dir, kind), timeout=10, what="the group's first mail"
+        lambda: [m for m in mails(mail_dir, kind) if " more " not in m["Subject"]],
+        timeout=10,
+        what="the group's first mail",
     )
     assert len(first) == 1
     assert first[0]["Subject"].startswith(f"[orderproj] {LISTENER} failed: {kind}")
