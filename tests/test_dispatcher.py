@@ -33,6 +33,7 @@ from orders.workers.dispatcher import (
     task_still_queued,
 )
 from tests.factories import claim, place, processed
+from tests.stack import wait_until
 
 Status = Order.Status
 SECOND = timedelta(seconds=1)
@@ -447,3 +448,27 @@ def test_a_queue_that_cannot_be_reached_delays_listener_resends_a_second(
         seconds=dispatcher.QUEUE_DOWN_RETRY_SECONDS
     )
     assert not FailureRecord.objects.exists()
+
+
+@pytest.mark.parametrize("trim", ["events_trim", "failures_trim"])
+def test_the_dispatcher_runs_each_hourly_trim_once_in_many_sweeps(monkeypatch, trim):
+    """The old events and the resolved failure records are trimmed once an hour,
+    not on every sweep."""
+    calls, sweeps = [], []
+    monkeypatch.setattr(dispatcher, "sweep", lambda: sweeps.append(1))
+    for name in ("events_trim", "failures_trim"):
+        monkeypatch.setattr(dispatcher, name, lambda: 0)
+    monkeypatch.setattr(dispatcher, trim, lambda: calls.append(1) or 0)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=dispatcher.run_dispatcher, args=(stop,), kwargs={"interval": 0.01}
+    )
+    thread.start()
+    try:
+        # Counted in sweeps, not in wall-clock time: a slow machine sweeps less.
+        wait_until(lambda: len(sweeps) >= 20, timeout=10, what="twenty sweeps")
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert calls == [1]

@@ -2,7 +2,6 @@
 FAILURE_RETENTION_DAYS or beyond the newest FAILURE_RETENTION_COUNT, unresolved
 ones stay whatever their age or number, and groups stay with their counts."""
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -13,9 +12,7 @@ from orders.models import FailureGroup, FailureRecord
 from orders.services import failures
 from orders.services.failure_actions import failure_group_resolve
 from orders.services.failures import failures_trim
-from orders.workers import dispatcher
 from tests.factories import failure_record
-from tests.stack import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -125,23 +122,3 @@ def test_the_failures_command_trims_at_once(settings, capsys):
 
     assert "Deleted 1 resolved failure record(s)" in capsys.readouterr().out
     assert kept() == {still_open.pk}
-
-
-def test_the_dispatcher_trims_failure_records_once_an_hour(monkeypatch):
-    calls, sweeps = [], []
-    monkeypatch.setattr(dispatcher, "sweep", lambda: sweeps.append(1))
-    monkeypatch.setattr(dispatcher, "events_trim", lambda: 0)
-    monkeypatch.setattr(dispatcher, "failures_trim", lambda: calls.append(1) or 0)
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=dispatcher.run_dispatcher, args=(stop,), kwargs={"interval": 0.01}
-    )
-    thread.start()
-    try:
-        # Counted in sweeps, not in wall-clock time: a slow machine sweeps less.
-        wait_until(lambda: len(sweeps) >= 20, timeout=10, what="twenty sweeps")
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-    assert not thread.is_alive()
-    assert calls == [1]

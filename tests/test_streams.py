@@ -35,8 +35,6 @@ from orders.models import OrderEvent
 from orders.permissions import VIEW_OPERATIONS
 from orders.services.events import events_trim
 from orders.state.transitions import append_event
-from orders.workers import dispatcher
-from tests.stack import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -769,26 +767,6 @@ def test_events_older_than_the_retention_are_trimmed_and_newer_ones_kept(
     settings.ORDER_EVENT_RETENTION_DAYS = 7
     assert events_trim() == 1
     assert OrderEvent.objects.filter(order=order).count() == 1
-
-
-def test_the_dispatcher_trims_at_most_once_an_hour(monkeypatch):
-    calls, sweeps = [], []
-    monkeypatch.setattr(dispatcher, "sweep", lambda: sweeps.append(1))
-    monkeypatch.setattr(dispatcher, "events_trim", lambda: calls.append(1) or 0)
-    monkeypatch.setattr(dispatcher, "failures_trim", lambda: 0)
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=dispatcher.run_dispatcher, args=(stop,), kwargs={"interval": 0.01}
-    )
-    thread.start()
-    try:
-        # Counted in sweeps, not in wall-clock time: a slow machine sweeps less.
-        wait_until(lambda: len(sweeps) >= 20, timeout=10, what="twenty sweeps")
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-    assert not thread.is_alive()
-    assert calls == [1]
 
 
 # Hostile input ---------------------------------------------------------------------
