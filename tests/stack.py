@@ -133,6 +133,35 @@ class Stack(LocalService):
         with psycopg.connect(url, autocommit=True) as db:
             return db.execute(sql.replace("?", "%s"), params).fetchone()
 
+    def read_all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Every row read straight from the stack's database, as read_one()."""
+        url = self.env["DATABASE_URL"]
+        if url.startswith("sqlite:///"):
+            path = url.removeprefix("sqlite:///")
+            with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+                return db.execute(sql, params).fetchall()
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as db:
+            return db.execute(sql.replace("?", "%s"), params).fetchall()
+
+    def operator_details(self, order_id: str, event_type: str) -> list[str]:
+        """The operators' detail of the order's events of `event_type`, oldest
+        first: what the admin shows (the status document, public, carries the
+        customer's words)."""
+        rows = self.read_all(
+            "SELECT e.detail FROM orders_orderevent e JOIN orders_order o "
+            "ON o.id = e.order_id WHERE o.order_id = ? AND e.type = ? ORDER BY e.id",
+            (order_id, event_type),
+        )
+        return [row[0] for row in rows]
+
+    def operator_failure_reason(self, order_id: str) -> str:
+        """The order's failure_reason as operators read it."""
+        return self.read_one(
+            "SELECT failure_reason FROM orders_order WHERE order_id = ?", (order_id,)
+        )[0]
+
     def queued_tasks(self) -> int:
         """Tasks in the stack's broker, waiting or pulled but not acknowledged:
         its list in Redis, or the embedded (ORM) broker's table."""

@@ -464,7 +464,10 @@ def test_order_stream_replays_the_whole_history_then_goes_live(place_order):
         "status": "PENDING",
         "attempt": 0,
         "at": data["at"],
-        "detail": "while the client watches",
+        # Anyone with the id reads it: the customer's words, not the
+        # operators' detail.
+        "detail": "Your order has been delivered.",
+        "message": "Your order has been delivered.",
         "next_attempt_at": None,
         "duration_ms": None,
         "step": None,
