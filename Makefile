@@ -12,7 +12,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 NODE_STAMP := node_modules/.installed
 
 .PHONY: run test test-fast lint format install install-dev install-docs migrate bench \
-	clean docs
+	clean docs messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,12 @@ migrate: install
 	$(DEVELOPMENT) $(BIN)/python manage.py migrate --noinput
 	$(DEVELOPMENT) $(BIN)/python manage.py roles
 
-run: migrate
+# The translations (locale/*/LC_MESSAGES/*.po) into the .mo files Django reads,
+# in pure Python (Babel): no GNU gettext needed. Build output, not committed.
+messages: install
+	$(DEVELOPMENT) $(BIN)/python manage.py compilemessages --if-stale -v0
+
+run: migrate messages
 	$(DEVELOPMENT) $(BIN)/python manage.py collectstatic --noinput -v0
 	$(DEVELOPMENT) $(BIN)/python manage.py serve
 
@@ -72,14 +77,14 @@ TEST_WORKERS ?= auto
 
 # The fast lane: lint, then every test that starts no server, cluster or
 # browser (all but tests/e2e/).
-test-fast: lint
+test-fast: lint messages
 	$(BIN)/python -m pytest -q -m "not e2e" -n $(TEST_WORKERS)
 
 # The full lane, which CI runs: every test, whole files handed out to the
 # workers (a module's stack stays in one), longest first (tests/conftest.py),
 # the 25 slowest listed at the end. A test marked `alone` (a time or memory
 # bound) runs with nothing beside it.
-test: lint
+test: lint messages
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 		--durations=25
 	@if [ -n "$$TEST_POSTGRES_URL" ]; then \

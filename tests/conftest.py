@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orders.api.validation import parse_order_request
+from orders.catalogs import catalogs, compile_catalog, is_stale
 from orders.services.orders import order_place
 
 ORDER_BODY = {
@@ -24,6 +25,11 @@ TURNS = "ORDERPROJ_TEST_TURNS"
 
 
 def pytest_configure(config):
+    # The Korean pages and mails need their compiled catalog, as `make test`
+    # makes it: a run of pytest alone makes it too.
+    for po in catalogs([HERE.parent / "locale"]):
+        if is_stale(po):
+            compile_catalog(po)
     if getattr(config, "workerinput", None) is None and getattr(
         config.option, "numprocesses", None
     ):

@@ -27,6 +27,7 @@ LAYERS = [
         "orders.live",
         "orders.operations",
         "orders.workers",
+        "orders.templatetags",
     ),
     # Writes and reads.
     ("orders.services", "orders.selectors"),
@@ -34,14 +35,15 @@ LAYERS = [
     # webhooks' outbound HTTP and the customers' words for what happened.
     ("orders.state", "orders.gateways", "orders.outbound", "orders.customer_texts"),
     # The models, what everything may raise or mask, which permission each
-    # operator action needs, and the timeline's signals (what other code
-    # connects to).
+    # operator action needs, the timeline's signals (what other code connects
+    # to) and the translations' compiled catalogs.
     (
         "orders.models",
         "orders.exceptions",
         "orders.credentials",
         "orders.permissions",
         "orders.signals",
+        "orders.catalogs",
     ),
 ]
 
