@@ -183,7 +183,9 @@ def test_order_page_of_a_failed_order_says_why_and_offers_to_place_it_again(
     assert order.status == Status.FAILED
     html = client.get(f"/orders/{order.order_id}").content.decode()
     assert status_badge(html) == ("FAILED", "Not completed")
-    reason = re.search(r'<span data-role="failure-reason">([^<]+)</span>', html)[1]
+    reason = re.search(r'data-role="message" data-status="FAILED"[^>]*>([^<]+)<', html)[
+        1
+    ]
     assert reason == (
         "Your payment was declined, so we couldn&#x27;t complete your order. "
         "You have not been charged."

@@ -18,7 +18,6 @@ const message = root.querySelector('[data-role="message"]');
 const countdownRow = root.querySelector('[data-role="countdown-row"]');
 const countdown = root.querySelector('[data-role="countdown"]');
 const failureBox = root.querySelector('[data-role="failure-box"]');
-const failureReason = root.querySelector('[data-role="failure-reason"]');
 const placeAgain = root.querySelector('[data-role="place-again"]');
 const placeAgainStatus = root.querySelector('[data-role="place-again-status"]');
 const connection = root.querySelector('[data-role="connection"]');
@@ -33,11 +32,13 @@ const seen = new Set(
 
 function setStatus(status) {
   root.dataset.status = status;
+  message.dataset.status = status;
   badge.dataset.status = status;
   badge.className = `badge badge-${status.toLowerCase()}`;
   badge.textContent = TEXTS.statuses[status] || status;
   countdownRow.hidden = status !== "RETRYING";
-  if (status !== "FAILED") failureBox.hidden = true;
+  // A failed order: what the customer can do (the sentence above says why).
+  failureBox.hidden = status !== "FAILED";
 }
 
 function setMessage(text) {
@@ -47,11 +48,6 @@ function setMessage(text) {
 function setAttempt(attempt, maxAttempts) {
   root.dataset.attempt = String(attempt);
   if (maxAttempts !== undefined) root.dataset.maxAttempts = String(maxAttempts);
-}
-
-function setFailure(reason) {
-  failureReason.textContent = reason || "";
-  failureBox.hidden = !reason;
 }
 
 function setNextAttempt(iso) {
@@ -131,12 +127,8 @@ function applyEvent(event) {
   setNextAttempt(event.next_attempt_at);
   // What the timeline leaves out, the sentence at the top leaves out too.
   if (shown(event)) setMessage(event.message);
-  if (event.type === "order.failed") setFailure(event.message);
   if (event.type === "order.step_completed" && event.step) setStep(event.step, "done");
-  if (event.type === "order.retry_requested") {
-    setFailure("");
-    poller.fetchNow(); // max_attempts may have changed
-  }
+  if (event.type === "order.retry_requested") poller.fetchNow(); // max_attempts may have changed
 }
 
 /** The status document is the whole truth: take all of it. */
@@ -146,7 +138,6 @@ function applyDocument(documentData) {
   setMessage(documentData.message);
   setAttempt(documentData.attempts, documentData.max_attempts);
   setNextAttempt(documentData.next_attempt_at);
-  setFailure(documentData.status === "FAILED" ? documentData.failure_reason : "");
   for (const step of documentData.steps || []) setStep(step.name, step.state);
   const last = (documentData.events || []).at(-1);
   if (last) stream.advanceTo(last.event_id);
