@@ -70,7 +70,8 @@ POSTGRES_TESTS := tests/test_transitions.py tests/test_properties.py \
 	tests/test_stream_reads.py tests/test_services_events.py tests/test_metrics.py \
 	tests/test_failure_groups.py tests/test_transitions_sql.py \
 	tests/test_failure_retention.py \
-	tests/test_webhook_delivery.py tests/test_signals.py tests/test_admin_webhooks.py
+	tests/test_webhook_delivery.py tests/test_signals.py tests/test_admin_webhooks.py \
+	tests/test_customer_texts.py tests/test_customer_mail.py
 
 # Test processes (pytest-xdist): one per core unless told otherwise.
 TEST_WORKERS ?= auto
