@@ -33,12 +33,6 @@ class OrdersConfig(AppConfig):
         got_request_exception.connect(
             hooks.on_request_failed, dispatch_uid="orders.operations.hooks.request"
         )
-        # The customers' mails when their orders complete or fail for good: a
-        # receiver of the timeline's signals (nothing with
-        # ORDER_NOTIFY_CUSTOMERS off).
-        from orders.services import customer_mail
-
-        customer_mail.connect_receivers()
         # Deleting an order deletes its events: GET /metrics keeps what they
         # counted (services.events_tally), in the deleting transaction.
         pre_delete.connect(

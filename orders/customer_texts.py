@@ -6,7 +6,8 @@ Operators keep the precise `detail` and `failure_reason` (a setting's name, an
 exception, a path); customers never see those. A customer text is made at read
 time, in the language active then (the reader's, or the order's for its
 mails), so every sentence here is translated (locale/ko/LC_MESSAGES) and none
-can carry an engineer's word. See docs/decisions/0015-customer-texts-made-at-read-time.md.
+can carry an engineer's word. See
+docs/decisions/0015-customer-texts-made-at-read-time.md.
 """
 
 from django.utils.translation import gettext, ngettext, pgettext, pgettext_lazy

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.utils import translation
 
 from orders.api.validation import parse_order_request
 from orders.catalogs import catalogs, compile_catalog, is_stale
@@ -137,6 +138,14 @@ def taking_turns(turns: Path, *, alone: bool):
             fcntl.flock(running, fcntl.LOCK_UN)
             if alone:
                 fcntl.flock(door, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def default_language():
+    """Each test starts in the default language: a test client's request
+    leaves its language (LocaleMiddleware's choice) active in the thread."""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture(autouse=True)

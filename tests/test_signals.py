@@ -11,7 +11,6 @@ from django_q.models import OrmQ
 
 from orders import signals
 from orders.models import EventTally, FailureRecord, Order, ReceiverCall
-from orders.services import customer_mail
 from orders.services.receivers import (
     RECEIVER_MAX_ATTEMPTS,
     RECEIVER_TASK,
@@ -46,16 +45,6 @@ def no_settle_window(settings):
     # On PostgreSQL the ids of the events other tests rolled back are holes;
     # the relay's wait for a hole is tested in tests/test_webhook_delivery.py.
     settings.ORDER_STREAM_SETTLE_SECONDS = 0
-
-
-@pytest.fixture(autouse=True)
-def only_these_receivers():
-    """This module's receivers alone: without the project's own (the
-    customers' mails, tested in tests/test_customer_mail.py)."""
-    for signal in (signals.order_completed, signals.order_failed):
-        signal.disconnect(dispatch_uid="customer_outcome_mail")
-    yield
-    customer_mail.connect_receivers()
 
 
 @pytest.fixture

@@ -60,6 +60,12 @@ class Order(models.Model):
     # The language the order was placed in (a code of LANGUAGES): its mails are
     # written in it. Empty: the site's default language (LANGUAGE_CODE).
     language = models.CharField(max_length=16, blank=True)
+    # When the customer's mail about the order's outcome is due: set by the move
+    # to COMPLETED or FAILED, taken by the customer mailer (a qcluster thread,
+    # orders/services/customer_mail.py), null once sent, given up or not owed.
+    customer_mail_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    customer_mail_attempts = models.PositiveIntegerField(default=0)
+    customer_mailed_at = models.DateTimeField(null=True, blank=True)
     # The steps done so far, by name: {"payment": {"reference": ..., "attempt": 1,
     # "at": ...}}. Written with the step's order.step_completed event; a later
     # attempt starts at the first step not in here.

@@ -32,6 +32,7 @@ from orders.models import (
     OrderLine,
 )
 from orders.services.backoff import backoff_delay_from_settings
+from orders.services.customer_mail import customer_mail_owed
 from orders.services.failures import record_failure
 from orders.services.orders import PROCESS_ORDER_TASK, elapsed_ms, order_fail
 from orders.state.transitions import (
@@ -294,6 +295,7 @@ def _orders_complete(
             "failure_step": "",
             "failure_cause": "",
             "steps": order.steps,
+            **customer_mail_owed(),
         }
         preceding = []
         result = results.get(order.pk)

@@ -23,6 +23,7 @@ from orders.models import (
     OrderLine,
 )
 from orders.selectors import queue_broker
+from orders.services.customer_mail import CUSTOMER_MAIL_NOT_OWED, customer_mail_owed
 from orders.services.inputs import OrderInput
 from orders.state.transitions import (
     PrecedingEvent,
@@ -171,8 +172,8 @@ def order_fail(
     cause: str = "",
 ) -> bool:
     """The final step once retrying is over: FAILED with a reason an operator
-    reads, and the step and cause (OrderEvent.Cause) the customer's words are
-    made from."""
+    reads, the step and cause (OrderEvent.Cause) the customer's words are made
+    from, and the customer's mail due."""
     return transition(
         order,
         Status.FAILED,
@@ -184,6 +185,7 @@ def order_fail(
             "next_attempt_at": None,
             "dispatch_due_at": None,
             "lease_expires_at": None,
+            **customer_mail_owed(),
         },
         preceding=preceding,
         step=step,
@@ -211,6 +213,7 @@ def order_retry(*, order: Order) -> Order:
                 "failure_reason": "",
                 "failure_step": "",
                 "failure_cause": "",
+                **CUSTOMER_MAIL_NOT_OWED,
                 "next_attempt_at": None,
                 "queued_at": now,
                 "dispatch_due_at": redispatch_time(now),

@@ -19,9 +19,6 @@ def test_a_receiver_runs_in_a_worker_is_recorded_when_it_raises_and_retried(tmp_
         tmp_path,
         DJANGO_SETTINGS_MODULE="tests.e2e.receivers.settings",
         TEST_RECEIVER_LOG=str(log),
-        # This receiver's calls alone (the customers' mails have their own
-        # test: tests/e2e/test_customer_mail_e2e.py).
-        ORDER_NOTIFY_CUSTOMERS="0",
     )
     try:
         stack.start()
