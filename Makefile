@@ -12,7 +12,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 NODE_STAMP := node_modules/.installed
 
 .PHONY: run test test-fast lint format install install-dev install-docs migrate bench \
-	clean docs
+	clean docs messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,12 @@ migrate: install
 	$(DEVELOPMENT) $(BIN)/python manage.py migrate --noinput
 	$(DEVELOPMENT) $(BIN)/python manage.py roles
 
-run: migrate
+# The translations (locale/*/LC_MESSAGES/*.po) into the .mo files Django reads,
+# in pure Python (Babel): no GNU gettext needed. Build output, not committed.
+messages: install
+	$(DEVELOPMENT) $(BIN)/python manage.py compilemessages --if-stale -v0
+
+run: migrate messages
 	$(DEVELOPMENT) $(BIN)/python manage.py collectstatic --noinput -v0
 	$(DEVELOPMENT) $(BIN)/python manage.py serve
 
@@ -65,7 +70,8 @@ POSTGRES_TESTS := tests/test_transitions.py tests/test_properties.py \
 	tests/test_stream_reads.py tests/test_services_events.py tests/test_metrics.py \
 	tests/test_failure_groups.py tests/test_transitions_sql.py \
 	tests/test_failure_retention.py \
-	tests/test_webhook_delivery.py tests/test_signals.py tests/test_admin_webhooks.py
+	tests/test_webhook_delivery.py tests/test_signals.py tests/test_admin_webhooks.py \
+	tests/test_customer_texts.py tests/test_customer_mail.py
 
 # Test processes (pytest-xdist): one per core unless told otherwise.
 TEST_WORKERS ?= auto
@@ -76,7 +82,7 @@ FULL_LANE_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 
 # The fast lane: lint, then every test that starts no server, cluster or
 # browser (all but tests/e2e/).
-test-fast: lint
+test-fast: lint messages
 	$(BIN)/python -m pytest -q -m "not e2e" -n $(TEST_WORKERS)
 
 # The full lane, which CI runs: every test, in two parts. First all but the
@@ -84,7 +90,7 @@ test-fast: lint
 # FULL_LANE_WORKERS workers (a module's stack stays in one), longest first
 # (tests/conftest.py); then the tests marked alone, one at a time, with nothing
 # beside them. The slowest of each part are listed at its end.
-test: lint
+test: lint messages
 	$(BIN)/python -m pytest -n $(FULL_LANE_WORKERS) --dist loadfile --no-loadscope-reorder \
 		-m "not alone" --durations=25
 	@echo "== the tests marked alone, one at a time"

@@ -47,3 +47,23 @@ def proxy_says_the_scheme(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@checks.register()
+def translations_compiled(app_configs, **kwargs):
+    """The .mo files are build output (not committed): a deployment that
+    skipped `manage.py compilemessages` would show every page and send every
+    mail in English, silently."""
+    from orders.catalogs import catalogs, compiled, is_stale
+
+    stale = [po for po in catalogs(settings.LOCALE_PATHS) if is_stale(po)]
+    return [
+        checks.Warning(
+            f"{compiled(po)} is missing or older than {po.name}: the pages and "
+            f"mails in {po.parent.parent.name!r} fall back to English.",
+            hint="Run `manage.py compilemessages` (make run does; a deployment "
+            "runs it when it builds, beside collectstatic).",
+            id="orders.W002",
+        )
+        for po in stale
+    ]

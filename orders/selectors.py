@@ -13,6 +13,7 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from orders import customer_texts
 from orders.gateways import STEPS
 from orders.models import (
     FailureGroup,
@@ -41,8 +42,22 @@ def order_version(order_id: str) -> int | None:
     )
 
 
-def event_document(event: OrderEvent, order_id: str | None = None) -> dict:
-    """The SSE `data` of an event, and an entry of the status document's events."""
+def event_document(event: OrderEvent, order_id: str | None = None, *, public=False):
+    """The SSE `data` of an event, and an entry of the status document's events.
+
+    `message` is the customer's sentence (orders/customer_texts.py), in the
+    language active now. A `public` document (the status document, the
+    per-order stream: anyone with the order's id reads them) has it as its
+    `detail` too; the staff stream, the dashboard, webhooks and signal
+    receivers keep the operators' precise `detail`.
+    """
+    message = customer_texts.event_text(
+        type=event.type,
+        step=event.step,
+        cause=event.cause,
+        attempt=event.attempt,
+        max_attempts=event.max_attempts,
+    )
     return {
         "event_id": event.pk,
         "order_id": order_id or event.order.order_id,
@@ -50,7 +65,8 @@ def event_document(event: OrderEvent, order_id: str | None = None) -> dict:
         "status": event.status,
         "attempt": event.attempt,
         "at": iso(event.at),
-        "detail": event.detail,
+        "detail": message if public else event.detail,
+        "message": message,
         "next_attempt_at": iso(event.next_attempt_at),
         "duration_ms": event.duration_ms,
         "step": event.step or None,
@@ -87,10 +103,16 @@ def order_links(order: Order) -> dict:
 
 
 def order_document(order: Order) -> dict:
+    """The public status document: anyone with the order's id reads it, so
+    its words are the customer's (`message`; `failure_reason` of a FAILED
+    order), in the language active now. Operators read the precise reason in
+    the admin, the dashboard and `manage.py order_status`."""
     delivery = getattr(order, "delivery", None)
+    failed = order.status == Order.Status.FAILED
     return {
         "order_id": order.order_id,
         "status": order.status,
+        "message": customer_texts.order_text(order),
         "amount": str(order.amount),
         "currency": order.currency,
         "customer_email": order.customer_email,
@@ -106,7 +128,7 @@ def order_document(order: Order) -> dict:
         "max_attempts": order.max_attempts,
         "steps": order_steps_document(order),
         "next_attempt_at": iso(order.next_attempt_at),
-        "failure_reason": order.failure_reason or None,
+        "failure_reason": customer_texts.order_failure_text(order) if failed else None,
         "created_at": iso(order.created_at),
         "updated_at": iso(order.updated_at),
         "delivery": {
@@ -119,7 +141,8 @@ def order_document(order: Order) -> dict:
         "version": order.version,
         **order_links(order),
         "events": [
-            event_document(event, order.order_id) for event in order_timeline(order)
+            event_document(event, order.order_id, public=True)
+            for event in order_timeline(order)
         ],
     }
 

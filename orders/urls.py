@@ -1,6 +1,7 @@
 from django.templatetags.static import static
 from django.urls import path, re_path, register_converter
 from django.views.generic import RedirectView
+from django.views.i18n import set_language
 
 from orders.api import deliveries as api_deliveries
 from orders.api import docs as api_docs
@@ -32,6 +33,8 @@ urlpatterns = [
     path("", views.storefront, name="storefront"),
     path("orders/<public_id:order_id>", views.order_page, name="order-page"),
     path("dashboard/", views.dashboard, name="dashboard"),
+    # The language switch on the pages (a form; it sets the language cookie).
+    path("i18n/setlang/", set_language, name="set_language"),
     path("api/openapi.json", api_docs.openapi_json, name="api-openapi"),
     path("api/docs", api_docs.api_docs, name="api-docs"),
     path("api/orders", api.orders_collection, name="api-orders"),

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from django.utils import translation
 
 from orders.api.validation import parse_order_request
+from orders.catalogs import catalogs, compile_catalog, is_stale
 from orders.services.orders import order_place
 
 ORDER_BODY = {
@@ -24,6 +26,11 @@ TURNS = "ORDERPROJ_TEST_TURNS"
 
 
 def pytest_configure(config):
+    # The Korean pages and mails need their compiled catalog, as `make test`
+    # makes it: a run of pytest alone makes it too.
+    for po in catalogs([HERE.parent / "locale"]):
+        if is_stale(po):
+            compile_catalog(po)
     if getattr(config, "workerinput", None) is None and getattr(
         config.option, "numprocesses", None
     ):
@@ -131,6 +138,14 @@ def taking_turns(turns: Path, *, alone: bool):
             fcntl.flock(running, fcntl.LOCK_UN)
             if alone:
                 fcntl.flock(door, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def default_language():
+    """Each test starts in the default language: a test client's request
+    leaves its language (LocaleMiddleware's choice) active in the thread."""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture(autouse=True)

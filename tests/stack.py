@@ -142,6 +142,23 @@ class Stack(LocalService):
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in rows]
 
+    def operator_details(self, order_id: str, event_type: str) -> list[str]:
+        """The operators' detail of the order's events of `event_type`, oldest
+        first: what the admin shows (the status document, public, carries the
+        customer's words)."""
+        rows = self.read_all(
+            "SELECT e.detail FROM orders_orderevent e JOIN orders_order o "
+            "ON o.id = e.order_id WHERE o.order_id = ? AND e.type = ? ORDER BY e.id",
+            (order_id, event_type),
+        )
+        return [row["detail"] for row in rows]
+
+    def operator_failure_reason(self, order_id: str) -> str:
+        """The order's failure_reason as operators read it."""
+        return self.read_one(
+            "SELECT failure_reason FROM orders_order WHERE order_id = ?", (order_id,)
+        )[0]
+
     def queued_tasks(self) -> int:
         """Tasks in the stack's broker, waiting or pulled but not acknowledged:
         its list in Redis, or the embedded (ORM) broker's table."""

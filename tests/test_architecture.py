@@ -27,21 +27,23 @@ LAYERS = [
         "orders.live",
         "orders.operations",
         "orders.workers",
+        "orders.templatetags",
     ),
     # Writes and reads.
     ("orders.services", "orders.selectors"),
-    # The one place that moves an order's status, the steps' gateways and the
-    # webhooks' outbound HTTP.
-    ("orders.state", "orders.gateways", "orders.outbound"),
+    # The one place that moves an order's status, the steps' gateways, the
+    # webhooks' outbound HTTP and the customers' words for what happened.
+    ("orders.state", "orders.gateways", "orders.outbound", "orders.customer_texts"),
     # The models, what everything may raise or mask, which permission each
-    # operator action needs, and the timeline's signals (what other code
-    # connects to).
+    # operator action needs, the timeline's signals (what other code connects
+    # to) and the translations' compiled catalogs.
     (
         "orders.models",
         "orders.exceptions",
         "orders.credentials",
         "orders.permissions",
         "orders.signals",
+        "orders.catalogs",
     ),
 ]
 

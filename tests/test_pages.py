@@ -143,7 +143,7 @@ def status_badge(html: str) -> tuple[str, str]:
 
 
 @pytest.mark.django_db
-def test_order_page_shows_status_attempts_and_every_event_of_the_timeline(
+def test_order_page_says_where_the_order_is_and_tells_a_retry_in_one_line(
     client, place_order
 ):
     order = place_order(simulate={"fail_times": 1})
@@ -152,49 +152,72 @@ def test_order_page_shows_status_attempts_and_every_event_of_the_timeline(
     response = client.get(f"/orders/{order.order_id}")
     assert response.status_code == 200
     html = response.content.decode()
-    assert status_badge(html) == ("RETRYING", "Retrying soon")
+    assert status_badge(html) == ("RETRYING", "Trying again")
+    retrying = "Having trouble reaching the payment provider — trying again (2 of 3)."
+    assert re.search(r'data-role="message"[^>]*>([^<]*)</p>', html)[1] == retrying
     assert 'data-attempt="1"' in html
     assert 'data-max-attempts="3"' in html
-    assert re.search(
-        r'attempt <span data-role="attempt">1</span> of '
-        r'<span data-role="max-attempts">3</span>',
-        html,
-    )
     assert 'data-role="countdown-row" hidden' not in html
-    ids = list(
-        OrderEvent.objects.filter(order=order)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    assert re.findall(r'data-event-id="(\d+)"', html) == [str(pk) for pk in ids]
-    assert f'data-last-event-id="{ids[-1]}"' in html
+    events = {event.type: event.pk for event in OrderEvent.objects.filter(order=order)}
+    # The failed attempt is told by the retry that follows it.
+    assert re.findall(r'data-event-id="(\d+)"', html) == [
+        str(events[kind])
+        for kind in ("order.created", "order.processing", "order.retry_scheduled")
+    ]
+    assert re.findall(r'data-role="event-message">([^<]*)<', html) == [
+        "We&#x27;ve received your order.",
+        "We&#x27;re working on your order.",
+        retrying,
+    ]
+    assert f'data-last-event-id="{max(events.values())}"' in html
     assert f'data-events-url="/api/orders/{order.order_id}/events"' in html
+    assert 'data-place-url="/api/orders"' in html
 
 
 @pytest.mark.django_db
-def test_order_page_of_a_failed_order_says_why(client, place_order):
+def test_order_page_of_a_failed_order_says_why_and_offers_to_place_it_again(
+    client, place_order
+):
     order = place_order(simulate={"fail_times": 1, "failure": "permanent"})
     order = process(order.order_id)
     assert order.status == Status.FAILED
     html = client.get(f"/orders/{order.order_id}").content.decode()
-    assert status_badge(html) == ("FAILED", "Failed")
-    reason = re.search(r'<span data-role="failure-reason">([^<]+)</span>', html).group(
+    assert status_badge(html) == ("FAILED", "Not completed")
+    reason = re.search(r'data-role="message" data-status="FAILED"[^>]*>([^<]+)<', html)[
         1
+    ]
+    assert reason == (
+        "Your payment was declined, so we couldn&#x27;t complete your order. "
+        "You have not been charged."
     )
-    assert "permanent error" in reason
     assert 'data-role="failure-box" hidden' not in html
+    assert "You can place the same order again." in html
+    assert 'data-role="place-again"' in html
+    same = json.loads(
+        re.search(
+            r'<script id="same-order" type="application/json">(.*?)</script>', html
+        )[1]
+    )
+    assert same == {
+        "customer_email": order.customer_email,
+        "items": [{"sku": "MUG-1", "quantity": 2, "unit_price": "12.50"}],
+    }
 
 
 @pytest.mark.django_db
-def test_order_page_shows_each_step_done_with_its_reference_or_pending(
-    client, place_order
-):
+def test_order_page_shows_each_step_done_or_waiting(client, place_order):
     order = place_order(simulate={"step": "stock", "failure": "permanent"})
     order = process(order.order_id)
     html = client.get(f"/orders/{order.order_id}").content.decode()
-    steps = re.findall(r'<li data-step="(\w+)" data-state="(\w+)">', html)
-    assert steps == [("payment", "done"), ("stock", "pending")]
-    assert f"done · <code>{order.steps['payment']['reference']}</code>" in html
+    steps = re.findall(
+        r'<li data-step="(\w+)" data-state="(\w+)"><span class="step-name">([^<]*)'
+        r'</span> <span class="muted" data-role="step-state">([^<]*)<',
+        html,
+    )
+    assert steps == [
+        ("payment", "done", "Payment", "done"),
+        ("stock", "pending", "Reserving your items", "waiting"),
+    ]
 
 
 @pytest.mark.django_db

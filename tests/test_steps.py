@@ -129,7 +129,11 @@ def test_the_status_document_lists_each_step_done_or_pending(place_order):
     assert steps[0]["attempt"] == 1
     assert steps[0]["completed_at"].endswith("Z")
     assert steps[1]["reference"] is None
-    step_events = [e for e in order_document(order)["events"] if e["step"]]
+    step_events = [
+        e
+        for e in order_document(order)["events"]
+        if e["type"] == "order.step_completed"
+    ]
     assert [e["step"] for e in step_events] == ["payment"]
 
 

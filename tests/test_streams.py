@@ -462,12 +462,42 @@ def test_order_stream_replays_the_whole_history_then_goes_live(place_order):
         "status": "PENDING",
         "attempt": 0,
         "at": data["at"],
-        "detail": "while the client watches",
+        # Anyone with the id reads it: the customer's words, not the
+        # operators' detail.
+        "detail": "Your order has been delivered.",
+        "message": "Your order has been delivered.",
         "next_attempt_at": None,
         "duration_ms": None,
         "step": None,
     }
     assert data["at"].endswith("Z")
+
+
+def test_the_order_stream_speaks_the_readers_language_and_the_staff_stream_keeps_detail(
+    place_order,
+):
+    order = place_order()
+    staff_cookie = staff_session_header()
+
+    async def scenario():
+        korean = await StreamClient(
+            f"/api/orders/{order.order_id}/events",
+            headers=[(b"accept-language", b"ko-KR,ko;q=0.9")],
+        ).start()
+        staff = await StreamClient("/api/events", headers=staff_cookie).start()
+        await korean.events(1)  # order.created, replayed
+        await staff.frames(1)  # the opening comment: subscribed
+        await awrite(order, detail="delivery listener: dlv_123 completed")
+        (public,) = await korean.events(1)
+        (operators,) = await staff.events(1)
+        await korean.close()
+        await staff.close()
+        return public["data"], operators["data"]
+
+    public, operators = run(scenario())
+    assert public["message"] == public["detail"] == "주문하신 상품이 배송되었습니다."
+    assert operators["detail"] == "delivery listener: dlv_123 completed"
+    assert operators["message"] == "Your order has been delivered."
 
 
 def test_order_stream_resumes_after_the_last_event_id_with_no_gap_or_duplicate(

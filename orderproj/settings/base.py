@@ -29,7 +29,8 @@ ALLOWED_HOSTS = env.words("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[
 PORT = env.int("PORT", default=8000, minimum=1)
 
 INSTALLED_APPS = [
-    # orders first so that its `qcluster` command (cluster + dispatcher) wins.
+    # orders first so that its `qcluster` (cluster + dispatcher) and
+    # `compilemessages` (Babel, no GNU gettext) commands win.
     "orders",
     "daphne",
     # django.contrib.admin, with the operators' console
@@ -58,6 +59,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The language of each request, for the customers' pages and documents.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -98,7 +101,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+# The customers' languages: their pages, texts and mails (docs/developers/
+# translations.md). Each request's language is the switch's cookie, else
+# Accept-Language, else LANGUAGE_CODE (LocaleMiddleware); an order keeps the one
+# it was placed in for its mails.
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("ko", "한국어")]
+# Compiled by `manage.py compilemessages` (make run, make test), not committed.
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from orderproj.settings.base import DEBUG
+from orderproj.settings.base import DEBUG, PORT
 from orderproj.settings.environment import env
 
 
@@ -92,3 +92,25 @@ FAILURE_DIGEST_WINDOW_SECONDS = env.float(
 # Unresolved records are kept whatever their age or number.
 FAILURE_RETENTION_DAYS = env.float("FAILURE_RETENTION_DAYS", default=30.0, minimum=0)
 FAILURE_RETENTION_COUNT = env.int("FAILURE_RETENTION_COUNT", default=10_000, minimum=0)
+
+# Customers' mails: one when their order completes, one when it fails for good
+# (orders/services/customer_mail.py), in the order's language, with a link to
+# the order's page on this site.
+ORDER_NOTIFY_CUSTOMERS = env.bool("ORDER_NOTIFY_CUSTOMERS", default=True)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=SERVER_EMAIL)
+
+
+def site_url(url: str) -> str:
+    """ORDER_SITE_URL: where customers reach this site, for the links in
+    their mails (a mail has no request to take the host from)."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ImproperlyConfigured(
+            f"ORDER_SITE_URL={url!r} is not an http(s) URL such as "
+            "https://shop.example.com"
+        )
+    return url.rstrip("/")
+
+
+# Unset: the address `make run` serves on, right on a developer's machine only.
+ORDER_SITE_URL = site_url(env.str("ORDER_SITE_URL", default=f"http://localhost:{PORT}"))

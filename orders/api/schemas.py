@@ -75,7 +75,16 @@ class Event(Document):
     status: StatusName
     attempt: int
     at: datetime
-    detail: str
+    detail: str = Field(
+        description="In the status document and the per-order stream, which "
+        "anyone with the order's id reads: the customer's sentence (as "
+        "`message`). In the staff stream: the operators' precise text."
+    )
+    message: str = Field(
+        description="What the event means for the customer, in the reader's "
+        "language (Accept-Language or the pages' language cookie); empty for "
+        "an event that means nothing to them."
+    )
     next_attempt_at: datetime | None
     duration_ms: int | None
     step: str | None
@@ -91,6 +100,11 @@ class OrderStatus(Links):
 
     order_id: str
     status: StatusName
+    message: str = Field(
+        description="Where the order is now, for the customer, in the reader's "
+        "language (Accept-Language or the pages' language cookie).",
+        examples=["We've received your order and will start on it in a moment."],
+    )
     amount: Money
     currency: str
     customer_email: str
@@ -99,7 +113,11 @@ class OrderStatus(Links):
     max_attempts: int
     steps: list[StepState]
     next_attempt_at: datetime | None
-    failure_reason: str | None
+    failure_reason: str | None = Field(
+        description="Of a FAILED order: why, for the customer, in the reader's "
+        "language (null otherwise). Operators find the precise reason in the "
+        "admin and the dashboard."
+    )
     created_at: datetime
     updated_at: datetime
     delivery: DeliveryState | None

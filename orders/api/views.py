@@ -7,6 +7,7 @@ from functools import wraps
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from django.utils import translation
 from django.utils.cache import patch_cache_control
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import condition, require_http_methods
@@ -74,7 +75,11 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
     data = parse_order_request(
         body, simulation_enabled=settings.ORDER_SIMULATION_ENABLED
     )
-    order, created = services.order_place(data=data, idempotency_key=key)
+    # The customer's language (LocaleMiddleware: the switch's cookie, else
+    # Accept-Language): the order's mails are written in it.
+    order, created = services.order_place(
+        data=data, idempotency_key=key, language=translation.get_language()
+    )
     body = {
         "order_id": order.order_id,
         "status": order.status,
@@ -88,8 +93,11 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
 
 
 def _order_etag(request, order_id: str) -> str | None:
+    # The document's words are in the reader's language: so is its tag.
     version = selectors.order_version(order_id)
-    return None if version is None else f'"{order_id}.{version}"'
+    if version is None:
+        return None
+    return f'"{order_id}.{version}.{translation.get_language()}"'
 
 
 @json_errors

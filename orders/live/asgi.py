@@ -19,6 +19,7 @@ from orders.live.opening import (
     could_be_order_id,
     open_stream,
     parse_last_event_id,
+    stream_language,
 )
 from orders.live.pump import PumpUnavailable, get_pump
 from orders.live.recheck import SessionRecheck
@@ -38,8 +39,11 @@ BODY_BYTES = 64 * 1024
 REQUEST_PATH_CHARS = 200
 
 
-def frame(event: StreamEvent) -> bytes:
-    return f"id: {event.id}\nevent: {event.type}\ndata: {event.data}\n\n".encode()
+def frame(event: StreamEvent, language: str | None = None) -> bytes:
+    """An event's SSE frame: the staff stream's data, or with a `language`
+    the per-order stream's (the customer's words in that language)."""
+    data = event.data if language is None else event.public_data(language)
+    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
 def reset_frame(last_id: int) -> bytes:
@@ -204,10 +208,12 @@ class EventStream:
         # changed, staff status or permission taken away) is closed within
         # that interval.
         recheck = None if self.per_order else SessionRecheck(scope, keepalive / 2)
+        # A customer's stream speaks the language their pages do.
+        language = stream_language(scope) if self.per_order else None
         await response.start(subscriber)
         # From this first line on, the client misses nothing that is written.
         await response.body(f": stream open\nretry: {retry_ms}\n\n".encode())
-        sent = await self._replay(response, opening, subscriber, recheck)
+        sent = await self._replay(response, opening, subscriber, recheck, language)
         quiet_since = loop.time()
         while not subscriber.overflowed:
             if recheck is not None and not await recheck.holds():
@@ -224,7 +230,7 @@ class EventStream:
             ]
             if batch:
                 sent = batch[-1].id
-                await response.body(b"".join(frame(event) for event in batch))
+                await response.body(b"".join(frame(event, language) for event in batch))
                 quiet_since = loop.time()
             elif loop.time() >= quiet_since + keepalive and not subscriber.stalled:
                 await response.body(b": keep-alive\n\n")
@@ -240,7 +246,7 @@ class EventStream:
         else:
             await response.end()
 
-    async def _replay(self, response, opening, subscriber, recheck) -> int:
+    async def _replay(self, response, opening, subscriber, recheck, language) -> int:
         """Send what the client missed up to the pump's cursor at subscription
         (the staff stream's session checked between pages, as between frames);
         returns the id after which live events are new to the client."""
@@ -249,7 +255,7 @@ class EventStream:
             await response.body(reset_frame(opening.last_id))
         batch = opening.replay
         while batch:
-            await response.body(b"".join(frame(event) for event in batch))
+            await response.body(b"".join(frame(event, language) for event in batch))
             if len(batch) < READ_BATCH:
                 break
             await subscriber.writable()

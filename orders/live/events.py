@@ -10,6 +10,7 @@ pump's read ran behind the same cost. The values still go through the fields'
 converters, as the ORM's would, and event_document() makes every document.
 """
 
+import dataclasses
 import json
 from collections import namedtuple
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from datetime import timedelta
 
 from django.db import connection
 from django.db.models import Max
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from orders.models import Order, OrderEvent
 from orders.selectors import event_document
@@ -26,19 +27,36 @@ from orders.selectors import event_document
 READ_BATCH = 500
 
 
+# The columns an event's document is made of, as event_document() reads them.
+EventRow = namedtuple(
+    "EventRow",
+    "pk type status attempt detail next_attempt_at duration_ms step cause "
+    "max_attempts at",
+)
+
+
 @dataclass(frozen=True)
 class StreamEvent:
     id: int
     order_id: str  # the order's public id, what a stream is opened by
     type: str
-    data: str  # the JSON of event_document(), encoded once for every subscriber
+    # The staff stream's data: the JSON of event_document(), encoded once for
+    # every subscriber.
+    data: str
+    row: EventRow | None = None
+    # The per-order stream's data by language, each made once, when a stream
+    # in that language first sends the event (public_data()).
+    public: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
-
-# The columns an event's document is made of, as event_document() reads them.
-EventRow = namedtuple(
-    "EventRow",
-    "pk type status attempt detail next_attempt_at duration_ms step at",
-)
+    def public_data(self, language: str) -> str:
+        """The data of the per-order stream, which anyone with the order's id
+        reads: the customer's words in `language`, no operator's detail."""
+        data = self.public.get(language)
+        if data is None:
+            with translation.override(language):
+                document = event_document(self.row, self.order_id, public=True)
+            data = self.public[language] = json.dumps(document, separators=(",", ":"))
+        return data
 
 
 def read_after(cursor: int, limit: int = READ_BATCH) -> list[StreamEvent]:
@@ -103,6 +121,7 @@ def _stream_event(row: tuple) -> StreamEvent:
         order_id=order_id,
         type=event.type,
         data=json.dumps(event_document(event, order_id), separators=(",", ":")),
+        row=event,
     )
 
 

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 from django.http.cookie import parse_cookie
+from django.utils import translation
 
 from orders.live.events import (
     StreamEvent,
@@ -61,6 +62,21 @@ def could_be_order_id(order_id: str) -> bool:
     database (PostgreSQL refuses a NUL, for one)."""
     limit = Order._meta.get_field("order_id").max_length
     return len(order_id) <= limit and order_id.isascii() and order_id.isprintable()
+
+
+def stream_language(scope: dict) -> str:
+    """The language of the pages this client reads, as Django's LocaleMiddleware
+    picks it for a view: the language cookie (the switch on the pages), else
+    Accept-Language (an EventSource sends both), else LANGUAGE_CODE."""
+    headers = {}
+    cookies = []
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"cookie":
+            cookies.append(value.decode("latin-1"))
+        elif name.lower() == b"accept-language":
+            headers["HTTP_ACCEPT_LANGUAGE"] = value.decode("latin-1")
+    request = SimpleNamespace(COOKIES=parse_cookie("; ".join(cookies)), META=headers)
+    return translation.get_language_from_request(request)
 
 
 def find_order_pk(order_id: str) -> int:

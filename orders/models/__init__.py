@@ -49,7 +49,23 @@ class Order(models.Model):
     # process saw it; null when no task of it is known to wait there (a retry
     # not yet due), so the dispatcher enqueues one at dispatch_due_at.
     queued_at = models.DateTimeField(null=True, blank=True)
+    # For operators: what went wrong, precisely (the admin, the dashboard, the
+    # commands). Customers never see it: their texts are made from the facts
+    # below (orders/customer_texts.py).
     failure_reason = models.TextField(blank=True)
+    # The step and the kind of failure (OrderEvent.Cause) of the last attempt
+    # that failed; empty once the order completes or an operator retries it.
+    failure_step = models.CharField(max_length=32, blank=True)
+    failure_cause = models.CharField(max_length=16, blank=True)
+    # The language the order was placed in (a code of LANGUAGES): its mails are
+    # written in it. Empty: the site's default language (LANGUAGE_CODE).
+    language = models.CharField(max_length=16, blank=True)
+    # When the customer's mail about the order's outcome is due: set by the move
+    # to COMPLETED or FAILED, taken by the customer mailer (a qcluster thread,
+    # orders/services/customer_mail.py), null once sent, given up or not owed.
+    customer_mail_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    customer_mail_attempts = models.PositiveIntegerField(default=0)
+    customer_mailed_at = models.DateTimeField(null=True, blank=True)
     # The steps done so far, by name: {"payment": {"reference": ..., "attempt": 1,
     # "at": ...}}. Written with the step's order.step_completed event; a later
     # attempt starts at the first step not in here.
@@ -118,13 +134,30 @@ class OrderEvent(models.Model):
         DELIVERY_COMPLETED = "delivery.completed", "Delivered"
         LISTENER_FAILED = "listener.failed", "Delivery listener failed"
 
+    # Why an attempt failed, in a word: what customer texts are made from
+    # (orders/customer_texts.py), where `detail` is for operators.
+    class Cause(models.TextChoices):
+        # A gateway said it might work later (a timeout, unavailable).
+        TRANSIENT = "transient", "Transient error"
+        # A gateway said it never will (a declined card, an unknown SKU).
+        PERMANENT = "permanent", "Permanent error"
+        # A step raised something that is no StepError: a bug, a broken disk.
+        UNEXPECTED = "unexpected", "Unexpected error"
+        # The worker stopped answering before the attempt ended (lease expired).
+        LOST = "lost", "Attempt lost"
+
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
     type = models.CharField(max_length=40, choices=Type.choices)
     status = models.CharField(max_length=16, choices=Order.Status.choices)
     attempt = models.PositiveIntegerField(default=0)
     detail = models.TextField(blank=True)
-    # The step an order.step_completed event is about.
+    # The step an order.step_completed event is about, or the step a failed
+    # attempt (and the retry or failure after it) stopped at.
     step = models.CharField(max_length=32, blank=True)
+    # On order.attempt_failed, order.retry_scheduled and order.failed: why.
+    cause = models.CharField(max_length=16, choices=Cause.choices, blank=True)
+    # The order's attempts in all when the event was written ("2 of 3").
+    max_attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # How long the attempt took, on events that end one.
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

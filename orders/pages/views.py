@@ -8,11 +8,12 @@ from django.utils.cache import patch_cache_control
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
-from orders import selectors
+from orders import customer_texts, selectors
 from orders.api.access import operator_page, operator_required
 from orders.api.validation import delay_limit_ms
 from orders.api.views import json_errors
 from orders.models import Order, OrderEvent
+from orders.pages.customer import customer_timeline, script_texts
 from orders.permissions import CHANGE_ORDER, VIEW_OPERATIONS
 
 
@@ -50,27 +51,41 @@ def storefront(request):
             "simulation_enabled": settings.ORDER_SIMULATION_ENABLED,
             "delay_limit_ms": delay_limit_ms(),
             "max_attempts": settings.ORDER_MAX_ATTEMPTS,
+            "script_texts": script_texts(),
         },
     )
 
 
 @require_http_methods(["GET", "HEAD"])
 def order_page(request, order_id: str):
-    """The customer's page for one order: its status and timeline, live."""
+    """The customer's page for one order: where it is, in their words and
+    language, and its timeline, live; a failed order offers to place the same
+    items again."""
     order = selectors.order_get(order_id)
     if order is None:
         raise Http404("No such order")
     document = selectors.order_document(order)
-    events = labelled(document["events"])
+    events = document["events"]
     return render(
         request,
         "orders/order_page.html",
         {
             "order": order,
             "document": document,
-            "events": events,
+            "timeline": customer_timeline(events),
             "last_event_id": events[-1]["event_id"] if events else 0,
-            "status_label": order.get_status_display(),
+            "status_label": customer_texts.status_label(order.status),
+            "steps": [
+                {**step, "label": customer_texts.step_name(step["name"])}
+                for step in document["steps"]
+            ],
+            "what_to_do": customer_texts.what_to_do_after_failure(),
+            # What the "place the same order again" button sends.
+            "same_order": {
+                "customer_email": document["customer_email"],
+                "items": document["items"],
+            },
+            "script_texts": script_texts(),
         },
     )
 

@@ -7,6 +7,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -31,6 +32,7 @@ from orders.models import (
     OrderLine,
 )
 from orders.services.backoff import backoff_delay_from_settings
+from orders.services.customer_mail import customer_mail_owed
 from orders.services.failures import record_failure
 from orders.services.orders import PROCESS_ORDER_TASK, elapsed_ms, order_fail
 from orders.state.transitions import (
@@ -49,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 Status = Order.Status
 EventType = OrderEvent.Type
+Cause = OrderEvent.Cause
 
 
 # Told which orders a batch took along besides the one its task named, once the
@@ -207,7 +210,7 @@ def _run_attempts(orders: list[Order]) -> None:
                     idempotency_key=step_idempotency_key(order.order_id, step.name),
                 )
             except StepError as error:
-                _attempt_failed(order, error, elapsed_ms(started))
+                _attempt_failed(order, error, step.name, elapsed_ms(started))
                 running.remove(order)
             except Exception as error:  # noqa: BLE001 - a bug in a step is still an outcome
                 record_failure(
@@ -216,7 +219,7 @@ def _run_attempts(orders: list[Order]) -> None:
                     error=error,
                     order=order,
                 )
-                _attempt_failed(order, error, elapsed_ms(started))
+                _attempt_failed(order, error, step.name, elapsed_ms(started))
                 running.remove(order)
             else:
                 done.append((order, result))
@@ -286,7 +289,14 @@ def _orders_complete(
     completion) and its delivery, in one transaction."""
     moves = []
     for order in orders:
-        changes = {"lease_expires_at": None, "failure_reason": "", "steps": order.steps}
+        changes = {
+            "lease_expires_at": None,
+            "failure_reason": "",
+            "failure_step": "",
+            "failure_cause": "",
+            "steps": order.steps,
+            **customer_mail_owed(),
+        }
         preceding = []
         result = results.get(order.pk)
         if result is not None:
@@ -318,23 +328,62 @@ def _orders_complete(
 
 
 def describe_error(error: Exception) -> str:
+    """The operators' words for a failed step: precise, with the exception's
+    type when it is none of the steps' own (customers get other words,
+    orders/customer_texts.py)."""
     if isinstance(error, StepError):
         return str(error)
     return f"unexpected {type(error).__name__}: {error}"
 
 
-def _attempt_failed(order: Order, error: Exception, duration_ms: int) -> bool:
-    message = describe_error(error)
-    failed = PrecedingEvent(EventType.ATTEMPT_FAILED, message, duration_ms)
-    permanent = isinstance(error, StepError) and error.kind == "permanent"
-    if permanent:
-        reason = f"{message}: a permanent error, not retried"
-        return order_fail(order, reason=reason, preceding=[failed])
-    return _retry_or_give_up(order, message=message, preceding=[failed])
+def failure_cause(error: Exception) -> str:
+    """What kind of failure this was, in a word (OrderEvent.Cause)."""
+    if not isinstance(error, StepError):
+        return Cause.UNEXPECTED
+    if error.kind == "permanent":
+        return Cause.PERMANENT
+    return Cause.TRANSIENT
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed attempt as the timeline records it: the operators' message,
+    and the step and cause customer texts are made from."""
+
+    message: str
+    step: str
+    cause: str
+
+
+def _attempt_failed(
+    order: Order, error: Exception, step: str, duration_ms: int
+) -> bool:
+    failure = Failure(
+        message=describe_error(error),
+        step=error.step if isinstance(error, StepError) else step,
+        cause=failure_cause(error),
+    )
+    failed = PrecedingEvent(
+        EventType.ATTEMPT_FAILED,
+        failure.message,
+        duration_ms,
+        step=failure.step,
+        cause=failure.cause,
+    )
+    if failure.cause == Cause.PERMANENT:
+        reason = f"{failure.message}: a permanent error, not retried"
+        return order_fail(
+            order,
+            reason=reason,
+            preceding=[failed],
+            step=failure.step,
+            cause=failure.cause,
+        )
+    return _retry_or_give_up(order, failure=failure, preceding=[failed])
 
 
 def _retry_or_give_up(
-    order: Order, *, message: str, preceding: list[PrecedingEvent]
+    order: Order, *, failure: Failure, preceding: list[PrecedingEvent]
 ) -> bool:
     """After an attempt that failed and may be retried: another attempt, or
     FAILED once the order has had ORDER_MAX_ATTEMPTS (as they were when it was
@@ -342,14 +391,20 @@ def _retry_or_give_up(
     if order.attempts >= order.max_attempts:
         reason = (
             f"gave up after {order.attempts} of {order.max_attempts} attempts "
-            f"(ORDER_MAX_ATTEMPTS); last error: {message}"
+            f"(ORDER_MAX_ATTEMPTS); last error: {failure.message}"
         )
-        return order_fail(order, reason=reason, preceding=preceding)
-    return order_schedule_retry(order, message=message, preceding=preceding)
+        return order_fail(
+            order,
+            reason=reason,
+            preceding=preceding,
+            step=failure.step,
+            cause=failure.cause,
+        )
+    return order_schedule_retry(order, failure=failure, preceding=preceding)
 
 
 def order_schedule_retry(
-    order: Order, *, message: str, preceding: list[PrecedingEvent]
+    order: Order, *, failure: Failure, preceding: list[PrecedingEvent]
 ) -> bool:
     now = timezone.now()
     delay = backoff_delay_from_settings(order.attempts)
@@ -358,8 +413,8 @@ def order_schedule_retry(
         order,
         Status.RETRYING,
         detail=(
-            f"{message}; attempt {order.attempts + 1} of {order.max_attempts} "
-            f"in {delay:.1f} s"
+            f"{failure.message}; attempt {order.attempts + 1} of "
+            f"{order.max_attempts} in {delay:.1f} s"
         ),
         changes={
             "next_attempt_at": due,
@@ -367,19 +422,30 @@ def order_schedule_retry(
             "dispatch_due_at": due,
             "queued_at": None,
             "lease_expires_at": None,
+            "failure_step": failure.step,
+            "failure_cause": failure.cause,
         },
         preceding=preceding,
         now=now,
+        step=failure.step,
+        cause=failure.cause,
     )
 
 
 def order_expire_lease(*, order: Order) -> bool:
     """A PROCESSING order whose worker stopped answering: the attempt counts as
     failed (it may have been the one that killed the worker), then the usual
-    retry-or-give-up decision (_retry_or_give_up)."""
-    message = (
-        f"attempt {order.attempts} lost: the worker stopped before finishing "
-        "(lease expired)"
+    retry-or-give-up decision (_retry_or_give_up). Its step is the first one
+    not done: where the attempt was, as far as the order knows."""
+    failure = Failure(
+        message=(
+            f"attempt {order.attempts} lost: the worker stopped before finishing "
+            "(lease expired)"
+        ),
+        step=next((name for name in STEPS if name not in order.steps), ""),
+        cause=Cause.LOST,
     )
-    failed = PrecedingEvent(EventType.ATTEMPT_FAILED, message)
-    return _retry_or_give_up(order, message=message, preceding=[failed])
+    failed = PrecedingEvent(
+        EventType.ATTEMPT_FAILED, failure.message, step=failure.step, cause=Cause.LOST
+    )
+    return _retry_or_give_up(order, failure=failure, preceding=[failed])

@@ -23,6 +23,7 @@ from orders.models import (
     OrderLine,
 )
 from orders.selectors import queue_broker
+from orders.services.customer_mail import CUSTOMER_MAIL_NOT_OWED, customer_mail_owed
 from orders.services.inputs import OrderInput
 from orders.state.transitions import (
     PrecedingEvent,
@@ -39,9 +40,10 @@ PROCESS_ORDER_TASK = "orders.tasks.process_order"
 
 
 def order_place(
-    *, data: OrderInput, idempotency_key: str | None = None
+    *, data: OrderInput, idempotency_key: str | None = None, language: str = ""
 ) -> tuple[Order, bool]:
     """Save a PENDING order and hand it to the queue once the transaction commits.
+    `language` is the customer's (a code of LANGUAGES), for the order's mails.
 
     Returns (order, created). With an idempotency key that was seen before, the
     earlier order is returned (created False) if the body is the same, and
@@ -62,6 +64,7 @@ def order_place(
                 simulate=data.simulate,
                 idempotency_key=idempotency_key,
                 request_fingerprint=data.fingerprint,
+                language=language,
                 # Enqueued on commit, milliseconds from now: the dispatcher
                 # compares this with the queue's oldest task (dispatcher.py).
                 queued_at=now,
@@ -161,20 +164,32 @@ def task_stamp(queued_at: datetime) -> int:
 
 
 def order_fail(
-    order: Order, *, reason: str, preceding: list[PrecedingEvent] = ()
+    order: Order,
+    *,
+    reason: str,
+    preceding: list[PrecedingEvent] = (),
+    step: str = "",
+    cause: str = "",
 ) -> bool:
-    """The final step once retrying is over: FAILED with a reason a person reads."""
+    """The final step once retrying is over: FAILED with a reason an operator
+    reads, the step and cause (OrderEvent.Cause) the customer's words are made
+    from, and the customer's mail due."""
     return transition(
         order,
         Status.FAILED,
         detail=reason,
         changes={
             "failure_reason": reason,
+            "failure_step": step,
+            "failure_cause": cause,
             "next_attempt_at": None,
             "dispatch_due_at": None,
             "lease_expires_at": None,
+            **customer_mail_owed(),
         },
         preceding=preceding,
+        step=step,
+        cause=cause,
     )
 
 
@@ -196,6 +211,9 @@ def order_retry(*, order: Order) -> Order:
                 "attempts": 0,
                 "max_attempts": settings.ORDER_MAX_ATTEMPTS,
                 "failure_reason": "",
+                "failure_step": "",
+                "failure_cause": "",
+                **CUSTOMER_MAIL_NOT_OWED,
                 "next_attempt_at": None,
                 "queued_at": now,
                 "dispatch_due_at": redispatch_time(now),

@@ -62,6 +62,7 @@ class PrecedingEvent:
     detail: str = ""
     duration_ms: int | None = None
     step: str = ""
+    cause: str = ""
 
 
 def is_allowed(from_status: str, to_status: str) -> bool:
@@ -116,10 +117,13 @@ def plan_transition(
     duration_ms: int | None = None,
     now: datetime | None = None,
     creates: Iterable[models.Model] = (),
+    step: str = "",
+    cause: str = "",
 ) -> Move:
     """The move of `order` to `to_status`, checked against the table, with its
-    event, the `preceding` events and the rows it `creates`; nothing is written
-    until apply()."""
+    event (`step` and `cause` say where and why an attempt failed), the
+    `preceding` events and the rows it `creates`; nothing is written until
+    apply()."""
     from_status = order.status
     if not is_allowed(from_status, to_status):
         raise InvalidTransition(from_status, to_status)
@@ -134,6 +138,7 @@ def plan_transition(
             now,
             duration_ms=item.duration_ms,
             step=item.step,
+            cause=item.cause,
         )
         for item in preceding
     ]
@@ -145,6 +150,8 @@ def plan_transition(
             detail,
             now,
             duration_ms=duration_ms,
+            step=step,
+            cause=cause,
         )
     )
     return Move(order, values, [events, list(creates)])
@@ -391,6 +398,7 @@ def _event(
     *,
     duration_ms: int | None = None,
     step: str = "",
+    cause: str = "",
 ) -> OrderEvent:
     """The event of a move of `order` that writes `values`: it records the
     order as the move leaves it."""
@@ -406,6 +414,8 @@ def _event(
         attempt=after("attempts"),
         detail=detail,
         step=step,
+        cause=cause,
+        max_attempts=after("max_attempts"),
         next_attempt_at=after("next_attempt_at") if status == Status.RETRYING else None,
         duration_ms=duration_ms,
         at=now,

@@ -167,6 +167,7 @@ def processing_event(order: Order, template: OrderEvent) -> OrderEvent:
         type=template.type,
         status=template.status,
         attempt=template.attempt,
+        max_attempts=template.max_attempts,
         detail=template.detail,
         at=template.at,
     )

@@ -43,10 +43,13 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-const timeFormat = new Intl.DateTimeFormat(undefined, {
+// In the page's language (<html lang>, the language switch's), the reader's
+// time zone.
+export const PAGE_LANGUAGE = document.documentElement.lang || undefined;
+const timeFormat = new Intl.DateTimeFormat(PAGE_LANGUAGE, {
   hour: "2-digit", minute: "2-digit", second: "2-digit",
 });
-const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
+const dateTimeFormat = new Intl.DateTimeFormat(PAGE_LANGUAGE, {
   dateStyle: "medium", timeStyle: "medium",
 });
 
@@ -203,6 +206,19 @@ export function statusPoller(url, onDocument, intervalMs = 3000) {
       }
     },
   };
+}
+
+/**
+ * The sentences a customer page's scripts write, translated by the server
+ * (orders/pages/customer.py) and rendered into the page as JSON.
+ */
+export function pageTexts() {
+  return JSON.parse(document.getElementById("script-texts").textContent);
+}
+
+/** A translated sentence with its %(name)s placeholders filled in. */
+export function fill(text, values = {}) {
+  return text.replace(/%\((\w+)\)s/g, (whole, name) => (name in values ? String(values[name]) : whole));
 }
 
 /** Say how the page is kept current, in words and in data-connection. */

@@ -1,5 +1,10 @@
 // The storefront: places an order through the JSON API, then opens its page.
-import { el, request } from "./live.js";
+// Its sentences are the page's translated texts (pageTexts).
+import {
+  el, fill, pageTexts, request,
+} from "./live.js";
+
+const TEXTS = pageTexts();
 
 const form = document.querySelector('[data-role="order-form"]');
 const items = form.querySelector('[data-role="items"]');
@@ -72,8 +77,8 @@ form.addEventListener("submit", async (submitEvent) => {
   submitEvent.preventDefault();
   errors.hidden = true;
   submit.disabled = true;
-  statusLine.textContent = "Placing the order…";
-  const answer = await request("/api/orders", {
+  statusLine.textContent = TEXTS.placing;
+  const answer = await request(form.dataset.placeUrl, {
     method: "POST",
     headers: {
       "Content-Type": "application/json", Accept: "application/json", "Idempotency-Key": idempotencyKey,
@@ -81,16 +86,17 @@ form.addEventListener("submit", async (submitEvent) => {
     body: JSON.stringify(body()),
   });
   if (answer?.response.ok && answer.data?.page_url) {
-    statusLine.textContent = "Placed. Opening its page…";
+    statusLine.textContent = TEXTS.placed;
     location.assign(answer.data.page_url);
     return;
   }
   statusLine.textContent = "";
   if (answer === null) {
     // The same key goes with the resubmission: an order that was placed after all is not placed twice.
-    showErrors("Could not reach the server. Check the connection and try again.");
+    showErrors(TEXTS.no_answer);
   } else {
-    showErrors(answer.data?.detail || `The server answered ${answer.response.status}.`, answer.data?.fields);
+    const reason = answer.data?.detail || fill(TEXTS.server_answered, { status: answer.response.status });
+    showErrors(fill(TEXTS.refused, { reason }), answer.data?.fields);
   }
   submit.disabled = false;
 });

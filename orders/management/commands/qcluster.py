@@ -1,7 +1,7 @@
 """`manage.py qcluster`: stands in for django_q 1.11.1's qcluster command
 (management/commands/qcluster.py, a subclass: `handle` replaced) to start the
-cluster of orders/workers/djangoq/sentinel.py and, beside it, the dispatcher and
-the failure mailer."""
+cluster of orders/workers/djangoq/sentinel.py and, beside it, the dispatcher, the
+relay, the failure mailer and the customer mailer."""
 
 import logging
 import os
@@ -14,6 +14,7 @@ from django_q import cluster as django_q_cluster
 from django_q.management.commands.qcluster import Command as QClusterCommand
 
 from orders.operations.mailer import run_failure_mailer
+from orders.workers.customer_mailer import run_customer_mailer
 from orders.workers.dispatcher import run_dispatcher
 from orders.workers.djangoq import queues, sentinel
 from orders.workers.relay import run_relay
@@ -29,7 +30,8 @@ class Command(QClusterCommand):
         "same process, the "
         "order dispatcher that hands due retries to the queue and takes back "
         "orders whose worker died, the relay that sends webhooks and hands "
-        "signal receivers to the workers, and the failure mailer. Stop it with SIGTERM "
+        "signal receivers to the workers, the failure mailer and the customer "
+        "mailer. Stop it with SIGTERM "
         "or SIGINT to this process only."
     )
 
@@ -84,6 +86,15 @@ class Command(QClusterCommand):
             target=self._mail, args=(stop,), name="failure-mailer", daemon=True
         )
         mailer.start()
+        # The customers' mails about their orders' outcomes, on a thread of
+        # their own for the same reason (orders/workers/customer_mailer.py).
+        customer_mailer = threading.Thread(
+            target=self._mail_customers,
+            args=(stop,),
+            name="customer-mailer",
+            daemon=True,
+        )
+        customer_mailer.start()
         try:
             # Cluster's SIGTERM/SIGINT handler runs here, on the main thread, and
             # returns once the sentinel has stopped the workers.
@@ -96,6 +107,7 @@ class Command(QClusterCommand):
             if relay is not None:
                 relay.join(timeout=settings.WEBHOOK_TIMEOUT_SECONDS + 5)
             mailer.join(timeout=10)
+            customer_mailer.join(timeout=10)
 
     @staticmethod
     def _dispatch(stop: threading.Event) -> None:
@@ -108,6 +120,13 @@ class Command(QClusterCommand):
     def _relay(stop: threading.Event) -> None:
         try:
             run_relay(stop)
+        finally:
+            connections.close_all()
+
+    @staticmethod
+    def _mail_customers(stop: threading.Event) -> None:
+        try:
+            run_customer_mailer(stop)
         finally:
             connections.close_all()
 

@@ -111,6 +111,21 @@ class OrderAdmin(ViewOnlyRecordAdmin):
         ),
         ("Steps", {"fields": ["step_table"]}),
         (
+            # What the customer is told and in which language: their words
+            # are made from the failure's step and cause (orders/customer_texts.py).
+            "Customer",
+            {
+                "fields": [
+                    "language",
+                    "failure_step",
+                    "failure_cause",
+                    "customer_mailed_at",
+                    "customer_mail_due_at",
+                    "customer_mail_attempts",
+                ]
+            },
+        ),
+        (
             "Processing",
             {
                 "fields": [
