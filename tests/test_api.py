@@ -148,8 +148,8 @@ def test_bad_input_is_refused_with_a_named_problem_and_writes_nothing(
 
 
 @pytest.mark.django_db
-def test_a_body_over_64_kib_is_413_and_writes_nothing(client):
-    body = {**VALID, "customer_email": "a@b.co", "padding": "x" * 70_000}
+def test_a_body_over_128_kib_is_413_and_writes_nothing(client):
+    body = {**VALID, "customer_email": "a@b.co", "padding": "x" * 140_000}
     assert_refused(post_order(client, body), 413, "body_too_large")
 
 

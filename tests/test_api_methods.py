@@ -67,7 +67,9 @@ def send(method: str, path: str, headers=()) -> tuple[int, dict, bytes]:
     asyncio.run(asyncio.wait_for(application(scope, receive, collect), 10))
     start = sent[0]
     body = b"".join(message.get("body", b"") for message in sent[1:])
-    headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
+    headers = {
+        name.decode().lower(): value.decode() for name, value in start["headers"]
+    }
     return start["status"], headers, body
 
 

@@ -19,8 +19,6 @@ import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -31,30 +29,28 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from orders.api.shapes import (
+    EMAIL_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_BODY_BYTES,
+    MAX_DELAY_MS,
+    MAX_EMAIL_LENGTH,
+    MAX_EMAIL_LOCAL_LENGTH,
+    MAX_FAIL_TIMES,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_ITEMS,
+    MAX_JSON_DEPTH,
+    MAX_NUMBER_CHARS,
+    MAX_QUANTITY,
+    MAX_SKU_LENGTH,
+    PRICE_PATTERN,
+    SKU_PATTERN,
+    matches,
+)
 from orders.exceptions import OrderInputError
 from orders.gateways import STEPS
 from orders.services.inputs import LineInput, OrderInput
 from orders.workers.timeouts import simulated_delay_limit
-
-# The input limits (README "Input limits"): each is checked before the step that
-# could be hurt by a bigger input.
-MAX_BODY_BYTES = 64 * 1024
-MAX_JSON_DEPTH = 8  # a valid order nests 3 deep
-MAX_NUMBER_CHARS = 20  # characters of one JSON number literal
-MAX_ITEMS = 100
-MAX_QUANTITY = 10_000
-MAX_SKU_LENGTH = 64
-MAX_EMAIL_LENGTH = 254
-MAX_UNIT_PRICE = Decimal("1000000")
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-MAX_FAIL_TIMES = 100
-# The most any server accepts; each accepts at most half of what an attempt may
-# run there (delay_limit_ms).
-MAX_DELAY_MS = 60_000
-
-# No C0/C1 control characters (NUL among them, which PostgreSQL refuses in text).
-NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]+$"
-PRICE_PATTERN = r"^[0-9]{1,6}(\.[0-9]{1,2})?$"
 
 
 # Stage 1: the bytes -------------------------------------------------------------
@@ -158,43 +154,46 @@ def body_too_large() -> OrderInputError:
 
 
 # Stage 2: the order -------------------------------------------------------------
-def _valid_email(value: str) -> str:
-    try:
-        validate_email(value)
-    except DjangoValidationError:
-        raise PydanticCustomError("email", "Not a valid email address.") from None
-    return value
-
-
-def _positive(value: str) -> str:
-    if Decimal(value) <= 0:
-        raise PydanticCustomError("greater_than", "Must be greater than 0.")
+# Each field is its shape (orders/api/shapes.py) and nothing else, so the
+# document, which shows these constraints, says all that is checked. The one
+# check beside a pattern, the email's local part, is what the document's
+# `format: email` means too.
+def _local_part_fits(value: str) -> str:
+    if len(value.rpartition("@")[0]) > MAX_EMAIL_LOCAL_LENGTH:
+        raise PydanticCustomError(
+            "email",
+            f"Not a valid email address: more than {MAX_EMAIL_LOCAL_LENGTH} "
+            "characters before the @.",
+        )
     return value
 
 
 Email = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_EMAIL_LENGTH),
-    AfterValidator(_valid_email),
-    Field(json_schema_extra={"format": "email"}, examples=["ana@example.com"]),
+    StringConstraints(max_length=MAX_EMAIL_LENGTH, pattern=EMAIL_PATTERN),
+    AfterValidator(_local_part_fits),
+    Field(
+        json_schema_extra={"format": "email"},
+        description="An address name@example.com: letters, digits and "
+        "!#$%&'*+/=?^_`{|}~- before the @ (at most 64, dots between), a domain "
+        "name after it.",
+        examples=["ana@example.com"],
+    ),
 ]
 Sku = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True,
-        min_length=1,
-        max_length=MAX_SKU_LENGTH,
-        pattern=NO_CONTROL_CHARACTERS,
+    StringConstraints(min_length=1, max_length=MAX_SKU_LENGTH, pattern=SKU_PATTERN),
+    Field(
+        description="No control characters, no space at either end.",
+        examples=["MUG-1"],
     ),
-    Field(examples=["MUG-1"]),
 ]
 Price = Annotated[
     str,
     StringConstraints(pattern=PRICE_PATTERN),
-    AfterValidator(_positive),
     Field(
         description="A decimal string greater than 0 and less than 1,000,000, "
-        "with at most 2 decimal places.",
+        "with at most 2 decimal places and no leading zero.",
         examples=["12.50"],
     ),
 ]
@@ -203,9 +202,10 @@ Step = Literal[STEPS]
 # What a problem's `fields` entry says, where pydantic's own sentence would quote
 # a regular expression.
 PATTERN_HINTS = {
-    "unit_price": "Write it as a decimal string with at most 2 decimal places, "
-    'less than 1,000,000, such as "19.99".',
-    "sku": "No control characters.",
+    "unit_price": "Write it as a decimal string greater than 0, less than "
+    '1,000,000, with at most 2 decimal places, such as "19.99".',
+    "sku": "No control characters, and no space at either end.",
+    "customer_email": "Not a valid email address.",
 }
 MESSAGES = {"missing": "Required.", "extra_forbidden": "Unknown field."}
 
@@ -378,12 +378,13 @@ def fingerprint(payload: dict) -> str:
 def validate_idempotency_key(key: str | None) -> str | None:
     if key is None:
         return None
-    key = key.strip()
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
+    # White space around it never arrives: HTTP drops it before Django sees
+    # the header.
+    if not matches(IDEMPOTENCY_KEY_PATTERN, key):
         raise OrderInputError(
             "invalid_idempotency_key",
             f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable "
-            "characters.",
+            "characters, without a space at either end.",
         )
     return key
 

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 from django.conf import settings
 from django.http.cookie import parse_cookie
 
+from orders.api.shapes import LAST_EVENT_ID_PATTERN, matches
 from orders.live.events import (
     StreamEvent,
     newest_event_id,
@@ -18,9 +19,6 @@ from orders.live.events import (
 )
 from orders.models import Order
 from orders.permissions import VIEW_OPERATIONS
-
-# A resume id is a positive integer; anything longer than this is not an id of ours.
-MAX_ID_DIGITS = 18
 
 
 class Refusal(Exception):
@@ -43,16 +41,14 @@ def parse_last_event_id(scope: dict) -> int | None:
         raw = values[-1] if values else None
     if raw is None:
         return None
-    raw = raw.strip()
-    if raw == "":
-        return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_ID_DIGITS:
+    # Its shape is the document's (orders/api/shapes.py); empty is no id.
+    if not matches(LAST_EVENT_ID_PATTERN, raw):
         raise Refusal(
             400,
             "invalid_last_event_id",
             "Last-Event-ID must be the id of an event (a non-negative integer).",
         )
-    return int(raw)
+    return int(raw) if raw else None
 
 
 def could_be_order_id(order_id: str) -> bool:
