@@ -11,7 +11,8 @@ sends nothing the server refuses for its shape and a fuzzer finds nothing
   names;
 - the response models (orders/api/schemas.py) describe what the views send, and
   tests hold every real response to them (tests/test_openapi.py);
-- the operations are written out in openapi_paths.py.
+- the operations are written out in openapi_paths.py, the streams' events in
+  openapi_streams.py.
 """
 
 from functools import cache
@@ -22,6 +23,7 @@ from pydantic.json_schema import models_json_schema
 
 from orders.api import validation
 from orders.api.openapi_paths import operations
+from orders.api.openapi_streams import stream_schemas
 from orders.api.schemas import (
     DashboardStats,
     DeliveryCompleted,
@@ -31,6 +33,8 @@ from orders.api.schemas import (
     OrderPlaced,
     OrderRetried,
     OrderStatus,
+    StreamClosed,
+    StreamReset,
 )
 
 REQUEST_MODELS = [validation.OrderIn]
@@ -43,6 +47,8 @@ RESPONSE_MODELS = [
     DashboardStats,
     Health,
     Event,
+    StreamReset,
+    StreamClosed,
 ]
 
 
@@ -98,7 +104,7 @@ def _document(facts: ServerFacts) -> dict:
         },
         "paths": operations(),
         "components": {
-            "schemas": schemas,
+            "schemas": {**schemas, **stream_schemas()},
             "securitySchemes": security_schemes(facts),
         },
     }

@@ -2,7 +2,8 @@
 the views stay plain Django views (docs/decisions/0009-plain-views-for-the-api.md).
 
 Every constraint on a parameter is a shape of orders/api/shapes.py, the one the
-validation enforces.
+validation enforces; the streams' events are described as events
+(openapi_streams.py).
 """
 
 from urllib.parse import unquote
@@ -15,7 +16,6 @@ from orders.api.schemas import (
     DashboardStats,
     DeliveryCompleted,
     Error,
-    Event,
     Health,
     OrderPlaced,
     OrderRetried,
@@ -51,10 +51,12 @@ def _path(name: str, placeholder: str | None = None) -> str:
     return unquote(reverse(name, args=args))
 
 
-def _stream(description: str) -> dict:
+def _stream(item: str, description: str) -> dict:
+    """A text/event-stream response: its schema is that of each event, as
+    OpenAPI 3.1 tools read a stream (openapi_streams.py)."""
     return {
         "description": description,
-        "content": {"text/event-stream": {"schema": ref(Event)}},
+        "content": {"text/event-stream": {"schema": ref(item)}},
     }
 
 
@@ -234,7 +236,7 @@ def operations() -> dict:
                 "`data` is an Event. See docs/users/live-updates.md.",
                 "parameters": [order_id, *RESUME],
                 "responses": {
-                    "200": _stream("The stream."),
+                    "200": _stream("OrderStreamEvent", "The stream."),
                     "400": _error("`invalid_last_event_id`."),
                     "404": _error("`order_not_found`."),
                     **STREAM_REFUSALS,
@@ -245,10 +247,16 @@ def operations() -> dict:
             "get": {
                 "operationId": "allEvents",
                 "summary": "SSE stream of every order's events (staff)",
+                "description": "Live from the moment it opens, or from "
+                "`Last-Event-ID`. Needs `orders.view_order`; a session that "
+                "ends closes it with a `stream.closed` event.",
                 "security": STAFF_READ,
                 "parameters": RESUME,
                 "responses": {
-                    "200": _stream("The stream, live from the moment it opens."),
+                    "200": _stream(
+                        "StaffStreamEvent",
+                        "The stream, live from the moment it opens.",
+                    ),
                     "400": _error("`invalid_last_event_id`."),
                     "403": NOT_STAFF,
                     **STREAM_REFUSALS,
