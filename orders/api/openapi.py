@@ -120,12 +120,19 @@ def security_schemes(facts: ServerFacts) -> dict:
             "holding the permission the operation names "
             "(docs/operators/roles.md).",
         },
+        "csrfCookie": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": facts.csrf_cookie,
+            "description": "Django's CSRF cookie, set with the session; a POST "
+            "sends it back beside the same value in `X-CSRFToken`.",
+        },
         "csrf": {
             "type": "apiKey",
             "in": "header",
             # Django's CSRF_HEADER_NAME (HTTP_X_CSRFTOKEN) as a client writes it.
             "name": "X-CSRFToken",
-            "description": "The csrftoken cookie's value, for POSTs.",
+            "description": "The CSRF cookie's value, for a POST of staff.",
         },
         "metricsToken": {
             "type": "http",

@@ -3,7 +3,7 @@ the views stay plain Django views (docs/decisions/0009-plain-views-for-the-api.m
 
 Every constraint on a parameter is a shape of orders/api/shapes.py, the one the
 validation enforces; the streams' events are described as events
-(openapi_streams.py).
+(openapi_streams.py); the staff operations name the security schemes they take.
 """
 
 from urllib.parse import unquote
@@ -23,8 +23,9 @@ from orders.api.schemas import (
 )
 from orders.api.validation import OrderIn
 
-# Security requirements (the schemes: openapi.security_schemes).
-STAFF_WRITE = [{"session": [], "csrf": []}]
+# Security requirements (the schemes: openapi.security_schemes). A POST of
+# staff carries Django's CSRF token twice, as the cookie and as the header.
+STAFF_WRITE = [{"session": [], "csrfCookie": [], "csrf": []}]
 STAFF_READ = [{"session": []}]
 STAFF_OR_TOKEN = [{"session": []}, {"metricsToken": []}]
 
