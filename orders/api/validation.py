@@ -126,12 +126,18 @@ def _int(literal: str) -> int:
     return int(literal)
 
 
-def _float(literal: str) -> float:
+def _float(literal: str) -> float | int:
+    """A number written with a fraction or an exponent. One that is a whole
+    number (2.0, 1e3) is that integer, as JSON Schema's `integer` (and so the
+    document) counts it; the check is on the exact decimal, not the float."""
     if len(literal) > MAX_NUMBER_CHARS:
         raise _Refused(f"a number has more than {MAX_NUMBER_CHARS} characters")
     value = float(literal)
     if value in (float("inf"), float("-inf")):
         raise _Refused(f"the number {literal} is out of range")
+    exact = Decimal(literal)
+    if exact == exact.to_integral_value():
+        return int(exact)
     return value
 
 
@@ -211,7 +217,7 @@ MESSAGES = {"missing": "Required.", "extra_forbidden": "Unknown field."}
 
 
 class StrictInput(BaseModel):
-    # Strict: 2 is not "2", true is not 1, 2.0 is not 2.
+    # Strict: 2 is not "2", true is not 1 (2.0 is 2: the parser, _float).
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
