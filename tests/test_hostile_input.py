@@ -9,7 +9,7 @@ import json
 import pytest
 from django_q.models import OrmQ
 
-from orders.api.validation import MAX_BODY_BYTES, MAX_JSON_DEPTH
+from orders.api.shapes import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from orders.models import Delivery, Order, OrderEvent, OrderLine
 
 LINE = {"sku": "MUG-1", "quantity": 2, "unit_price": "12.50"}

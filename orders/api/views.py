@@ -14,10 +14,10 @@ from django.views.decorators.http import condition
 from orders import selectors
 from orders.api.access import operator_required
 from orders.api.errors import api_path, error_response
+from orders.api.json_body import body_too_large
 from orders.api.methods import allow_methods
+from orders.api.shapes import MAX_BODY_BYTES
 from orders.api.validation import (
-    MAX_BODY_BYTES,
-    body_too_large,
     parse_order_request,
     validate_content_type,
     validate_idempotency_key,
