@@ -12,7 +12,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 NODE_STAMP := node_modules/.installed
 
 .PHONY: run test test-fast lint format install install-dev install-docs migrate bench \
-	clean docs messages
+	clean docs messages fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,15 @@ test: lint messages
 	else \
 		echo "== skipped: the database tests on PostgreSQL (TEST_POSTGRES_URL is not set)"; \
 	fi
+
+# schemathesis over the API with every check and phase, anonymous and as staff,
+# against a stack of its own (tests/fuzz.py): the full lane's run with a random
+# seed and many more examples. FUZZ_SEED=<seed> replays a run.
+FUZZ_EXAMPLES ?= 200
+FUZZ_SEED ?=
+fuzz: install-dev
+	$(DEVELOPMENT) $(BIN)/python -m tests.fuzz --max-examples $(FUZZ_EXAMPLES) \
+		$(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 # The docs site (mkdocs.yml, docs/) into site/; --strict fails on a broken
 # link. Needs only the docs tools, not the runtime packages.

@@ -148,8 +148,22 @@ def test_bad_input_is_refused_with_a_named_problem_and_writes_nothing(
 
 
 @pytest.mark.django_db
-def test_a_body_over_64_kib_is_413_and_writes_nothing(client):
-    body = {**VALID, "customer_email": "a@b.co", "padding": "x" * 70_000}
+def test_a_whole_number_written_with_a_fraction_or_exponent_is_that_number(client):
+    """JSON Schema's integer, and so the document's, counts 2.0 and 1e1 as
+    whole numbers; 2.5 is not one."""
+    assert_refused(
+        post_order(client, with_item(quantity=2.5)), 400, "validation_failed"
+    )
+    for written, quantity in [("2.0", 2), ("1e1", 10), ("1.50E1", 15)]:
+        body = json.dumps(VALID).replace('"quantity": 2', f'"quantity": {written}')
+        response = client.post("/api/orders", body, content_type="application/json")
+        assert response.status_code == 202, (written, response.content)
+        assert Order.objects.latest("pk").lines.get().quantity == quantity
+
+
+@pytest.mark.django_db
+def test_a_body_over_128_kib_is_413_and_writes_nothing(client):
+    body = {**VALID, "customer_email": "a@b.co", "padding": "x" * 140_000}
     assert_refused(post_order(client, body), 413, "body_too_large")
 
 

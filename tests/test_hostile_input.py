@@ -9,7 +9,7 @@ import json
 import pytest
 from django_q.models import OrmQ
 
-from orders.api.validation import MAX_JSON_DEPTH
+from orders.api.shapes import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from orders.models import Delivery, Order, OrderEvent, OrderLine
 
 LINE = {"sku": "MUG-1", "quantity": 2, "unit_price": "12.50"}
@@ -178,7 +178,7 @@ HOSTILE_BODIES = {
 @pytest.mark.django_db
 def test_a_hostile_body_is_refused_in_json_and_writes_nothing(client, name):
     body, error = HOSTILE_BODIES[name]
-    assert len(body) <= 64 * 1024, "the body must get past the size check"
+    assert len(body) <= MAX_BODY_BYTES, "the body must get past the size check"
     before = counts()
     assert_refused_in_json(post_raw(client, body), 400, error)
     assert counts() == before

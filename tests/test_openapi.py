@@ -1,10 +1,15 @@
 import json
 import re
 
+import jsonschema_rs
 import pytest
 from django.urls import URLPattern, get_resolver
+from httpx_sse._decoders import SSEDecoder
 
 from orders.api import openapi, schemas
+from orders.live import asgi as stream_asgi
+from orders.live.events import read_after
+from orders.live.opening import Refusal
 from orders.models import Order
 from tests import factories
 
@@ -126,3 +131,69 @@ def test_the_docs_page_lists_every_operation_and_loads_no_script(client):
     scripts = re.findall(r"<script[^>]*>", page)
     assert all('type="application/json"' in tag for tag in scripts), scripts
     assert "style=" not in page
+
+
+def sse_events(raw: bytes) -> list[dict]:
+    """Each event of a stream as a client reads it (httpx-sse's decoder, the
+    WHATWG rules): its fields as an object, as OpenAPI tools validate it."""
+    decoder, events = SSEDecoder(), []
+    for line in raw.decode().split("\n")[:-1]:  # after the last \n: no line
+        event = decoder.decode(line)
+        if event is not None:
+            read = {"event": event.event, "data": event.data}
+            if event.id:
+                read["id"] = event.id
+            events.append(read)
+    return events
+
+
+def assert_described(document: dict, stream: str, event: dict) -> None:
+    """The event matches the stream's schema, and its `data` the document its
+    kind carries (contentSchema, which jsonschema-rs leaves to the caller)."""
+    components = {"components": document["components"]}
+    ref = "#/components/schemas/"
+    envelope = jsonschema_rs.Draft202012Validator({"$ref": ref + stream, **components})
+    envelope.validate(event)
+    kinds = [
+        item["$ref"] for item in document["components"]["schemas"][stream]["oneOf"]
+    ]
+    matching = [
+        kind
+        for kind in kinds
+        if jsonschema_rs.Draft202012Validator({"$ref": kind, **components}).is_valid(
+            event
+        )
+    ]
+    assert len(matching) == 1, (event, matching)
+    kind = document["components"]["schemas"][matching[0].removeprefix(ref)]
+    assert kind["properties"]["data"]["contentMediaType"] == "application/json"
+    content = {**kind["properties"]["data"]["contentSchema"], **components}
+    jsonschema_rs.Draft202012Validator(content, validate_formats=True).validate(
+        json.loads(event["data"])
+    )
+
+
+@pytest.mark.django_db
+def test_every_kind_of_stream_event_is_described_as_an_event(place_order):
+    """An order's events, a reset and the staff stream's closing event, as the
+    streams write them (orders/live/asgi.py), read as a client reads them."""
+    document = openapi.openapi_document()
+    place_order()
+    real = [stream_asgi.frame(event) for event in read_after(0)]
+    reset = stream_asgi.reset_frame(7)
+    closed = stream_asgi.closed_frame(Refusal(403, "forbidden", "Gone."))
+    for stream, frames in [
+        ("OrderStreamEvent", [*real, reset]),
+        ("StaffStreamEvent", [*real, reset, closed]),
+    ]:
+        events = sse_events(b"".join(frames))
+        assert len(events) == len(frames)
+        for event in events:
+            assert_described(document, stream, event)
+    for path, stream in [
+        ("/api/orders/{order_id}/events", "OrderStreamEvent"),
+        ("/api/events", "StaffStreamEvent"),
+    ]:
+        response = document["paths"][path]["get"]["responses"]["200"]
+        schema = response["content"]["text/event-stream"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{stream}"}

@@ -62,6 +62,9 @@ MIDDLEWARE = [
     # The language of each request, for the customers' pages and documents.
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before the CSRF check: an API view's undeclared method is a 405, whoever
+    # asks (orders/api/methods.py).
+    "orders.api.middleware.DeclaredMethods",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

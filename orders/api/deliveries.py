@@ -1,11 +1,11 @@
 """POST /api/deliveries/<code>/complete: the delivery scenario for staff."""
 
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_http_methods
 
 from orders import exceptions, selectors
 from orders.api.access import operator_required
 from orders.api.errors import error_response
+from orders.api.methods import allow_methods
 from orders.api.views import json_errors
 from orders.permissions import CHANGE_DELIVERY
 from orders.services import deliveries as deliveries_services
@@ -13,7 +13,7 @@ from orders.services import deliveries as deliveries_services
 
 @operator_required(CHANGE_DELIVERY)
 @json_errors
-@require_http_methods(["POST"])
+@allow_methods("POST")
 def delivery_complete(request: HttpRequest, code: str) -> JsonResponse:
     try:
         delivery, completed_now = deliveries_services.delivery_complete(code=code)

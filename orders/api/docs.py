@@ -8,8 +8,8 @@ from django.http import HttpRequest, JsonResponse
 from django.shortcuts import render
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
-from django.views.decorators.http import require_http_methods
 
+from orders.api.methods import allow_methods
 from orders.api.openapi import openapi_document
 from orders.api.views import json_errors
 
@@ -17,12 +17,12 @@ METHODS = ("get", "head", "post", "put", "patch", "delete")
 
 
 @json_errors
-@require_http_methods(["GET", "HEAD"])
+@allow_methods("GET", "HEAD")
 def openapi_json(request: HttpRequest) -> JsonResponse:
     return JsonResponse(openapi_document())
 
 
-@require_http_methods(["GET", "HEAD"])
+@allow_methods("GET", "HEAD")
 def api_docs(request: HttpRequest):
     document = openapi_document()
     schemas = document["components"]["schemas"]

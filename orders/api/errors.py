@@ -10,6 +10,13 @@ status with it (OrderInputError.http_status, the streams' Refusal.status).
 import json
 
 from django.http import JsonResponse
+from django.urls import reverse
+
+
+def api_path(path: str) -> bool:
+    """The paths that answer in this shape: /api/ and the two endpoints of the
+    API document outside it, /healthz and /metrics."""
+    return path.startswith("/api/") or path in (reverse("healthz"), reverse("metrics"))
 
 
 def error_document(error: str, detail: str, fields: dict | None = None) -> dict:

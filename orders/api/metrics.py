@@ -6,11 +6,11 @@ import hmac
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_http_methods
 from prometheus_client.exposition import choose_encoder
 
 from orders.api.access import operator_refusal
 from orders.api.errors import error_response
+from orders.api.methods import allow_methods
 from orders.api.views import json_errors
 from orders.operations import metrics
 from orders.permissions import VIEW_OPERATIONS
@@ -20,7 +20,7 @@ CHALLENGE = 'Bearer realm="metrics"'
 
 
 @json_errors
-@require_http_methods(["GET"])
+@allow_methods("GET")
 def metrics_scrape(request: HttpRequest) -> HttpResponse:
     refusal = metrics_refusal(request)
     if refusal is not None:

@@ -1,6 +1,7 @@
 from django.conf import settings
 
-from orders.api.errors import error_response
+from orders.api import methods
+from orders.api.errors import api_path, error_response
 from orders.api.ratelimit import PLACE_URL_NAME, place_retry_after
 
 
@@ -25,6 +26,24 @@ class SyncChainBoundary:
 
     def __call__(self, request):
         return self.get_response(request)
+
+
+class DeclaredMethods:
+    """An API view's undeclared method is answered here, before CSRF (this
+    middleware comes before CsrfViewMiddleware, and process_view hooks run in
+    MIDDLEWARE order), the rate limit and the view's login check."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        allowed = getattr(view_func, "allowed_methods", None)
+        if allowed is None:
+            return None
+        return methods.answer(request.method, allowed)
 
 
 class OrderPlaceRateLimit:
@@ -64,10 +83,11 @@ class OrderPlaceRateLimit:
 
 
 class ApiErrorShape:
-    """Every 4xx under /api/ in the JSON error shape, whoever made it: Django's own
-    refusals (a bad Host header, a body past DATA_UPLOAD_MAX_MEMORY_SIZE: with
-    DEBUG on they are HTML debug pages, which handler400 never sees) as well as
-    the views'. First in MIDDLEWARE, so it sees what every other one answered."""
+    """Every 4xx of the API's paths (errors.api_path: /api/, /healthz,
+    /metrics) in the JSON error shape, whoever made it: Django's own refusals
+    (a bad Host header, a body past DATA_UPLOAD_MAX_MEMORY_SIZE: with DEBUG on
+    they are HTML debug pages, which handler400 never sees) as well as the
+    views'. First in MIDDLEWARE, so it sees what every other one answered."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -76,7 +96,7 @@ class ApiErrorShape:
         response = self.get_response(request)
         if (
             400 <= response.status_code < 500
-            and request.path.startswith("/api/")
+            and api_path(request.path)
             and response.get("Content-Type", "").split(";")[0] != "application/json"
         ):
             status = response.status_code

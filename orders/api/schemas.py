@@ -90,6 +90,24 @@ class Event(Document):
     step: str | None
 
 
+class StreamReset(Document):
+    """The `data` of a stream's `stream.reset` event: the events after the id
+    the client resumed from are no longer kept."""
+
+    type: Literal["stream.reset"]
+    last_event_id: int
+    detail: str
+
+
+class StreamClosed(Document):
+    """The `data` of the staff stream's last event when its session ended: why,
+    in the error shape."""
+
+    type: Literal["stream.closed"]
+    error: str
+    detail: str
+
+
 class DeliveryState(Document):
     code: str
     completed_at: datetime | None

@@ -2,11 +2,8 @@
 
 Two stages, and nothing is written before both pass:
 
-1. `parse_json_body` reads the bytes under limits checked before any parser
-   runs (size, nesting depth), and with hooks that refuse what Python's json
-   module would otherwise turn into a crash or a silent surprise: numbers past
-   int's digit limit, NaN and Infinity, duplicate keys, bytes that are not
-   UTF-8, lone surrogates.
+1. `parse_json_body` (orders/api/json_body.py) reads the bytes under limits
+   checked before any parser runs.
 2. The pydantic models below validate the object. They are also the schemas of
    the OpenAPI document (orders/api/openapi.py), so what the document says is what
    is enforced. Every problem is named in the error's `fields`, so a client can
@@ -15,12 +12,9 @@ Two stages, and nothing is written before both pass:
 
 import hashlib
 import json
-import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -31,170 +25,69 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from orders.api.json_body import invalid_json, parse_json_body
+from orders.api.shapes import (
+    EMAIL_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_DELAY_MS,
+    MAX_EMAIL_LENGTH,
+    MAX_EMAIL_LOCAL_LENGTH,
+    MAX_FAIL_TIMES,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_ITEMS,
+    MAX_QUANTITY,
+    MAX_SKU_LENGTH,
+    PRICE_PATTERN,
+    SKU_PATTERN,
+    matches,
+)
 from orders.exceptions import OrderInputError
 from orders.gateways import STEPS
 from orders.services.inputs import LineInput, OrderInput
 from orders.workers.timeouts import simulated_delay_limit
 
-# The input limits (README "Input limits"): each is checked before the step that
-# could be hurt by a bigger input.
-MAX_BODY_BYTES = 64 * 1024
-MAX_JSON_DEPTH = 8  # a valid order nests 3 deep
-MAX_NUMBER_CHARS = 20  # characters of one JSON number literal
-MAX_ITEMS = 100
-MAX_QUANTITY = 10_000
-MAX_SKU_LENGTH = 64
-MAX_EMAIL_LENGTH = 254
-MAX_UNIT_PRICE = Decimal("1000000")
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-MAX_FAIL_TIMES = 100
-# The most any server accepts; each accepts at most half of what an attempt may
-# run there (delay_limit_ms).
-MAX_DELAY_MS = 60_000
-
-# No C0/C1 control characters (NUL among them, which PostgreSQL refuses in text).
-NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]+$"
-PRICE_PATTERN = r"^[0-9]{1,6}(\.[0-9]{1,2})?$"
-
-
-# Stage 1: the bytes -------------------------------------------------------------
-class _Refused(ValueError):
-    """Raised from the json module's hooks; becomes a 400 invalid_json."""
-
-
-def parse_json_body(body: bytes) -> object:
-    if len(body) > MAX_BODY_BYTES:
-        raise body_too_large()
-    try:
-        text = body.decode("utf-8")  # strict: encoded surrogates are refused too
-    except UnicodeDecodeError as exc:
-        reason = f"it is not UTF-8 ({exc.reason} at byte {exc.start})"
-        raise invalid_json(reason) from None
-    # RFC 8259 section 8.1: a parser MAY ignore a byte order mark.
-    text = text.removeprefix("\ufeff")
-    if _nesting_depth(text) > MAX_JSON_DEPTH:
-        raise invalid_json(f"it nests deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        payload = json.loads(
-            text,
-            object_pairs_hook=_object_without_duplicate_keys,
-            parse_int=_int,
-            parse_float=_float,
-            parse_constant=_refuse_constant,
-        )
-    except _Refused as exc:
-        raise invalid_json(str(exc)) from None
-    except json.JSONDecodeError as exc:
-        reason = f"{exc.msg} (line {exc.lineno} column {exc.colno})"
-        raise invalid_json(reason) from None
-    try:
-        json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise invalid_json("it contains a lone surrogate (\\ud800-\\udfff)") from None
-    return payload
-
-
-# A string (to its closing quote, or to the end when it has none) or a bracket.
-# The optional closing quote matters: a pattern that required it would be tried
-# again from every later quote of an unterminated string, quadratic in the body
-# (60 KB of \" took 26 s); this one reads each character once.
-_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[][{}]', re.DOTALL)
-
-
-def _nesting_depth(text: str) -> int:
-    """How deep arrays and objects nest, counted without parsing (json's C parser
-    recurses once per level). Brackets inside strings do not count."""
-    depth = deepest = 0
-    for match in _STRING_OR_BRACKET.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif token in ("]", "}"):
-            depth -= 1
-    return deepest
-
-
-def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise _Refused(f"the key {duplicate!r} appears twice in one object")
-    return result
-
-
-def _int(literal: str) -> int:
-    if len(literal) > MAX_NUMBER_CHARS:
-        raise _Refused(f"a number has more than {MAX_NUMBER_CHARS} characters")
-    return int(literal)
-
-
-def _float(literal: str) -> float:
-    if len(literal) > MAX_NUMBER_CHARS:
-        raise _Refused(f"a number has more than {MAX_NUMBER_CHARS} characters")
-    value = float(literal)
-    if value in (float("inf"), float("-inf")):
-        raise _Refused(f"the number {literal} is out of range")
-    return value
-
-
-def _refuse_constant(name: str):
-    raise _Refused(f"{name} is not JSON")
-
-
-def invalid_json(reason: str) -> OrderInputError:
-    return OrderInputError(
-        "invalid_json", f"The request body is not valid JSON: {reason}."
-    )
-
-
-def body_too_large() -> OrderInputError:
-    return OrderInputError(
-        "body_too_large",
-        f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.",
-        http_status=413,
-    )
-
 
 # Stage 2: the order -------------------------------------------------------------
-def _valid_email(value: str) -> str:
-    try:
-        validate_email(value)
-    except DjangoValidationError:
-        raise PydanticCustomError("email", "Not a valid email address.") from None
-    return value
-
-
-def _positive(value: str) -> str:
-    if Decimal(value) <= 0:
-        raise PydanticCustomError("greater_than", "Must be greater than 0.")
+# Each field is its shape (orders/api/shapes.py) and nothing else, so the
+# document, which shows these constraints, says all that is checked. The one
+# check beside a pattern, the email's local part, is what the document's
+# `format: email` means too.
+def _local_part_fits(value: str) -> str:
+    if len(value.rpartition("@")[0]) > MAX_EMAIL_LOCAL_LENGTH:
+        raise PydanticCustomError(
+            "email",
+            f"Not a valid email address: more than {MAX_EMAIL_LOCAL_LENGTH} "
+            "characters before the @.",
+        )
     return value
 
 
 Email = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_EMAIL_LENGTH),
-    AfterValidator(_valid_email),
-    Field(json_schema_extra={"format": "email"}, examples=["ana@example.com"]),
+    StringConstraints(max_length=MAX_EMAIL_LENGTH, pattern=EMAIL_PATTERN),
+    AfterValidator(_local_part_fits),
+    Field(
+        json_schema_extra={"format": "email"},
+        description="An address name@example.com: letters, digits and "
+        "!#$%&'*+/=?^_`{|}~- before the @ (at most 64, dots between), a domain "
+        "name after it.",
+        examples=["ana@example.com"],
+    ),
 ]
 Sku = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True,
-        min_length=1,
-        max_length=MAX_SKU_LENGTH,
-        pattern=NO_CONTROL_CHARACTERS,
+    StringConstraints(min_length=1, max_length=MAX_SKU_LENGTH, pattern=SKU_PATTERN),
+    Field(
+        description="No control characters, no space at either end.",
+        examples=["MUG-1"],
     ),
-    Field(examples=["MUG-1"]),
 ]
 Price = Annotated[
     str,
     StringConstraints(pattern=PRICE_PATTERN),
-    AfterValidator(_positive),
     Field(
         description="A decimal string greater than 0 and less than 1,000,000, "
-        "with at most 2 decimal places.",
+        "with at most 2 decimal places and no leading zero.",
         examples=["12.50"],
     ),
 ]
@@ -203,15 +96,16 @@ Step = Literal[STEPS]
 # What a problem's `fields` entry says, where pydantic's own sentence would quote
 # a regular expression.
 PATTERN_HINTS = {
-    "unit_price": "Write it as a decimal string with at most 2 decimal places, "
-    'less than 1,000,000, such as "19.99".',
-    "sku": "No control characters.",
+    "unit_price": "Write it as a decimal string greater than 0, less than "
+    '1,000,000, with at most 2 decimal places, such as "19.99".',
+    "sku": "No control characters, and no space at either end.",
+    "customer_email": "Not a valid email address.",
 }
 MESSAGES = {"missing": "Required.", "extra_forbidden": "Unknown field."}
 
 
 class StrictInput(BaseModel):
-    # Strict: 2 is not "2", true is not 1, 2.0 is not 2.
+    # Strict: 2 is not "2", true is not 1 (2.0 is 2: the parser, _float).
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
@@ -378,12 +272,13 @@ def fingerprint(payload: dict) -> str:
 def validate_idempotency_key(key: str | None) -> str | None:
     if key is None:
         return None
-    key = key.strip()
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
+    # White space around it never arrives: HTTP drops it before Django sees
+    # the header.
+    if not matches(IDEMPOTENCY_KEY_PATTERN, key):
         raise OrderInputError(
             "invalid_idempotency_key",
             f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable "
-            "characters.",
+            "characters, without a space at either end.",
         )
     return key
 

@@ -10,14 +10,15 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import translation
 from django.utils.cache import patch_cache_control
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import condition, require_http_methods
+from django.views.decorators.http import condition
 
 from orders import selectors
 from orders.api.access import operator_required
-from orders.api.errors import error_response
+from orders.api.errors import api_path, error_response
+from orders.api.json_body import body_too_large
+from orders.api.methods import allow_methods
+from orders.api.shapes import MAX_BODY_BYTES
 from orders.api.validation import (
-    MAX_BODY_BYTES,
-    body_too_large,
     parse_order_request,
     validate_content_type,
     validate_idempotency_key,
@@ -34,36 +35,21 @@ def not_found(order_id: str) -> JsonResponse:
 
 
 def json_errors(view):
-    """Turn refused input into the JSON error contract, and answer a wrong method
-    with a JSON 405 rather than an empty page."""
+    """Turn refused input into the JSON error contract."""
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         try:
-            response = view(request, *args, **kwargs)
+            return view(request, *args, **kwargs)
         except OrderInputError as exc:
             return error_response(exc.http_status, exc.error, exc.detail, exc.fields)
-        if response.status_code == 405 and not isinstance(response, JsonResponse):
-            allowed = response.get("Allow", "")
-            return _method_not_allowed(request, allowed)
-        return response
 
     return wrapper
 
 
-def _method_not_allowed(request, allowed: str) -> JsonResponse:
-    response = error_response(
-        405,
-        "method_not_allowed",
-        f"{request.method} is not allowed here; use {allowed}.",
-    )
-    response["Allow"] = allowed
-    return response
-
-
 @csrf_exempt
 @json_errors
-@require_http_methods(["POST"])
+@allow_methods("POST")
 def orders_collection(request: HttpRequest) -> JsonResponse:
     declared = request.META.get("CONTENT_LENGTH")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -101,7 +87,7 @@ def _order_etag(request, order_id: str) -> str | None:
 
 
 @json_errors
-@require_http_methods(["GET", "HEAD"])
+@allow_methods("GET", "HEAD")
 @condition(etag_func=_order_etag)
 def order_detail(request: HttpRequest, order_id: str) -> JsonResponse:
     order = selectors.order_get(order_id)
@@ -115,7 +101,7 @@ def order_detail(request: HttpRequest, order_id: str) -> JsonResponse:
 
 @operator_required(CHANGE_ORDER)
 @json_errors
-@require_http_methods(["POST"])
+@allow_methods("POST")
 def order_retry(request: HttpRequest, order_id: str) -> JsonResponse:
     order = selectors.order_get(order_id)
     if order is None:
@@ -138,7 +124,7 @@ def order_retry(request: HttpRequest, order_id: str) -> JsonResponse:
     )
 
 
-@require_http_methods(["GET", "HEAD"])
+@allow_methods("GET", "HEAD")
 def healthz(request: HttpRequest) -> JsonResponse:
     """Database and queue reachable: what a load balancer needs to know. It says
     which is down and nothing more (an error's text names hosts, users and
@@ -165,13 +151,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
     )
 
 
+@csrf_exempt  # any method: it changes nothing, and is a 404 whoever asks
 def api_not_found(request, exception=None):
     return error_response(404, "not_found", f"No API endpoint at {request.path}.")
 
 
 def csrf_failure(request, reason=""):
     """CSRF refusals on the API answer in JSON like every other API error."""
-    if request.path.startswith("/api/"):
+    if api_path(request.path):
         return error_response(
             403, "csrf_failed", f"CSRF verification failed: {reason}."
         )

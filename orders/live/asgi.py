@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from orders.api.errors import error_document, send_error
+from orders.api.methods import send_refusal
 from orders.live import flow, threads
 from orders.live.caps import CapReached, stream_slots
 from orders.live.events import READ_BATCH, StreamEvent, read_replay
@@ -35,6 +36,8 @@ PUMP_WAIT_SECONDS = 5.0
 # A stream writes at most about this much at once: what the connection's send
 # buffer (64 KiB in daphne) holds before it says it is full.
 BODY_BYTES = 64 * 1024
+# The methods of every endpoint here (orders/api/methods.py answers the others).
+ALLOWED = ("GET",)
 # How much of a path a failure record keeps (the path is the client's choice).
 REQUEST_PATH_CHARS = 200
 
@@ -91,14 +94,7 @@ class EventStream:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":  # pragma: no cover - routed for http only
             raise ValueError("EventStream serves HTTP only")
-        if scope["method"] != "GET":
-            await send_error(
-                send,
-                405,
-                "method_not_allowed",
-                f"{scope['method']} is not allowed here; use GET.",
-                [(b"allow", b"GET")],
-            )
+        if await send_refusal(scope, send, ALLOWED):
             return
         order_id = None
         if self.per_order:
@@ -293,10 +289,7 @@ async def stream_stats(scope, receive, send):
     """GET /api/streams (staff): this process's open streams and pump counters, so
     an operator (and the tests) can see that closed clients are freed and that
     polling does not grow with the number of clients."""
-    if scope["method"] != "GET":
-        await send_error(
-            send, 405, "method_not_allowed", "Use GET.", [(b"allow", b"GET")]
-        )
+    if await send_refusal(scope, send, ALLOWED):
         return
     try:
         await threads.for_loop().openings.run(check_staff, scope)

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.http.cookie import parse_cookie
 from django.utils import translation
 
+from orders.api.shapes import LAST_EVENT_ID_PATTERN, matches
 from orders.live.events import (
     StreamEvent,
     newest_event_id,
@@ -20,9 +21,6 @@ from orders.live.events import (
 from orders.models import Order
 from orders.permissions import VIEW_OPERATIONS
 
-# A resume id is a positive integer; anything longer than this is not an id of ours.
-MAX_ID_DIGITS = 18
-
 
 class Refusal(Exception):
     def __init__(self, status: int, error: str, detail: str):
@@ -32,28 +30,24 @@ class Refusal(Exception):
 
 def parse_last_event_id(scope: dict) -> int | None:
     """The resume id from the Last-Event-ID header (what a browser's own reconnect
-    sends) or else the ?lastEventId= query; None when neither is given."""
-    raw = None
+    sends) or else the ?lastEventId= query; None when neither gives one (empty
+    is none). Each that is sent must have the shape the document gives it
+    (orders/api/shapes.py), even when the other one wins."""
+    header = None
     for name, value in scope.get("headers", ()):
         if name.lower() == b"last-event-id":
-            raw = value.decode("latin-1")
-    if raw is None:
-        values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(
-            "lastEventId"
-        )
-        raw = values[-1] if values else None
-    if raw is None:
-        return None
-    raw = raw.strip()
-    if raw == "":
-        return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_ID_DIGITS:
+            header = value.decode("latin-1")
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(
+        "lastEventId", []
+    )
+    given = [raw for raw in [header, *query[-1:]] if raw is not None]
+    if not all(matches(LAST_EVENT_ID_PATTERN, raw) for raw in given):
         raise Refusal(
             400,
             "invalid_last_event_id",
             "Last-Event-ID must be the id of an event (a non-negative integer).",
         )
-    return int(raw)
+    return next((int(raw) for raw in given if raw), None)
 
 
 def could_be_order_id(order_id: str) -> bool:

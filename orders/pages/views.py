@@ -10,6 +10,7 @@ from django.views.decorators.http import require_http_methods
 
 from orders import customer_texts, selectors
 from orders.api.access import operator_page, operator_required
+from orders.api.methods import allow_methods
 from orders.api.validation import delay_limit_ms
 from orders.api.views import json_errors
 from orders.models import Order, OrderEvent
@@ -115,7 +116,7 @@ def dashboard(request):
 
 @operator_required(VIEW_OPERATIONS)
 @json_errors
-@require_http_methods(["GET"])
+@allow_methods("GET")
 def dashboard_stats(request):
     """The dashboard's numbers as JSON (staff who may view orders), refetched
     when events arrive."""

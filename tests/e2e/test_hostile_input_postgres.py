@@ -1,13 +1,12 @@
-"""The hostile requests of tests/test_hostile_input.py, and a shorter run of the
-fuzzer (tests/e2e/test_api_fuzz.py), against a real daphne on PostgreSQL, which
-refuses a NUL in text that SQLite stores: each is still a 4xx in the JSON error
-shape and writes nothing. Skipped like the scale-out tests where PostgreSQL or
-Redis is missing, unless REQUIRE_SERVICES=1."""
+"""The hostile requests of tests/test_hostile_input.py, and the fuzzer's staff
+run (tests/fuzz.py), against a real daphne on PostgreSQL, which refuses a NUL
+in text that SQLite stores: each is still a 4xx in the JSON error shape and
+writes nothing. Skipped like the scale-out tests where PostgreSQL or Redis is
+missing, unless REQUIRE_SERVICES=1."""
 
 import pytest
-from schemathesis import GenerationMode
 
-from tests.e2e.test_api_fuzz import WITH_INPUT, fuzz, load_schema, staff_session
+from tests import fuzz
 from tests.e2e.test_scale_out import scaled
 from tests.test_hostile_input import (
     HOSTILE_BODIES,
@@ -30,12 +29,16 @@ NUL_BODIES = [
 
 
 @pytest.fixture(scope="module")
-def pg_stack(tmp_path_factory):
-    with scaled(tmp_path_factory.mktemp("hostile-pg")) as stack:
-        stack.start()
-        # The web process alone writes: row counts move only with requests.
-        stack.stop_cluster()
-        yield stack
+def pg_target(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("hostile-pg")
+    with scaled(workdir, **fuzz.deployed_env()) as stack:
+        # Then the web process alone writes: row counts move only with requests.
+        yield fuzz.prepare(stack)
+
+
+@pytest.fixture(scope="module")
+def pg_stack(pg_target):
+    return pg_target.stack
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +97,18 @@ def test_hostile_ids_in_paths_are_json_404s_on_postgresql(pg_stack, row_counts):
     assert row_counts() == before
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-@pytest.mark.parametrize("operation_id", WITH_INPUT)
-def test_generated_requests_do_not_break_the_api_on_postgresql(
-    pg_stack, row_counts, operation_id, mode
-):
-    schema = load_schema(pg_stack)
-    staff = staff_session(pg_stack)
-    fuzz(schema, operation_id, mode, staff=staff, row_counts=row_counts, examples=25)
+def test_schemathesis_finds_nothing_on_postgresql(pg_target, tmp_path):
+    result = fuzz.run(
+        pg_target,
+        "staff",
+        seed=fuzz.LANE_SEED,
+        max_examples=fuzz.LANE_EXAMPLES,
+        workdir=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout
+    report = fuzz.report(tmp_path, "staff")
+    assert (report["failures"], report["errors"]) == ([], []), result.stdout
+    assert report["operations"]["tested"] == report["operations"]["total"]
 
 
 def test_a_hostile_session_cookie_is_no_login_on_postgresql(pg_stack, row_counts):
