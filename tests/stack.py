@@ -102,18 +102,6 @@ class Stack(LocalService):
         self.web = spawn(command, env={**web_env(self.env), **env}, log=self.web_log)
         self.wait_for_web()
 
-    def wait_for_web(self) -> None:
-        def healthy():
-            if self.web.poll() is not None:
-                raise RuntimeError(f"daphne exited:\n{self.web_log.read_text()}")
-            try:
-                response = httpx.get(f"{self.base_url}/healthz", timeout=2)
-            except httpx.TransportError:
-                return False
-            return response.status_code == 200
-
-        wait_until(healthy, timeout=30, what="daphne to answer /healthz")
-
     def gateway_ledger(self, prefix: str) -> dict[str, str]:
         """What the simulated gateways of this stack did, by idempotency key."""
         return SimulatedLedger(simulated_gateway_dir(self.workdir)).references(prefix)

@@ -216,13 +216,16 @@ class LocalService:
         return self
 
     def start_web(self) -> None:
-        import httpx
-
         self.web = spawn(
             web_command("127.0.0.1", self.port),
             env=web_env(self.env),
             log=self.web_log,
         )
+        self.wait_for_web()
+
+    def wait_for_web(self) -> None:
+        """Until the web process answers /healthz; its log if it exits first."""
+        import httpx
 
         def healthy():
             if self.web.poll() is not None:
